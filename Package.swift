@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Targets are split by concern; each depends only on the layers below it:
+//   CKVM (C shim for <linux/kvm.h>) -> KVM (fds, mappings, exits) -> GuestMemory
+//   ACPI (table and AML builders, pure data) / X86Boot (kernel loading, CPUID, page tables)
+//   Devices (UART, i8042, ACPI power) -> VMM (the boot recipe, vCPU threads) -> kite (CLI)
+let package = Package(
+    name: "Kite",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "kite", targets: ["kite"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        .target(name: "CKVM"),
+        .target(name: "GuestMemory", dependencies: ["CKVM"]),
+        .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
+        .target(name: "ACPI"),
+        .target(name: "X86Boot", dependencies: [
+            "GuestMemory", "KVM", "CKVM",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .target(name: "Devices", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "VMM", dependencies: [
+            "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .executableTarget(name: "kite", dependencies: [
+            "VMM",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "UnitTests", dependencies: [
+            "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
+        ]),
+        .testTarget(name: "KVMTests", dependencies: [
+            "CKVM", "KVM", "GuestMemory", "VMM", "Devices",
+        ]),
+    ]
+)

@@ -1,0 +1,101 @@
+#define _GNU_SOURCE
+#include "ckvm.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) {
+    int r = ioctl(fd, request, arg);
+    return r < 0 ? -errno : r;
+}
+
+int ckvm_ioctl_val(int fd, unsigned long request, unsigned long value) {
+    int r = ioctl(fd, request, value);
+    return r < 0 ? -errno : r;
+}
+
+static void ckvm_kick_handler(int signo) { (void)signo; }
+
+int ckvm_install_kick_handler(int signo) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ckvm_kick_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; // no SA_RESTART: the signal must interrupt KVM_RUN
+    return sigaction(signo, &sa, NULL) < 0 ? -errno : 0;
+}
+
+int ckvm_signal_thread(pthread_t thread, int signo) {
+    return -pthread_kill(thread, signo);
+}
+
+int ckvm_block_signal(int signo) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    return -pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+void ckvm_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof buf - 1);
+    buf[sizeof buf - 1] = 0;
+    pthread_setname_np(pthread_self(), buf);
+}
+
+int ckvm_eventfd(void) {
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
+int ckvm_termination_signalfd(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
+int ckvm_read_signalfd(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof info);
+    if (n < 0) return errno == EAGAIN ? 0 : -errno;
+    return n == (ssize_t)sizeof info ? (int)info.ssi_signo : 0;
+}
+
+const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
+const unsigned long CKVM_CREATE_VM = KVM_CREATE_VM;
+const unsigned long CKVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+const unsigned long CKVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+const unsigned long CKVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+const unsigned long CKVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+const unsigned long CKVM_CREATE_VCPU = KVM_CREATE_VCPU;
+const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
+const unsigned long CKVM_IRQFD = KVM_IRQFD;
+const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
+const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
+const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
+const unsigned long CKVM_RUN = KVM_RUN;
+const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
+const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
+const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
+const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
+const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
+const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
+const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
+const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
+const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
+const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
+const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+const unsigned long CKVM_SET_FPU = KVM_SET_FPU;

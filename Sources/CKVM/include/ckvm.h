@@ -1,0 +1,91 @@
+// CKVM: the only place Kite touches <linux/kvm.h> from C.
+// Swift cannot call the variadic ioctl() or import function-like macros (KVM_RUN, ...),
+// so this header wraps ioctl in non-variadic functions that return -errno on failure and
+// exports every request number Kite uses as a constant (defined in ckvm.c).
+#ifndef CKVM_H
+#define CKVM_H
+
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <pthread.h>
+
+/// ioctl(fd, request, arg) with a pointer argument; returns the result, or -errno.
+int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg);
+/// ioctl(fd, request, value) with an integer argument; returns the result, or -errno.
+int ckvm_ioctl_val(int fd, unsigned long request, unsigned long value);
+
+/// Installs a no-op handler for `signo` without SA_RESTART, so the signal interrupts
+/// KVM_RUN (which then returns -EINTR). Returns 0 or -errno.
+int ckvm_install_kick_handler(int signo);
+/// pthread_kill wrapper; returns 0 or -errno.
+int ckvm_signal_thread(pthread_t thread, int signo);
+/// Blocks `signo` in the calling thread (so only vCPU threads receive kicks). 0 or -errno.
+int ckvm_block_signal(int signo);
+
+/// Names the calling thread (shown by ps -L and in /proc); truncated to 15 bytes.
+void ckvm_set_thread_name(const char *name);
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); returns the fd or -errno.
+int ckvm_eventfd(void);
+/// A non-blocking signalfd for SIGINT and SIGTERM (which the caller must block);
+/// returns the fd or -errno.
+int ckvm_termination_signalfd(void);
+/// Reads one signal from a signalfd; returns its number, 0 if none, or -errno.
+int ckvm_read_signalfd(int fd);
+
+/// Sequentially consistent store to kvm_run.immediate_exit, the byte KVM reads at
+/// KVM_RUN entry: a kick sets it after the stop request so the vCPU cannot miss either.
+static inline void ckvm_set_immediate_exit(struct kvm_run *run, uint8_t value) {
+    __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
+}
+
+/// kvm_cpuid2 with a fixed-size entry array (Swift cannot allocate flexible array members).
+struct ckvm_cpuid {
+    __u32 nent;
+    __u32 padding;
+    struct kvm_cpuid_entry2 entries[256];
+};
+#define CKVM_MAX_CPUID_ENTRIES 256
+
+/// kvm_msrs with a fixed-size entry array.
+struct ckvm_msrs {
+    __u32 nmsrs;
+    __u32 pad;
+    struct kvm_msr_entry entries[32];
+};
+#define CKVM_MAX_MSR_ENTRIES 32
+
+// System ioctls
+extern const unsigned long CKVM_GET_API_VERSION;
+extern const unsigned long CKVM_CREATE_VM;
+extern const unsigned long CKVM_CHECK_EXTENSION;
+extern const unsigned long CKVM_GET_VCPU_MMAP_SIZE;
+extern const unsigned long CKVM_GET_SUPPORTED_CPUID;
+// VM ioctls
+extern const unsigned long CKVM_SET_USER_MEMORY_REGION;
+extern const unsigned long CKVM_SET_TSS_ADDR;
+extern const unsigned long CKVM_SET_IDENTITY_MAP_ADDR;
+extern const unsigned long CKVM_CREATE_IRQCHIP;
+extern const unsigned long CKVM_CREATE_PIT2;
+extern const unsigned long CKVM_CREATE_VCPU;
+extern const unsigned long CKVM_IRQ_LINE;
+extern const unsigned long CKVM_IRQFD;
+extern const unsigned long CKVM_IOEVENTFD;
+extern const unsigned long CKVM_ENABLE_CAP;
+extern const unsigned long CKVM_SET_CLOCK;
+// vCPU ioctls
+extern const unsigned long CKVM_RUN;
+extern const unsigned long CKVM_GET_REGS;
+extern const unsigned long CKVM_SET_REGS;
+extern const unsigned long CKVM_GET_SREGS;
+extern const unsigned long CKVM_SET_SREGS;
+extern const unsigned long CKVM_SET_CPUID2;
+extern const unsigned long CKVM_GET_MSRS;
+extern const unsigned long CKVM_SET_MSRS;
+extern const unsigned long CKVM_GET_LAPIC;
+extern const unsigned long CKVM_SET_LAPIC;
+extern const unsigned long CKVM_GET_MP_STATE;
+extern const unsigned long CKVM_SET_MP_STATE;
+extern const unsigned long CKVM_GET_VCPU_EVENTS;
+extern const unsigned long CKVM_SET_FPU;
+
+#endif

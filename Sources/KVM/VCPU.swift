@@ -1,0 +1,210 @@
+import CKVM
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public typealias Registers = kvm_regs
+public typealias SpecialRegisters = kvm_sregs
+
+/// x86 multiprocessor state of a vCPU (KVM_MP_STATE_*).
+public enum MPState: UInt32, Sendable, CustomStringConvertible {
+    case runnable = 0, uninitialized = 1, initReceived = 2, halted = 3, sipiReceived = 4
+    public var description: String {
+        switch self {
+        case .runnable: "runnable"
+        case .uninitialized: "waiting for INIT/SIPI"
+        case .initReceived: "INIT received"
+        case .halted: "halted"
+        case .sipiReceived: "SIPI received"
+        }
+    }
+}
+
+/// One vCPU: its fd and the shared kvm_run page. `run()` must be called from one thread
+/// (the vCPU's own); `kick()` may be called from any thread.
+public final class VCPU: @unchecked Sendable {
+    public let fd: Int32
+    public let id: Int
+    private let runPage: UnsafeMutableRawPointer
+    private let runPageSize: Int
+    /// The thread running this vCPU, once started; kicks are signals to it.
+    private let thread = Mutex<pthread_t?>(nil)
+
+    /// The signal used to kick vCPU threads out of KVM_RUN.
+    public static let kickSignal: Int32 = SIGUSR2
+
+    init(fd: Int32, id: Int, mmapSize: Int) throws(KVMError) {
+        let p = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let p, p != MAP_FAILED else { throw KVMError("mmap kvm_run of vCPU \(id)", errno: errno) }
+        self.fd = fd
+        self.id = id
+        self.runPage = p
+        self.runPageSize = mmapSize
+    }
+
+    deinit {
+        munmap(runPage, runPageSize)
+        close(fd)
+    }
+
+    private var runState: UnsafeMutablePointer<kvm_run> {
+        // Sound: the mapping is at least sizeof(kvm_run) and lives as long as self.
+        runPage.assumingMemoryBound(to: kvm_run.self)
+    }
+
+    /// Records the calling thread as this vCPU's thread and lets it receive kicks.
+    public func attachCurrentThread() {
+        thread.withLock { $0 = pthread_self() }
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, VCPU.kickSignal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
+    /// Makes the next (or current) KVM_RUN return `.interrupted` promptly: sets
+    /// immediate_exit (covers a thread about to enter) and signals the thread (covers a
+    /// thread inside the guest).
+    public func kick() {
+        ckvm_set_immediate_exit(runState, 1)
+        if let t = thread.withLock({ $0 }) { _ = ckvm_signal_thread(t, VCPU.kickSignal) }
+    }
+
+    /// Enters the guest until the next exit and decodes it.
+    public func run() throws(KVMError) -> VCPUExit {
+        let r = ckvm_ioctl_val(fd, CKVM_RUN, 0)
+        if r == -EINTR || r == -EAGAIN {
+            ckvm_set_immediate_exit(runState, 0)
+            return .interrupted
+        }
+        _ = try check("KVM_RUN on vCPU \(id)", r)
+        let page = runState
+        switch Int32(page.pointee.exit_reason) {
+        case KVM_EXIT_IO:
+            let io = page.pointee.io
+            let size = Int(io.size)
+            let bytes = size * Int(io.count)
+            let offset = Int(io.data_offset)
+            guard offset > 0, offset + bytes <= runPageSize else {
+                return .unknown(reason: UInt32(KVM_EXIT_IO))
+            }
+            let data = UnsafeMutableRawBufferPointer(start: runPage + offset, count: bytes)
+            if io.direction == UInt8(KVM_EXIT_IO_OUT) {
+                return .ioOut(port: io.port, size: size, data: UnsafeRawBufferPointer(data))
+            }
+            return .ioIn(port: io.port, size: size, data: data)
+        case KVM_EXIT_MMIO:
+            let address = page.pointee.mmio.phys_addr
+            let length = min(Int(page.pointee.mmio.len), 8)
+            let isWrite = page.pointee.mmio.is_write != 0
+            // Sound: mmio.data is an 8-byte array inside the run page; length <= 8.
+            let data = withUnsafeMutableBytes(of: &page.pointee.mmio.data) {
+                UnsafeMutableRawBufferPointer(start: $0.baseAddress, count: length)
+            }
+            return isWrite ? .mmioWrite(address: address, data: UnsafeRawBufferPointer(data))
+                           : .mmioRead(address: address, data: data)
+        case KVM_EXIT_HLT: return .halt
+        case KVM_EXIT_SHUTDOWN: return .shutdown
+        case KVM_EXIT_INTR: return .interrupted
+        case KVM_EXIT_FAIL_ENTRY:
+            return .failEntry(reason: page.pointee.fail_entry.hardware_entry_failure_reason)
+        case KVM_EXIT_INTERNAL_ERROR:
+            return .internalError(suberror: page.pointee.internal.suberror)
+        case KVM_EXIT_SYSTEM_EVENT:
+            return .systemEvent(type: page.pointee.system_event.type)
+        default:
+            return .unknown(reason: page.pointee.exit_reason)
+        }
+    }
+
+    // MARK: State
+
+    public func registers() throws(KVMError) -> Registers {
+        var regs = kvm_regs()
+        _ = try check("KVM_GET_REGS", ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs))
+        return regs
+    }
+
+    public func setRegisters(_ regs: Registers) throws(KVMError) {
+        var r = regs
+        _ = try check("KVM_SET_REGS", ckvm_ioctl_ptr(fd, CKVM_SET_REGS, &r))
+    }
+
+    public func specialRegisters() throws(KVMError) -> SpecialRegisters {
+        var s = kvm_sregs()
+        _ = try check("KVM_GET_SREGS", ckvm_ioctl_ptr(fd, CKVM_GET_SREGS, &s))
+        return s
+    }
+
+    public func setSpecialRegisters(_ sregs: SpecialRegisters) throws(KVMError) {
+        var s = sregs
+        _ = try check("KVM_SET_SREGS", ckvm_ioctl_ptr(fd, CKVM_SET_SREGS, &s))
+    }
+
+    public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
+        var table = CPUIDEntry.table(from: entries)
+        _ = try check("KVM_SET_CPUID2", ckvm_ioctl_ptr(fd, CKVM_SET_CPUID2, &table))
+    }
+
+    /// Writes MSRs; fails unless KVM accepted every one.
+    public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
+        var table = ckvm_msrs()
+        let list = msrs.prefix(Int(CKVM_MAX_MSR_ENTRIES))
+        table.nmsrs = UInt32(list.count)
+        withUnsafeMutableBytes(of: &table.entries) { raw in
+            // Sound: fixed C array of CKVM_MAX_MSR_ENTRIES entries; at most that many written.
+            let e = raw.bindMemory(to: kvm_msr_entry.self)
+            for (i, m) in list.enumerated() { e[i] = kvm_msr_entry(index: m.index, reserved: 0, data: m.value) }
+        }
+        let n = try check("KVM_SET_MSRS", ckvm_ioctl_ptr(fd, CKVM_SET_MSRS, &table))
+        if n != list.count {
+            throw KVMError("KVM_SET_MSRS rejected MSR 0x\(String(list[list.startIndex + Int(n)].index, radix: 16))", errno: EINVAL)
+        }
+    }
+
+    /// Reads MSRs; returns nil for those KVM did not return.
+    public func msrs(_ indices: [UInt32]) throws(KVMError) -> [UInt64?] {
+        var table = ckvm_msrs()
+        let list = indices.prefix(Int(CKVM_MAX_MSR_ENTRIES))
+        table.nmsrs = UInt32(list.count)
+        withUnsafeMutableBytes(of: &table.entries) { raw in
+            let e = raw.bindMemory(to: kvm_msr_entry.self)
+            for (i, m) in list.enumerated() { e[i] = kvm_msr_entry(index: m, reserved: 0, data: 0) }
+        }
+        let n = Int(try check("KVM_GET_MSRS", ckvm_ioctl_ptr(fd, CKVM_GET_MSRS, &table)))
+        return withUnsafeBytes(of: &table.entries) { raw in
+            let e = raw.bindMemory(to: kvm_msr_entry.self)
+            return (0..<list.count).map { $0 < n ? e[$0].data : nil }
+        }
+    }
+
+    /// The in-kernel local APIC's 1 KiB register page.
+    public func localAPIC() throws(KVMError) -> [UInt8] {
+        var state = kvm_lapic_state()
+        _ = try check("KVM_GET_LAPIC", ckvm_ioctl_ptr(fd, CKVM_GET_LAPIC, &state))
+        return withUnsafeBytes(of: &state.regs) { Array($0) }
+    }
+
+    public func setLocalAPIC(_ page: [UInt8]) throws(KVMError) {
+        var state = kvm_lapic_state()
+        withUnsafeMutableBytes(of: &state.regs) { dst in
+            for i in 0..<min(dst.count, page.count) { dst[i] = page[i] }
+        }
+        _ = try check("KVM_SET_LAPIC", ckvm_ioctl_ptr(fd, CKVM_SET_LAPIC, &state))
+    }
+
+    public func mpState() throws(KVMError) -> MPState? {
+        var s = kvm_mp_state()
+        _ = try check("KVM_GET_MP_STATE", ckvm_ioctl_ptr(fd, CKVM_GET_MP_STATE, &s))
+        return MPState(rawValue: s.mp_state)
+    }
+
+    /// x87/SSE state at reset: FCW 0x37f, MXCSR 0x1f80.
+    public func resetFPU() throws(KVMError) {
+        var fpu = kvm_fpu()
+        fpu.fcw = 0x37f
+        fpu.mxcsr = 0x1f80
+        _ = try check("KVM_SET_FPU", ckvm_ioctl_ptr(fd, CKVM_SET_FPU, &fpu))
+    }
+}
+

@@ -1,0 +1,20 @@
+/// Why KVM_RUN returned, decoded once from the shared kvm_run page. The buffers point
+/// into that page and are valid only until the next `VCPU.run()`.
+public enum VCPUExit {
+    /// Port read of `size` bytes, `data.count / size` times (rep ins); fill `data`.
+    case ioIn(port: UInt16, size: Int, data: UnsafeMutableRawBufferPointer)
+    /// Port write of `size`-byte values (rep outs when data holds several).
+    case ioOut(port: UInt16, size: Int, data: UnsafeRawBufferPointer)
+    /// MMIO read outside RAM; fill `data`.
+    case mmioRead(address: UInt64, data: UnsafeMutableRawBufferPointer)
+    case mmioWrite(address: UInt64, data: UnsafeRawBufferPointer)
+    case halt
+    /// Triple fault or similar: the vCPU cannot continue.
+    case shutdown
+    case failEntry(reason: UInt64)
+    case internalError(suberror: UInt32)
+    case systemEvent(type: UInt32)
+    /// KVM_RUN returned EINTR (a kick) or KVM_EXIT_INTR.
+    case interrupted
+    case unknown(reason: UInt32)
+}

@@ -1,0 +1,67 @@
+import CKVM
+import GuestMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A KVM virtual machine: memory slots, the in-kernel interrupt controllers and PIT,
+/// interrupt lines, and vCPU creation. Owns the VM fd.
+public final class VirtualMachine: Sendable {
+    public let fd: Int32
+    public let system: KVMSystem
+
+    init(fd: Int32, system: KVMSystem) {
+        self.fd = fd
+        self.system = system
+    }
+
+    deinit { close(fd) }
+
+    /// Registers every region of `memory` as a KVM memory slot.
+    public func map(_ memory: GuestMemory) throws(KVMError) {
+        for (slot, region) in memory.regions.enumerated() {
+            var r = kvm_userspace_memory_region(
+                slot: UInt32(slot), flags: 0, guest_phys_addr: region.base.raw,
+                memory_size: region.size, userspace_addr: UInt64(region.hostAddress))
+            _ = try check("KVM_SET_USER_MEMORY_REGION", ckvm_ioctl_ptr(fd, CKVM_SET_USER_MEMORY_REGION, &r))
+        }
+    }
+
+    /// x86: the three pages KVM needs for real-mode emulation on Intel, and the identity
+    /// map page; both must lie outside RAM.
+    public func setSystemPages(tss: UInt64, identityMap: UInt64) throws(KVMError) {
+        _ = try check("KVM_SET_TSS_ADDR", ckvm_ioctl_val(fd, CKVM_SET_TSS_ADDR, UInt(tss)))
+        var addr = identityMap
+        _ = try check("KVM_SET_IDENTITY_MAP_ADDR", ckvm_ioctl_ptr(fd, CKVM_SET_IDENTITY_MAP_ADDR, &addr))
+    }
+
+    /// In-kernel PIC, IOAPIC and local APICs. Must precede vCPU creation.
+    public func createInterruptController() throws(KVMError) {
+        _ = try check("KVM_CREATE_IRQCHIP", ckvm_ioctl_val(fd, CKVM_CREATE_IRQCHIP, 0))
+    }
+
+    /// In-kernel i8254 PIT, with port 0x61 (speaker) handled by KVM too.
+    public func createPIT() throws(KVMError) {
+        var config = kvm_pit_config()
+        config.flags = UInt32(KVM_PIT_SPEAKER_DUMMY)
+        _ = try check("KVM_CREATE_PIT2", ckvm_ioctl_ptr(fd, CKVM_CREATE_PIT2, &config))
+    }
+
+    /// Drives interrupt line `gsi` of the in-kernel PIC/IOAPIC to `level`. Thread-safe.
+    public func setInterruptLine(_ gsi: UInt32, level: Bool) throws(KVMError) {
+        var line = kvm_irq_level()
+        line.irq = gsi
+        line.level = level ? 1 : 0
+        _ = try check("KVM_IRQ_LINE", ckvm_ioctl_ptr(fd, CKVM_IRQ_LINE, &line))
+    }
+
+    public func createVCPU(id: Int) throws(KVMError) -> VCPU {
+        let vfd = try check("KVM_CREATE_VCPU \(id)", ckvm_ioctl_val(fd, CKVM_CREATE_VCPU, UInt(id)))
+        do throws(KVMError) {
+            return try VCPU(fd: vfd, id: id, mmapSize: system.vcpuMmapSize())
+        } catch {
+            close(vfd)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the guest's serial console goes: a file descriptor written whole, from any vCPU
+/// thread. Also remembers when the guest last printed, for the hang timeout.
+public final class ConsoleOutput: Sendable {
+    public let fd: Int32
+    private let ownsFD: Bool
+    private let lastOutput = Atomic<UInt64>(monotonicNanoseconds())
+
+    public init(fd: Int32, ownsFD: Bool) {
+        self.fd = fd
+        self.ownsFD = ownsFD
+    }
+
+    /// Opens (creates or truncates) a console log file.
+    public convenience init(path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw SetupError("cannot open console file \(path): \(String(cString: strerror(errno)))") }
+        self.init(fd: fd, ownsFD: true)
+    }
+
+    deinit { if ownsFD { close(fd) } }
+
+    public func write(_ bytes: [UInt8]) {
+        lastOutput.store(monotonicNanoseconds(), ordering: .relaxed)
+        bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
+                if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; return }
+                done += n
+            }
+        }
+    }
+
+    /// Nanoseconds since the guest last printed.
+    public var quietNanoseconds: UInt64 {
+        monotonicNanoseconds() &- lastOutput.load(ordering: .relaxed)
+    }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

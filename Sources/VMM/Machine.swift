@@ -1,0 +1,185 @@
+import ACPI
+import CKVM
+import Devices
+import GuestMemory
+import KVM
+import X86Boot
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A built virtual machine, ready to run. `Machine.build` is the boot recipe, top to bottom.
+public final class Machine {
+    /// Legacy I/O ports and interrupt lines of Kite's devices.
+    public enum Ports {
+        public static let com1: UInt64 = 0x3F8
+        public static let com1IRQ: UInt32 = 4
+        public static let i8042: UInt64 = 0x60
+        public static let postCode: UInt64 = 0x80
+        public static let acpiPower: UInt64 = 0x600
+    }
+    /// Linux's ceiling for xAPIC IDs; beyond it the guest needs x2APIC IDs that the
+    /// in-kernel IOAPIC cannot target without KVM_CAP_X2APIC_API (not enabled yet).
+    public static let maxVCPUs = 254
+
+    let config: MachineConfig
+    let kvm: KVMSystem
+    let vm: VirtualMachine
+    let memory: GuestMemory
+    let control: MachineControl
+    let console: ConsoleOutput
+    let serial: SerialPort
+    let threads: [VCPUThread]
+    let entry: BootEntry
+
+    private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
+                 control: MachineControl, console: ConsoleOutput, serial: SerialPort,
+                 threads: [VCPUThread], entry: BootEntry) {
+        self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
+        self.control = control; self.console = console; self.serial = serial
+        self.threads = threads; self.entry = entry
+    }
+
+    /// Builds the machine: every check that can fail before the guest starts happens here
+    /// and throws `SetupError` with one line that says what to fix.
+    public static func build(_ config: MachineConfig, log: @escaping @Sendable (String) -> Void) throws -> Machine {
+        // 1. Check the request against the host.
+        guard config.cpus >= 1 else { throw SetupError("--cpus must be at least 1") }
+        let kvm = try openKVM()
+        let cpuLimit = min(kvm.maxVCPUs, maxVCPUs)
+        guard config.cpus <= cpuLimit else {
+            throw SetupError("--cpus \(config.cpus) is more than this host's KVM allows (at most \(cpuLimit))")
+        }
+        guard config.memoryBytes >= GuestLayout.minimumRAM else {
+            throw SetupError("--memory \(config.memoryBytes >> 20) MiB is too small (at least \(GuestLayout.minimumRAM >> 20) MiB)")
+        }
+        let hostRAM = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        guard config.memoryBytes <= hostRAM else {
+            throw SetupError("--memory \(config.memoryBytes >> 20) MiB is more than the host's \(hostRAM >> 20) MiB of RAM")
+        }
+        let kernel = try setup { try FileImage(path: config.kernelPath) }
+        let initrd = try config.initrdPath.map { p in try setup { try FileImage(path: p) } }
+        _ = try setup { try KernelFormat.detect(kernel) }
+
+        // 2. The VM and its memory.
+        let vm = try setup { try kvm.createVM() }
+        try setup { try vm.setSystemPages(tss: GuestLayout.kvmTSS, identityMap: GuestLayout.kvmIdentityMap) }
+        let memory = try setup { try GuestMemory(layout: GuestLayout.ramRegions(size: config.memoryBytes)) }
+        try setup { try vm.map(memory) }
+
+        // 3. In-kernel interrupt controllers and PIT (before any vCPU exists).
+        try setup { try vm.createInterruptController() }
+        try setup { try vm.createPIT() }
+
+        // 4. Firmware tables: ACPI describes the CPUs, the IOAPIC and power-off.
+        let apicIDs = (0..<config.cpus).map { CPUIDTemplate.apicID(forVCPU: $0) }
+        var acpi = ACPIConfig(apicIDs: apicIDs)
+        acpi.ioapicID = UInt8(config.cpus)   // after the last APIC ID
+        acpi.sleepControlPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepControlOffset)
+        acpi.sleepStatusPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepStatusOffset)
+        acpi.resetPort = UInt16(Ports.acpiPower + ACPIPowerDevice.resetOffset)
+        let tables = ACPITables.build(acpi, at: GuestLayout.acpiTables)
+        guard UInt64(tables.bytes.count) <= GuestLayout.acpiTablesEnd - GuestLayout.acpiTables else {
+            throw SetupError("ACPI tables for \(config.cpus) vCPUs do not fit below 1 MiB")
+        }
+        try setup { try memory.write(tables.bytes, at: GuestAddress(GuestLayout.acpiTables)) }
+
+        // 5. Kernel, initrd, command line; entry tables.
+        let entry = try setup {
+            try KernelLoader.load(kernel: kernel, initrd: initrd, commandLine: config.commandLine,
+                                  memory: memory, rsdp: tables.rsdpAddress)
+        }
+        var longMode = false
+        if case .linux64 = entry { longMode = true }
+        try setup { try EntryState.writeTables(into: memory, longMode: longMode) }
+
+        // 6. Devices.
+        let control = try MachineControl()
+        let console: ConsoleOutput
+        switch config.console {
+        case .stdio: console = ConsoleOutput(fd: STDOUT_FILENO, ownsFD: false)
+        case .file(let path): console = try ConsoleOutput(path: path)
+        }
+        let serial = SerialPort(output: { console.write($0) }, interrupt: { [vm] level in
+            try? vm.setInterruptLine(Ports.com1IRQ, level: level)
+        })
+        let i8042 = I8042(onReset: { control.stop(.reboot) })
+        let power = ACPIPowerDevice(s5SleepType: acpi.s5SleepType, resetValue: acpi.resetValue,
+                                    onPowerOff: { control.stop(.powerOff) }, onReset: { control.stop(.reboot) })
+        let ports = try setup {
+            try Bus(name: "port I/O", ranges: [
+                .init(base: Ports.com1, length: 8, device: serial),
+                .init(base: Ports.i8042, length: 5, device: i8042),
+                .init(base: Ports.postCode, length: 1, device: NullDevice()),
+                .init(base: Ports.acpiPower, length: 3, device: power),
+            ], report: log)
+        }
+        let mmio = try setup { try Bus(name: "MMIO", ranges: [], report: log) }
+
+        // 7. vCPUs: CPUID, MSRs, APIC; the boot vCPU gets the entry state, the others wait
+        //    in the in-kernel APIC for INIT/SIPI.
+        let supported = try setup { try kvm.supportedCPUID() }
+        let template = CPUIDTemplate(supported: supported, vcpuCount: config.cpus)
+        var threads: [VCPUThread] = []
+        for id in 0..<config.cpus {
+            let vcpu = try setup { try vm.createVCPU(id: id) }
+            try setup { try X86VCPUSetup.configure(vcpu, cpuid: template.entries(forVCPU: id)) }
+            if id == 0 { try setup { try X86VCPUSetup.enter(vcpu, at: entry) } }
+            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, control: control))
+        }
+        return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
+                       console: console, serial: serial, threads: threads, entry: entry)
+    }
+
+    /// Runs the guest until it powers off, reboots, crashes or hangs, or Kite is told to stop;
+    /// then stops every vCPU, in order, before returning.
+    public func run(input: TerminalInput?) -> MachineExit {
+        signal(SIGPIPE, SIG_IGN)
+        var blocked = sigset_t()
+        sigemptyset(&blocked)
+        for s in [SIGINT, SIGTERM, VCPU.kickSignal] { sigaddset(&blocked, s) }
+        pthread_sigmask(SIG_BLOCK, &blocked, nil)  // vCPU threads inherit this, then unblock kicks
+        _ = ckvmInstallKickHandler()
+        let signalFD = ckvm_termination_signalfd()
+        defer { if signalFD >= 0 { close(signalFD) } }
+
+        var started: [VCPUThread] = []
+        for t in threads {
+            do { try t.start(); started.append(t) } catch {
+                control.stop(.vmmError("\(error)"))
+                break
+            }
+        }
+        let waiting = MainLoop(control: control, signalFD: signalFD, input: input, serial: serial,
+                               console: console, hangTimeout: config.hangTimeout)
+        waiting.run()
+
+        // Orderly stop: every vCPU leaves KVM_RUN and its thread ends before we return.
+        for t in started { t.vcpu.kick() }
+        for t in started { t.join() }
+        input?.restore()
+        return control.exitReason ?? .vmmError("machine stopped without a reason")
+    }
+
+    static func openKVM() throws -> KVMSystem {
+        do {
+            return try KVMSystem()
+        } catch {
+            switch error.errno {
+            case ENOENT, ENXIO, ENODEV:
+                throw SetupError("/dev/kvm does not exist: enable virtualization in the firmware and load the module (modprobe kvm_intel or kvm_amd)")
+            case EACCES, EPERM:
+                throw SetupError("no permission to open /dev/kvm: add your user to the kvm group (usermod -aG kvm $USER, then log in again) or run as root")
+            default:
+                throw SetupError("cannot use /dev/kvm: \(error)")
+            }
+        }
+    }
+
+    /// Runs a setup step, turning any error into a one-line `SetupError`.
+    static func setup<T>(_ step: () throws -> T) throws -> T {
+        do { return try step() } catch let e as SetupError { throw e } catch {
+            throw SetupError("\(error)")
+        }
+    }
+}

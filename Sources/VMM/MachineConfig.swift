@@ -1,0 +1,41 @@
+/// Everything `kite run` needs to build a machine, already parsed.
+public struct MachineConfig: Sendable {
+    public enum Console: Equatable, Sendable {
+        case stdio
+        case file(String)
+    }
+
+    public var kernelPath: String
+    public var initrdPath: String?
+    public var commandLine: String
+    public var cpus: Int
+    public var memoryBytes: UInt64
+    public var console: Console
+    /// Seconds without console output before the guest counts as hung; nil = never.
+    public var hangTimeout: Int?
+
+    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "console=ttyS0",
+                cpus: Int = 1, memoryBytes: UInt64 = 512 << 20, console: Console = .stdio, hangTimeout: Int? = nil) {
+        self.kernelPath = kernelPath
+        self.initrdPath = initrdPath
+        self.commandLine = commandLine
+        self.cpus = cpus
+        self.memoryBytes = memoryBytes
+        self.console = console
+        self.hangTimeout = hangTimeout
+    }
+
+    /// Parses `--console`: `stdio` or `file=PATH`.
+    public static func parseConsole(_ text: String) -> Console? {
+        if text == "stdio" || text == "stdout" { return .stdio }
+        if text.hasPrefix("file="), text.count > 5 { return .file(String(text.dropFirst(5))) }
+        return nil
+    }
+}
+
+/// A setup error: the guest never started. Exit status 2, one line on stderr.
+public struct SetupError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,38 @@
+import CKVM
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The one place that decides the machine is ending, and why. The first reason wins;
+/// the main thread sleeps on `wakeFD` (an eventfd) until a reason arrives.
+public final class MachineControl: Sendable {
+    private let reason = Mutex<MachineExit?>(nil)
+    private let stoppingFlag = Atomic<Bool>(false)
+    public let wakeFD: Int32
+
+    public init() throws {
+        let fd = ckvm_eventfd()
+        if fd < 0 { throw SetupError("eventfd: \(String(cString: strerror(-fd)))") }
+        wakeFD = fd
+    }
+
+    deinit { close(wakeFD) }
+
+    public var isStopping: Bool { stoppingFlag.load(ordering: .sequentiallyConsistent) }
+    public var exitReason: MachineExit? { reason.withLock { $0 } }
+
+    /// Records why the machine ends (if no reason was recorded yet) and wakes the main thread.
+    public func stop(_ why: MachineExit) {
+        let first = reason.withLock { r -> Bool in
+            if r != nil { return false }
+            r = why
+            return true
+        }
+        stoppingFlag.store(true, ordering: .sequentiallyConsistent)
+        if first {
+            var one: UInt64 = 1
+            _ = write(wakeFD, &one, 8)
+        }
+    }
+}

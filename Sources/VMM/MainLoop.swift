@@ -1,0 +1,105 @@
+import CKVM
+import Devices
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The main thread while the guest runs: sleeps in poll() on the stop eventfd, the
+/// SIGINT/SIGTERM signalfd and console input; moves input into the UART as its FIFO
+/// drains; enforces the hang timeout. No busy waiting: every wait is a poll() with a
+/// timeout only while input is pending or a hang timeout is armed.
+final class MainLoop {
+    let control: MachineControl
+    let signalFD: Int32
+    let input: TerminalInput?
+    let serial: SerialPort
+    let console: ConsoleOutput
+    let hangTimeout: Int?
+    private var pending: [UInt8] = []
+    private var inputOpen: Bool
+
+    /// While input waits for FIFO room, how often to retry (ms).
+    static let inputRetryMilliseconds: Int32 = 10
+
+    init(control: MachineControl, signalFD: Int32, input: TerminalInput?, serial: SerialPort,
+         console: ConsoleOutput, hangTimeout: Int?) {
+        self.control = control
+        self.signalFD = signalFD
+        self.input = input
+        self.serial = serial
+        self.console = console
+        self.hangTimeout = hangTimeout
+        self.inputOpen = input != nil
+    }
+
+    func run() {
+        while control.exitReason == nil {
+            var fds = [pollfd(fd: control.wakeFD, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+            if inputOpen, let input { fds.append(pollfd(fd: input.fd, events: Int16(POLLIN), revents: 0)) }
+            let rc = poll(&fds, nfds_t(fds.count), timeout())
+            if rc < 0 && errno != EINTR {
+                control.stop(.vmmError("poll: \(String(cString: strerror(errno)))"))
+                break
+            }
+            if fds[1].revents & Int16(POLLIN) != 0 { readSignal() }
+            if fds.count > 2, fds[2].revents != 0 { readInput() }
+            feedSerial()
+            checkHang()
+        }
+    }
+
+    private func timeout() -> Int32 {
+        var t: Int32 = -1
+        if !pending.isEmpty { t = Self.inputRetryMilliseconds }
+        if let hang = hangTimeout {
+            let limit = UInt64(hang) * 1_000_000_000
+            let quiet = console.quietNanoseconds
+            let left = Int32(clamping: (limit > quiet ? limit - quiet : 0) / 1_000_000 + 1)
+            t = t < 0 ? left : min(t, left)
+        }
+        return t
+    }
+
+    private func readSignal() {
+        let signo = ckvm_read_signalfd(signalFD)
+        if signo > 0 { control.stop(.stopped(signal: signo)) }
+    }
+
+    private func readInput() {
+        guard let input else { return }
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = read(input.fd, &buf, buf.count)
+        if n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) {
+            inputOpen = false   // EOF or error: the guest just gets no more input
+            return
+        }
+        guard n > 0 else { return }
+        switch input.filter(Array(buf[0..<n])) {
+        case .bytes(let b): pending += b
+        case .quit(let b):
+            pending += b
+            control.stop(.stopped(signal: 0))
+        }
+    }
+
+    private func feedSerial() {
+        guard !pending.isEmpty else { return }
+        let room = serial.receiveSpace
+        guard room > 0 else { return }
+        let chunk = pending.prefix(room)
+        serial.receive(chunk)
+        pending.removeFirst(chunk.count)
+    }
+
+    private func checkHang() {
+        guard let hang = hangTimeout, control.exitReason == nil else { return }
+        if console.quietNanoseconds >= UInt64(hang) * 1_000_000_000 {
+            control.stop(.hang(seconds: hang))
+        }
+    }
+}
+
+func ckvmInstallKickHandler() -> Int32 {
+    ckvm_install_kick_handler(SIGUSR2)
+}

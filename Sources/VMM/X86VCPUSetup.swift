@@ -1,0 +1,47 @@
+import GuestMemory
+import KVM
+import X86Boot
+
+/// Per-vCPU x86 state before the first KVM_RUN: CPUID, boot MSRs, FPU, local APIC LVTs,
+/// and for the boot vCPU the entry registers.
+enum X86VCPUSetup {
+    /// MSRs set on every vCPU (index, value): SYSENTER/SYSCALL MSRs cleared, fast strings
+    /// enabled, MTRRs on with write-back as the default memory type.
+    static let bootMSRs: [(index: UInt32, value: UInt64)] = [
+        (0x174, 0), (0x175, 0), (0x176, 0),             // IA32_SYSENTER_CS/ESP/EIP
+        (0xC000_0081, 0), (0xC000_0082, 0), (0xC000_0083, 0), (0xC000_0084, 0), // STAR, LSTAR, CSTAR, SFMASK
+        (0xC000_0102, 0),                                // KERNEL_GS_BASE
+        (0x1A0, 1),                                      // IA32_MISC_ENABLE: fast strings
+        (0x2FF, (1 << 11) | 6),                          // MTRRdefType: enabled, write-back
+    ]
+
+    /// Local APIC register offsets and LVT delivery modes.
+    enum APIC {
+        static let lvtLINT0 = 0x350
+        static let lvtLINT1 = 0x360
+        static let deliveryModeMask: UInt32 = 0x700
+        static let extINT: UInt32 = 0x700
+        static let nmi: UInt32 = 0x400
+        static let masked: UInt32 = 1 << 16
+    }
+
+    static func configure(_ vcpu: VCPU, cpuid: [CPUIDEntry]) throws {
+        try vcpu.setCPUID(cpuid)
+        try vcpu.setMSRs(bootMSRs)
+        try vcpu.resetFPU()
+        var page = try vcpu.localAPIC()
+        // LINT0: ExtINT, masked. Kite's guests route every interrupt through the IOAPIC;
+        // an unmasked ExtINT would let the never-initialized 8259 inject vector irq_base+N.
+        let lint0 = page.get(UInt32.self, at: APIC.lvtLINT0) ?? 0
+        page.put((lint0 & ~APIC.deliveryModeMask) | APIC.extINT | APIC.masked, at: APIC.lvtLINT0)
+        // LINT1: NMI (the MADT's Local APIC NMI entry says the same).
+        let lint1 = page.get(UInt32.self, at: APIC.lvtLINT1) ?? 0
+        page.put((lint1 & ~(APIC.deliveryModeMask | APIC.masked)) | APIC.nmi, at: APIC.lvtLINT1)
+        try vcpu.setLocalAPIC(page)
+    }
+
+    static func enter(_ vcpu: VCPU, at entry: BootEntry) throws {
+        try vcpu.setSpecialRegisters(EntryState.specialRegisters(vcpu.specialRegisters(), for: entry))
+        try vcpu.setRegisters(EntryState.registers(for: entry))
+    }
+}

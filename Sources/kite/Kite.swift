@@ -1,0 +1,117 @@
+import ArgumentParser
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Kite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kite",
+        abstract: "A micro virtual machine monitor for SMP Linux guests on KVM.",
+        subcommands: [Run.self]
+    )
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a Linux kernel in a new virtual machine.",
+        discussion: """
+        The kernel is a bzImage (Linux x86 boot protocol, 64-bit entry) or an uncompressed
+        ELF vmlinux with a PVH entry note; the format is detected. The guest's first serial
+        port (ttyS0, 0x3f8, IRQ 4) is the console: add console=ttyS0 to --cmdline.
+
+        Console: with --console stdio (the default) the guest's console is on stdout and
+        stdin is its input; when stdin is a terminal it is put in raw mode and Ctrl-A x
+        quits (Ctrl-A Ctrl-A sends a Ctrl-A). --console file=PATH writes the console to PATH
+        and reads no input.
+
+        \(ExitStatus.helpText)
+        """
+    )
+
+    @Option(help: ArgumentHelp("Kernel image: bzImage or ELF vmlinux (PVH).", valueName: "path"))
+    var kernel: String
+
+    @Option(help: ArgumentHelp("Initial ramdisk loaded for the kernel.", valueName: "path"))
+    var initrd: String?
+
+    @Option(help: ArgumentHelp("Kernel command line.", valueName: "string"))
+    var cmdline: String = "console=ttyS0"
+
+    @Option(help: ArgumentHelp("Number of vCPUs (1 to the host KVM's limit, at most 254).", valueName: "n"))
+    var cpus: Int = 1
+
+    @Option(help: ArgumentHelp("Guest RAM: 512M, 2G, or a plain number of MiB.", valueName: "size"))
+    var memory: String = "512M"
+
+    @Option(help: ArgumentHelp("Where the console goes: stdio, or file=PATH.", valueName: "stdio|file=PATH"))
+    var console: String = "stdio"
+
+    @Option(name: .customLong("hang-timeout"),
+            help: ArgumentHelp("Treat this many seconds without console output as a hang (exit status 5).",
+                               valueName: "seconds"))
+    var hangTimeout: Int?
+
+    func validate() throws {
+        guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1 (got \(cpus))") }
+        guard MemorySize.parse(memory) != nil else {
+            throw ValidationError("--memory '\(memory)' is not a size: use 512M, 2G or a number of MiB")
+        }
+        guard MachineConfig.parseConsole(console) != nil else {
+            throw ValidationError("--console '\(console)' is not stdio or file=PATH")
+        }
+        if let h = hangTimeout, h <= 0 { throw ValidationError("--hang-timeout must be a positive number of seconds") }
+    }
+
+    func run() throws {
+        let config = MachineConfig(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, cpus: cpus,
+                                   memoryBytes: MemorySize.parse(memory)!, console: MachineConfig.parseConsole(console)!,
+                                   hangTimeout: hangTimeout)
+        let machine: Machine
+        do {
+            machine = try Machine.build(config, log: { message in printError("kite: \(message)") })
+        } catch {
+            printError("kite: \(error)")
+            throw ExitCode(ExitStatus.usage)
+        }
+        let input = config.console == .stdio ? TerminalInput() : nil
+        let outcome = machine.run(input: input)
+        switch outcome {
+        case .powerOff: break
+        case .reboot: printError("kite: the guest rebooted")
+        case .crash(let vcpu, let reason, let report):
+            printError("kite: the guest crashed on vCPU \(vcpu): \(reason)\n\(report)")
+        case .hang(let seconds): printError("kite: the guest hung: no console output for \(seconds) s")
+        case .stopped(let signal):
+            printError(signal == 0 ? "kite: stopped from the console" : "kite: stopped by signal \(signal)")
+        case .vmmError(let message): printError("kite: \(message)")
+        }
+        throw ExitCode(outcome.status)
+    }
+}
+
+func printError(_ message: String) {
+    var line = message
+    if !line.hasSuffix("\n") { line += "\n" }
+    _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+}
+
+/// Usage errors exit with status 2 and one line (ArgumentParser's default is 64 plus usage).
+@main
+enum Main {
+    static func main() {
+        do {
+            var command = try Kite.parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            exit(code.rawValue)
+        } catch {
+            let status = Kite.exitCode(for: error)
+            if status == .success {
+                Kite.exit(withError: error)   // --help, --version
+            }
+            printError("kite: " + Kite.message(for: error))
+            exit(ExitStatus.usage)
+        }
+    }
+}
