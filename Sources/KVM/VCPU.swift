@@ -199,6 +199,14 @@ public final class VCPU: @unchecked Sendable {
         return MPState(rawValue: s.mp_state)
     }
 
+    /// Sets XCR0 (the enabled XSAVE state components).
+    public func setXCR0(_ value: UInt64) throws(KVMError) {
+        var x = kvm_xcrs()
+        x.nr_xcrs = 1
+        x.xcrs.0 = kvm_xcr(xcr: 0, reserved: 0, value: value)
+        _ = try check("KVM_SET_XCRS", ckvm_ioctl_ptr(fd, CKVM_SET_XCRS, &x))
+    }
+
     /// x87/SSE state at reset: FCW 0x37f, MXCSR 0x1f80.
     public func resetFPU() throws(KVMError) {
         var fpu = kvm_fpu()

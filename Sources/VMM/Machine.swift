@@ -74,7 +74,6 @@ public final class Machine {
         // 4. Firmware tables: ACPI describes the CPUs, the IOAPIC and power-off.
         let apicIDs = (0..<config.cpus).map { CPUIDTemplate.apicID(forVCPU: $0) }
         var acpi = ACPIConfig(apicIDs: apicIDs)
-        acpi.ioapicID = UInt8(config.cpus)   // after the last APIC ID
         acpi.sleepControlPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepControlOffset)
         acpi.sleepStatusPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepStatusOffset)
         acpi.resetPort = UInt16(Ports.acpiPower + ACPIPowerDevice.resetOffset)

@@ -27,6 +27,11 @@ enum X86VCPUSetup {
 
     static func configure(_ vcpu: VCPU, cpuid: [CPUIDEntry]) throws {
         try vcpu.setCPUID(cpuid)
+        // XCR0 starts with every offered XSAVE component enabled, so leaf 0xD EBX (which KVM
+        // derives from XCR0) already matches what the guest will enable. Under nested SVM
+        // without an XSETBV intercept KVM never sees the guest's own XCR0 write, and Linux
+        // would warn "XSAVE consistency problem".
+        if let xcr0 = offeredXCR0(cpuid) { try vcpu.setXCR0(xcr0) }
         try vcpu.setMSRs(bootMSRs)
         try vcpu.resetFPU()
         var page = try vcpu.localAPIC()
@@ -38,6 +43,13 @@ enum X86VCPUSetup {
         let lint1 = page.get(UInt32.self, at: APIC.lvtLINT1) ?? 0
         page.put((lint1 & ~(APIC.deliveryModeMask | APIC.masked)) | APIC.nmi, at: APIC.lvtLINT1)
         try vcpu.setLocalAPIC(page)
+    }
+
+    /// The XSAVE components leaf 0xD offers, when leaf 1 says XSAVE exists.
+    static func offeredXCR0(_ cpuid: [CPUIDEntry]) -> UInt64? {
+        guard let leaf1 = cpuid.first(where: { $0.function == 1 }), leaf1.ecx & (1 << 26) != 0,
+              let xsave = cpuid.first(where: { $0.function == 0xD && $0.index == 0 }) else { return nil }
+        return (UInt64(xsave.edx) << 32 | UInt64(xsave.eax)) | 0x3
     }
 
     static func enter(_ vcpu: VCPU, at entry: BootEntry) throws {

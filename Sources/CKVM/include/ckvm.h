@@ -87,5 +87,7 @@ extern const unsigned long CKVM_GET_MP_STATE;
 extern const unsigned long CKVM_SET_MP_STATE;
 extern const unsigned long CKVM_GET_VCPU_EVENTS;
 extern const unsigned long CKVM_SET_FPU;
+extern const unsigned long CKVM_GET_XCRS;
+extern const unsigned long CKVM_SET_XCRS;
 
 #endif
