@@ -97,10 +97,8 @@ public final class VCPU: @unchecked Sendable {
             let address = page.pointee.mmio.phys_addr
             let length = min(Int(page.pointee.mmio.len), 8)
             let isWrite = page.pointee.mmio.is_write != 0
-            // Sound: mmio.data is an 8-byte array inside the run page; length <= 8.
-            let data = withUnsafeMutableBytes(of: &page.pointee.mmio.data) {
-                UnsafeMutableRawBufferPointer(start: $0.baseAddress, count: length)
-            }
+            // Sound: mmio.data is an 8-byte array inside the mapped run page; length <= 8.
+            let data = UnsafeMutableRawBufferPointer(start: ckvm_run_mmio_data(page), count: length)
             return isWrite ? .mmioWrite(address: address, data: UnsafeRawBufferPointer(data))
                            : .mmioRead(address: address, data: data)
         case KVM_EXIT_HLT: return .halt

@@ -1,5 +1,6 @@
 import CKVM
 import GuestMemory
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,6 +10,9 @@ import Glibc
 public final class VirtualMachine: Sendable {
     public let fd: Int32
     public let system: KVMSystem
+    /// Memory registered as KVM slots stays alive as long as the VM: KVM holds raw host
+    /// addresses into it, so unmapping it first would pull pages out from under the guest.
+    private let mapped = Mutex<[GuestMemory]>([])
 
     init(fd: Int32, system: KVMSystem) {
         self.fd = fd
@@ -19,6 +23,7 @@ public final class VirtualMachine: Sendable {
 
     /// Registers every region of `memory` as a KVM memory slot.
     public func map(_ memory: GuestMemory) throws(KVMError) {
+        mapped.withLock { $0.append(memory) }
         for (slot, region) in memory.regions.enumerated() {
             var r = kvm_userspace_memory_region(
                 slot: UInt32(slot), flags: 0, guest_phys_addr: region.base.raw,

@@ -38,6 +38,12 @@ static inline void ckvm_set_immediate_exit(struct kvm_run *run, uint8_t value) {
     __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
 }
 
+/// The 8-byte MMIO data buffer inside the shared kvm_run page. Swift imports the anonymous
+/// union as a computed property (a copy), so writes for MMIO reads must go through this.
+static inline uint8_t *ckvm_run_mmio_data(struct kvm_run *run) {
+    return run->mmio.data;
+}
+
 /// kvm_cpuid2 with a fixed-size entry array (Swift cannot allocate flexible array members).
 struct ckvm_cpuid {
     __u32 nent;

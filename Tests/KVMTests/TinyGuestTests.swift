@@ -1,0 +1,185 @@
+import CKVM
+import Devices
+import GuestMemory
+import KVM
+import Synchronization
+import Testing
+import X86Boot
+@testable import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// KVM tests on the host's /dev/kvm with tiny hand-written guests (Tests/TinyGuests/*.S). They need
+/// /dev/kvm and fail, not skip, without it.
+@Suite(.serialized) struct TinyGuestTests {
+    /// A VM with RAM below 1 MiB (except the MMIO window) and `program` at `origin`, with one real-mode vCPU at it.
+    static func makeVM(program: [UInt8], origin: UInt64 = 0x1000, irqchip: Bool = false) throws -> (KVMSystem, VirtualMachine, GuestMemory) {
+        let kvm = try KVMSystem()
+        let vm = try kvm.createVM()
+        try vm.setSystemPages(tss: GuestLayout.kvmTSS, identityMap: GuestLayout.kvmIdentityMap)
+        // RAM up to 0xD0000, a hole for MMIO at 0xD0000-0xDFFFF, RAM again to 1 MiB.
+        let memory = try GuestMemory(layout: [(0, 0xD0000), (0xE0000, 0x20000)])
+        try memory.write(program, at: GuestAddress(origin))
+        try vm.map(memory)
+        if irqchip { try vm.createInterruptController() }
+        return (kvm, vm, memory)
+    }
+
+    static func enterRealMode(_ vcpu: VCPU, at rip: UInt64) throws {
+        var s = try vcpu.specialRegisters()
+        s.cs.base = 0
+        s.cs.selector = 0
+        try vcpu.setSpecialRegisters(s)
+        var r = Registers()
+        r.rip = rip
+        r.rflags = 2
+        try vcpu.setRegisters(r)
+    }
+
+    @Test func serialOutputThenHalt() throws {
+        let (_, vm, _) = try Self.makeVM(program: GuestPrograms.serialHlt)
+        let vcpu = try vm.createVCPU(id: 0)
+        try Self.enterRealMode(vcpu, at: 0x1000)
+        var out: [UInt8] = []
+        var halted = false
+        for _ in 0..<100 {
+            switch try vcpu.run() {
+            case .ioOut(let port, let size, let data):
+                #expect(port == 0x3F8 && size == 1)
+                out += Array(data)
+            case .halt:
+                halted = true
+            case let other:
+                let r = try vcpu.registers()
+                Issue.record("unexpected exit \(other) at rip 0x\(String(r.rip, radix: 16))")
+                return
+            }
+            if halted { break }
+        }
+        #expect(String(decoding: out, as: UTF8.self) == "Kite\n")
+        #expect(halted)
+    }
+
+    @Test func mmioOutsideRAMExitsWithAddressAndData() throws {
+        let (_, vm, _) = try Self.makeVM(program: GuestPrograms.mmio)
+        let vcpu = try vm.createVCPU(id: 0)
+        try Self.enterRealMode(vcpu, at: 0x1000)
+        var writes: [(UInt64, [UInt8])] = []
+        var reads: [UInt64] = []
+        var echoed: UInt8?
+        loop: for _ in 0..<100 {
+            switch try vcpu.run() {
+            case .mmioWrite(let address, let data): writes.append((address, Array(data)))
+            case .mmioRead(let address, let data):
+                reads.append(address)
+                #expect(data.count == 1)
+                data[0] = 0x99
+            case .ioOut(_, _, let data): echoed = data.first
+            case .halt: break loop
+            case let other: Issue.record("unexpected exit \(other)")
+            }
+        }
+        #expect(writes.count == 2)
+        #expect(writes.first?.0 == 0xD0000 && writes.first?.1 == [0x42])
+        #expect(writes.last?.0 == 0xD0002 && writes.last?.1 == [0x34, 0x12])
+        #expect(reads == [0xD0004])
+        #expect(echoed == 0x99)
+    }
+
+    /// Records what the guests write to test port 0x10; 'B' ends the test.
+    final class TestPort: BusDevice {
+        let seen = Mutex<[UInt8]>([])
+        let control: MachineControl
+        init(control: MachineControl) { self.control = control }
+        func read(offset: UInt64, width: Int) -> UInt64 { 0 }
+        func write(offset: UInt64, width: Int, value: UInt64) {
+            let b = UInt8(truncatingIfNeeded: value)
+            seen.withLock { $0.append(b) }
+            if b == UInt8(ascii: "B") { control.stop(.powerOff) }
+        }
+    }
+
+    /// Waits (in poll, no spinning) until the machine is told to stop, at most `seconds`.
+    static func waitForStop(_ control: MachineControl, seconds: Int32) -> Bool {
+        var fd = pollfd(fd: control.wakeFD, events: Int16(POLLIN), revents: 0)
+        return poll(&fd, 1, seconds * 1000) == 1
+    }
+
+    @Test func secondVCPUStartsWithINITSIPIAndAnswersAnIPI() throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.smpBsp, irqchip: true)
+        try memory.write(GuestPrograms.smpAp, at: GuestAddress(0x8000))
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let port = TestPort(control: control)
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
+        let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
+        let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 2)
+        var threads: [VCPUThread] = []
+        for id in 0..<2 {
+            let vcpu = try vm.createVCPU(id: id)
+            try vcpu.setCPUID(template.entries(forVCPU: id))
+            if id == 0 { try Self.enterRealMode(vcpu, at: 0x1000) }
+            #expect(try vcpu.mpState() == (id == 0 ? .runnable : .uninitialized))
+            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, control: control))
+        }
+        for t in threads { try t.start() }
+        let finished = Self.waitForStop(control, seconds: 20)
+        control.stop(.vmmError("test timed out"))
+        for t in threads { t.vcpu.kick() }
+        for t in threads { t.join() }
+        #expect(finished, "the guests did not finish within 20 s")
+        #expect(control.exitReason == .powerOff)
+        // AP started ('A'), took the IPI ('I'), and the BSP saw the acknowledgement ('B').
+        #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "AIB")
+        #expect(try memory.read(at: GuestAddress(0x500), count: 2) == [1, 1])
+    }
+
+    @Test func kickStopsAVCPUThatNeverExits() throws {
+        let spin: [UInt8] = [0xEB, 0xFE]            // jmp .
+        let (_, vm, _) = try Self.makeVM(program: spin)
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let vcpu = try vm.createVCPU(id: 0)
+        try Self.enterRealMode(vcpu, at: 0x1000)
+        let bus = try Bus(name: "none", ranges: [], report: { _ in })
+        let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, control: control)
+        try t.start()
+        #expect(!Self.waitForStop(control, seconds: 1))   // still spinning in the guest
+        control.stop(.stopped(signal: SIGTERM))
+        vcpu.kick()
+        t.join()                                          // returns only if the kick worked
+        #expect(control.exitReason == .stopped(signal: SIGTERM))
+        #expect(try vcpu.registers().rip == 0x1000)
+    }
+
+    @Test func undeliverableExceptionIsACrashWithRegisters() throws {
+        // Flat 32-bit protected mode with an IDT limit of 0: int3 raises #GP, which cannot
+        // be delivered either (#DF), which is a triple fault.
+        let (_, vm, _) = try Self.makeVM(program: [0xCC])
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let vcpu = try vm.createVCPU(id: 0)
+        var s = EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0))
+        s.idt.limit = 0
+        try vcpu.setSpecialRegisters(s)
+        try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
+        let control = try MachineControl()
+        let bus = try Bus(name: "none", ranges: [], report: { _ in })
+        let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, control: control)
+        try t.start()
+        let stopped = Self.waitForStop(control, seconds: 10)
+        control.stop(.vmmError("timeout"))
+        vcpu.kick()
+        t.join()
+        #expect(stopped)
+        guard case .crash(let id, let reason, let report) = control.exitReason else {
+            Issue.record("expected a crash, got \(String(describing: control.exitReason))")
+            return
+        }
+        #expect(id == 0)
+        // Hardware KVM reports the triple fault; kvm_pvm reports the failed exception
+        // delivery as an emulation failure. Both must end the machine as a crash.
+        #expect(reason.contains("triple fault") || reason.contains("internal error"), "\(reason)")
+        #expect(report.contains("vCPU 0 registers") && report.contains("cr0="))
+    }
+}
