@@ -45,7 +45,7 @@ public final class Machine {
     public static func build(_ config: MachineConfig, log: @escaping @Sendable (String) -> Void) throws -> Machine {
         // 1. Check the request against the host.
         guard config.cpus >= 1 else { throw SetupError("--cpus must be at least 1") }
-        let kvm = try openKVM()
+        let kvm = try openKVM(path: config.kvmPath)
         let cpuLimit = min(kvm.maxVCPUs, maxVCPUs)
         guard config.cpus <= cpuLimit else {
             throw SetupError("--cpus \(config.cpus) is more than this host's KVM allows (at most \(cpuLimit))")
@@ -160,18 +160,23 @@ public final class Machine {
         return control.exitReason ?? .vmmError("machine stopped without a reason")
     }
 
-    static func openKVM() throws -> KVMSystem {
+    static func openKVM(path: String = "/dev/kvm") throws -> KVMSystem {
         do {
-            return try KVMSystem()
+            return try KVMSystem(path: path)
         } catch {
-            switch error.errno {
-            case ENOENT, ENXIO, ENODEV:
-                throw SetupError("/dev/kvm does not exist: enable virtualization in the firmware and load the module (modprobe kvm_intel or kvm_amd)")
-            case EACCES, EPERM:
-                throw SetupError("no permission to open /dev/kvm: add your user to the kvm group (usermod -aG kvm $USER, then log in again) or run as root")
-            default:
-                throw SetupError("cannot use /dev/kvm: \(error)")
-            }
+            throw kvmSetupError(error, path: path)
+        }
+    }
+
+    /// What to tell the user when /dev/kvm cannot be used.
+    static func kvmSetupError(_ error: KVMError, path: String) -> SetupError {
+        switch error.errno {
+        case ENOENT, ENXIO, ENODEV:
+            return SetupError("\(path) does not exist: enable virtualization in the firmware and load the module (modprobe kvm_intel or kvm_amd)")
+        case EACCES, EPERM:
+            return SetupError("no permission to open \(path): add your user to the kvm group (usermod -aG kvm $USER, then log in again) or run as root")
+        default:
+            return SetupError("cannot use \(path): \(error)")
         }
     }
 

@@ -13,6 +13,8 @@ public struct MachineConfig: Sendable {
     public var console: Console
     /// Seconds without console output before the guest counts as hung; nil = never.
     public var hangTimeout: Int?
+    /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).
+    public var kvmPath: String = "/dev/kvm"
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "console=ttyS0",
                 cpus: Int = 1, memoryBytes: UInt64 = 512 << 20, console: Console = .stdio, hangTimeout: Int? = nil) {

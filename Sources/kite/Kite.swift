@@ -64,9 +64,10 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let config = MachineConfig(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, cpus: cpus,
+        var config = MachineConfig(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, cpus: cpus,
                                    memoryBytes: MemorySize.parse(memory)!, console: MachineConfig.parseConsole(console)!,
                                    hangTimeout: hangTimeout)
+        if let device = getenv("KITE_KVM_DEVICE") { config.kvmPath = String(cString: device) }
         let machine: Machine
         do {
             machine = try Machine.build(config, log: { message in printError("kite: \(message)") })

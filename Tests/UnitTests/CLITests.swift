@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+@testable import VMM
+import KVM
+
+/// Runs the `kite` binary built next to the tests and checks that bad input gets exit
+/// status 2 and exactly one line on stderr.
+@Suite(.serialized) struct CLITests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
+    static var kite: String {
+        let bin = root.appendingPathComponent(".build/debug/kite").path
+        return bin
+    }
+
+    struct Result { var status: Int32; var stderr: String; var stdout: String }
+
+    static func run(_ args: [String], env: [String: String] = [:]) throws -> Result {
+        try #require(FileManager.default.isExecutableFile(atPath: kite), "build kite first: swift build")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: kite)
+        p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+        let err = Pipe(), out = Pipe()
+        p.standardError = err
+        p.standardOutput = out
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stderr: String(decoding: e, as: UTF8.self),
+                      stdout: String(decoding: o, as: UTF8.self))
+    }
+
+    static func temp(_ name: String, _ bytes: [UInt8]) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kite-cli-\(getpid())-\(name)").path
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// Expects status 2 and one stderr line containing `text`.
+    static func expectSetupError(_ args: [String], _ text: String, env: [String: String] = [:],
+                                 sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let r = try run(args, env: env)
+        #expect(r.status == 2, "status \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
+        let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: true)
+        #expect(lines.count == 1, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+        #expect(r.stderr.contains(text), "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+    }
+
+    @Test func helpDocumentsExitStatusesAndEscape() throws {
+        let r = try Self.run(["run", "--help"])
+        #expect(r.status == 0)
+        for s in ["Exit status", "powered off", "rebooted", "crashed", "hung", "Ctrl-A x", "file=PATH", "--cpus", "--memory"] {
+            #expect(r.stdout.contains(s), "help lacks \(s)")
+        }
+    }
+
+    @Test func usageErrors() throws {
+        let k = try Self.temp("k", makeBzImage())
+        try Self.expectSetupError(["run"], "--kernel")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "0"], "--cpus must be at least 1")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "-3"], "cpus")
+        try Self.expectSetupError(["run", "--kernel", k, "--memory", "lots"], "not a size")
+        try Self.expectSetupError(["run", "--kernel", k, "--console", "tcp:1"], "--console")
+        try Self.expectSetupError(["run", "--kernel", k, "--bogus"], "bogus")
+    }
+
+    @Test func kvmDeviceProblemsSayHowToFixThem() throws {
+        let k = try Self.temp("k", makeBzImage())
+        try Self.expectSetupError(["run", "--kernel", k], "modprobe", env: ["KITE_KVM_DEVICE": "/nonexistent/kvm"])
+        let e = Machine.kvmSetupError(KVMError("open", errno: EACCES), path: "/dev/kvm")
+        #expect(e.message.contains("kvm group"))
+    }
+
+    @Test func kernelProblems() throws {
+        try Self.expectSetupError(["run", "--kernel", "/nonexistent/bzImage"], "cannot read /nonexistent/bzImage")
+        let notKernel = try Self.temp("text", Array(repeating: 0x41, count: 9000))
+        try Self.expectSetupError(["run", "--kernel", notKernel], "not a Linux kernel")
+        var truncated = makeBzImage()
+        truncated.removeLast(0x8000)
+        try Self.expectSetupError(["run", "--kernel", Self.temp("trunc", truncated)], "truncated")
+        var corrupt = makeBzImage()
+        corrupt[0x1FE] = 0x12
+        try Self.expectSetupError(["run", "--kernel", Self.temp("corrupt", corrupt)], "boot flag")
+        try Self.expectSetupError(["run", "--kernel", Self.temp("tiny", [0x7F, 0x45])], "too small")
+    }
+
+    @Test func resourceProblems() throws {
+        let k = try Self.temp("k", makeBzImage())
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "100000"], "more than this host's KVM allows")
+        try Self.expectSetupError(["run", "--kernel", k, "--memory", "8M"], "too small")
+        // The synthetic kernel needs 48 MiB (16 MiB load address + 32 MiB init_size).
+        try Self.expectSetupError(["run", "--kernel", k, "--memory", "40M"], "too small for this kernel")
+        try Self.expectSetupError(["run", "--kernel", k, "--memory", "64T"], "more than the host")
+        let bigInitrd = try Self.temp("initrd", [UInt8](repeating: 0, count: 40 << 20))
+        try Self.expectSetupError(["run", "--kernel", k, "--initrd", bigInitrd, "--memory", "64M"], "initrd is 40 MiB")
+        try Self.expectSetupError(["run", "--kernel", k, "--cmdline", String(repeating: "x", count: 2048)],
+                                  "command line is 2048 bytes")
+        try Self.expectSetupError(["run", "--kernel", k, "--console", "file=/nonexistent/dir/log"], "console file")
+    }
+}
