@@ -5,7 +5,8 @@ import GuestMemory
 /// A synthetic bzImage: 4 KiB of setup with a valid header, then `payload` bytes of
 /// "protected-mode kernel".
 func makeBzImage(payload: Int = 0x10000, version: UInt16 = 0x020F, xloadflags: UInt16 = 0x3,
-                 initSize: UInt32 = 0x200_0000, cmdlineSize: UInt32 = 2047, sysSize: UInt32? = nil) -> [UInt8] {
+                 initSize: UInt32 = 0x200_0000, cmdlineSize: UInt32 = 2047, sysSize: UInt32? = nil,
+                 entryCode: [UInt8]? = nil) -> [UInt8] {
     var b = [UInt8](repeating: 0, count: 0x1000 + payload)
     b[0x1F1] = 7                                  // setup_sects: (7 + 1) * 512 = 4 KiB
     b.put(sysSize ?? UInt32(payload / 16), at: 0x1F4)
@@ -22,6 +23,9 @@ func makeBzImage(payload: Int = 0x10000, version: UInt16 = 0x020F, xloadflags: U
     b.put(UInt64(0x100_0000), at: 0x258)          // pref_address
     b.put(initSize, at: 0x260)
     for i in 0..<payload { b[0x1000 + i] = UInt8(truncatingIfNeeded: i * 7 + 1) }
+    if let entryCode {   // 64-bit code at the boot protocol's 64-bit entry (load address + 0x200)
+        for (i, c) in entryCode.enumerated() { b[0x1000 + 0x200 + i] = c }
+    }
     return b
 }
 

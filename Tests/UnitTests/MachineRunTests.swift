@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+@testable import VMM
+
+/// `kite run` end to end on the host's /dev/kvm: synthetic bzImages whose 64-bit entry code
+/// talks to Kite's devices, checking each way a guest can end and the console path.
+@Suite(.serialized) struct MachineRunTests {
+    /// x86-64 machine code: `mov dx, port; mov al, value; out dx, al`.
+    static func out(_ port: UInt16, _ value: UInt8) -> [UInt8] {
+        [0x66, 0xBA, UInt8(port & 0xFF), UInt8(port >> 8), 0xB0, value, 0xEE]
+    }
+    static let spin: [UInt8] = [0xEB, 0xFE]                          // jmp .
+    static let powerOff = out(0x600, (5 << 2) | 0x20) + spin          // ACPI SLP_TYP=5 | SLP_EN
+    static let keyboardReset = out(0x64, 0xFE) + spin                 // i8042 pulse reset
+    static let acpiReset = out(0x602, 0x01) + spin                    // FADT RESET_REG
+    static func print(_ text: String) -> [UInt8] { text.utf8.flatMap { out(0x3F8, $0) } }
+
+    static func boot(_ code: [UInt8], _ extra: [String] = [], name: String) throws -> (CLITests.Result, String) {
+        let (r, bytes) = try bootBytes(code, extra, name: name)
+        return (r, String(decoding: bytes, as: UTF8.self))
+    }
+
+    static func bootBytes(_ code: [UInt8], _ extra: [String] = [], name: String) throws -> (CLITests.Result, [UInt8]) {
+        let kernel = try CLITests.temp("entry-\(name)", makeBzImage(entryCode: code))
+        let console = FileManager.default.temporaryDirectory.appendingPathComponent("kite-console-\(getpid())-\(name)").path
+        let r = try CLITests.run(["run", "--kernel", kernel, "--memory", "64M", "--console", "file=\(console)"] + extra)
+        let bytes = (try? Data(contentsOf: URL(fileURLWithPath: console))).map { [UInt8]($0) } ?? []
+        return (r, bytes)
+    }
+
+    @Test func guestPowerOffExitsZeroAfterItsConsoleOutput() throws {
+        let (r, console) = try Self.boot(Self.print("hello from the guest\n") + Self.powerOff, name: "poweroff")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(console == "hello from the guest\n")
+    }
+
+    @Test func powerOffWorksWithManyVCPUsWaitingForSIPI() throws {
+        let (r, _) = try Self.boot(Self.powerOff, ["--cpus", "8"], name: "poweroff8")
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+
+    @Test func keyboardControllerResetIsAReboot() throws {
+        let (r, _) = try Self.boot(Self.keyboardReset, name: "kbdreset")
+        #expect(r.status == ExitStatus.reboot, "\(r.stderr)")
+        #expect(r.stderr.contains("rebooted"))
+    }
+
+    @Test func acpiResetRegisterIsAReboot() throws {
+        let (r, _) = try Self.boot(Self.acpiReset, name: "acpireset")
+        #expect(r.status == ExitStatus.reboot, "\(r.stderr)")
+    }
+
+    @Test func unknownPortsReadAllOnesAndAreLoggedOnce() throws {
+        // in al, 0x99 twice; then send al to the console and power off.
+        let code: [UInt8] = [0xE4, 0x99, 0xE4, 0x99, 0x66, 0xBA, 0xF8, 0x03, 0xEE] + Self.powerOff
+        let (r, console) = try Self.bootBytes(code, name: "unknown")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(console == [0xFF])
+        #expect(r.stderr.components(separatedBy: "unknown address 0x99").count == 2)   // exactly once
+    }
+
+    @Test func hangTimeoutEndsASilentGuest() throws {
+        let (r, _) = try Self.boot(Self.print("booting\n") + Self.spin, ["--hang-timeout", "1", "--cpus", "2"], name: "hang")
+        #expect(r.status == ExitStatus.hang, "\(r.stderr)")
+        #expect(r.stderr.contains("hung"))
+    }
+
+    @Test func sigtermStopsEveryVCPUAndExits143() throws {
+        let kernel = try CLITests.temp("entry-spin", makeBzImage(entryCode: Self.print("up\n") + Self.spin))
+        let console = FileManager.default.temporaryDirectory.appendingPathComponent("kite-console-\(getpid())-term").path
+        try? FileManager.default.removeItem(atPath: console)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLITests.kite)
+        p.arguments = ["run", "--kernel", kernel, "--memory", "64M", "--cpus", "4", "--console", "file=\(console)"]
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        // Wait (bounded) until the guest has printed, so the vCPU is running guest code.
+        for _ in 0..<100 where ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "") != "up\n" {
+            usleep(50_000)
+        }
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationReason == .exit)
+        #expect(p.terminationStatus == 143, "\(stderr)")
+        #expect(stderr.contains("stopped by signal 15"))
+    }
+
+    @Test func crashReportsTheVCPUsRegisters() throws {
+        // ud2 with the entry IDT (limit 0): the exception cannot be delivered.
+        let (r, _) = try Self.boot([0x0F, 0x0B], name: "crash")
+        #expect(r.status == ExitStatus.crash, "\(r.stderr)")
+        #expect(r.stderr.contains("crashed on vCPU 0"))
+        #expect(r.stderr.contains("rip=0x0000000000100200"))
+    }
+}
