@@ -1,0 +1,88 @@
+#!/bin/bash
+# Build the L1 testbed initramfs for one job script:
+#   .cache/l1/initramfs.cpio.gz = base.cpio.gz (busybox, irqbypass/kvm/kvm-amd, kite + its
+#   libraries, guest kernel + initramfs, /init; cached) + a small cpio with /job.sh.
+# Env: KITE_BIN (default .build/release/kite), L1_INITRD (output path),
+#      L1_EXTRA_BINS (host binaries to add with their libraries, e.g. a stand-in VMM),
+#      L1_EXTRA_DIRS (host directories copied verbatim, e.g. /usr/share/qemu).
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+JOB="${1:?usage: build-l1.sh JOBFILE}"
+[ -f "$JOB" ] || die "no job file $JOB"
+KITE_BIN="${KITE_BIN:-$KITE_ROOT/.build/release/kite}"
+[ -x "$KITE_BIN" ] || die "kite binary not found: $KITE_BIN (build it, or set KITE_BIN)"
+OUT="${L1_INITRD:-$CACHE/l1/initramfs.cpio.gz}"
+L1="$CACHE/l1"; mkdir -p "$L1" "$(dirname "$OUT")"
+
+ensure_cmds /bin/busybox:busybox-static cpio:cpio gzip:gzip
+"$KITE_ROOT/testbed/fetch-kernel.sh" >/dev/null
+. "$CACHE/kernel/env"
+GUEST_INITRD_HOST="$("$KITE_ROOT/testbed/build-guest-initramfs.sh")"
+
+# Copy an executable plus everything ldd lists (and the dynamic loader) under ROOT.
+copy_with_libs() {
+    local bin="$1" root="$2" dest="${3:-$1}" lib out
+    mkdir -p "$root/$(dirname "$dest")"
+    cp -L "$bin" "$root/$dest"; chmod 0755 "$root/$dest"
+    if out="$(ldd "$bin" 2>&1)"; then
+        if grep -q 'not found' <<<"$out"; then die "missing libraries for $bin: $out"; fi
+        for lib in $(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i}' <<<"$out"); do
+            [ -e "$root$lib" ] && continue
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+    fi  # else: static binary ("not a dynamic executable")
+}
+
+stamp_inputs() {
+    cat "$KITE_BIN" "$GUEST_INITRD_HOST" "$KERNEL" "$0" "$KITE_ROOT/testbed/common.sh" \
+        "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox
+    echo "extra: ${L1_EXTRA_BINS:-} | ${L1_EXTRA_DIRS:-}"
+    for b in ${L1_EXTRA_BINS:-}; do cat "$b"; done
+}
+# The base image is cached by a hash of its inputs (several can coexist, e.g. for two
+# different kite binaries); builds are serialized, files replaced atomically.
+want="$(stamp_inputs | sha256sum | cut -c1-16)"
+BASE="$L1/base-$want.cpio.gz"
+take_lock l1
+if [ ! -f "$BASE" ]; then
+    log "building L1 base image"
+    W="$L1/root"
+    rm -rf "$W"; mkdir -p "$W"/{bin,sbin,usr/bin,dev,proc,sys,tmp,run,lib/modules,guest,testbed}
+    cp /bin/busybox "$W/bin/busybox"
+    for a in $("$W/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$W/bin/$a"; done
+    : >"$W/lib/modules/load-order"
+    while read -r rel; do
+        [ -n "$rel" ] || continue
+        base="$(basename "$rel")"; base="${base%%.ko*}.ko"
+        decompress_ko "$MODDIR/$rel" "$W/lib/modules/$base"
+        echo "$base" >>"$W/lib/modules/load-order"
+    done < <(resolve_modules "$MODDIR" irqbypass kvm kvm-amd)
+    copy_with_libs "$KITE_BIN" "$W" /usr/bin/kite
+    for b in ${L1_EXTRA_BINS:-}; do copy_with_libs "$b" "$W"; done
+    for d in ${L1_EXTRA_DIRS:-}; do mkdir -p "$W$(dirname "$d")"; cp -a "$d" "$W$(dirname "$d")/"; done
+    cp "$KERNEL" "$W/guest/vmlinuz"
+    cp "$GUEST_INITRD_HOST" "$W/guest/initramfs.cpio.gz"
+    install -m 0755 "$KITE_ROOT/testbed/l1/init" "$W/init"
+    install -m 0644 "$KITE_ROOT/testbed/lib.sh" "$W/testbed/lib.sh"
+    ( cd "$W" && find . -print | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 ) >"$L1/base.cpio"
+    add_console_node "$L1/base.cpio"
+    gzip -1 -n -c "$L1/base.cpio" >"$BASE.tmp" && mv "$BASE.tmp" "$BASE"
+    rm -f "$L1/base.cpio"
+    rm -rf "$W"
+    # keep the 4 newest base images
+    ls -1t "$L1"/base-*.cpio.gz 2>/dev/null | tail -n +5 | xargs -r rm -f
+    log "L1 base: $BASE ($(du -h "$BASE" | cut -f1))"
+fi
+touch "$BASE"
+exec 9>&-  # release the lock
+
+# Job segment: a second cpio (the kernel unpacks concatenated archives in order).
+J="$(mktemp -d "$L1/job.XXXXXX")"
+install -m 0755 "$JOB" "$J/job.sh"
+( cd "$J" && echo job.sh | cpio -o -H newc --quiet -R 0:0 ) | gzip -1 -n >"$J/job.cpio.gz"
+cat "$BASE" "$J/job.cpio.gz" >"$OUT.tmp.$$"
+mv "$OUT.tmp.$$" "$OUT"
+rm -rf "$J"
+echo "$OUT"

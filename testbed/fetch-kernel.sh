@@ -1,0 +1,63 @@
+#!/bin/bash
+# Download Debian's cloud kernel (linux-image-6.1.0-NN-cloud-amd64) and extract it into
+# .cache/kernel/. Writes .cache/kernel/env with KERNEL=, MODDIR=, KVER=. Idempotent.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+KDIR="$CACHE/kernel"
+ENVF="$KDIR/env"
+mkdir -p "$KDIR"
+take_lock kernel
+if [ -f "$ENVF" ] && [ -z "${KITE_REFETCH:-}" ]; then
+    . "$ENVF"
+    if [ -f "$KERNEL" ] && [ -f "$MODDIR/modules.dep" ]; then
+        [ -n "${VERBOSE:-}" ] && log "cached: $KERNEL"
+        cat "$ENVF"
+        exit 0
+    fi
+fi
+
+ensure_cmds apt-get:apt dpkg-deb:dpkg
+mkdir -p "$KDIR/debs"
+cd "$KDIR/debs"
+
+# Find the versioned image package the meta-package depends on.
+meta_deps() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: *\(linux-image-[0-9][^ ]*-cloud-amd64\)$/\1/p' | head -n1; }
+PKG="$(meta_deps || true)"
+if [ -z "$PKG" ]; then
+    log "apt-get update (linux-image-cloud-amd64 not known yet)"
+    apt-get update -q >&2
+    PKG="$(meta_deps)"
+fi
+[ -n "$PKG" ] || die "could not resolve linux-image-cloud-amd64 dependency"
+log "kernel package: $PKG"
+
+ls linux-image-cloud-amd64_*.deb >/dev/null 2>&1 || apt-get download -q linux-image-cloud-amd64 >&2
+if ! ls "${PKG}"_*.deb >/dev/null 2>&1; then
+    apt-get download -q "$PKG" >&2 || { apt-get update -q >&2; apt-get download -q "$PKG" >&2; }
+fi
+DEB="$(ls -1 "${PKG}"_*.deb | sort -V | tail -n1)"
+
+KVER="${PKG#linux-image-}"
+ROOT="$KDIR/root"
+if [ ! -f "$ROOT/boot/vmlinuz-$KVER" ]; then
+    rm -rf "$ROOT.tmp"; mkdir -p "$ROOT.tmp"
+    log "extracting $DEB"
+    dpkg-deb -x "$DEB" "$ROOT.tmp"
+    rm -rf "$ROOT"; mv "$ROOT.tmp" "$ROOT"
+fi
+KERNEL="$ROOT/boot/vmlinuz-$KVER"
+MODDIR="$ROOT/lib/modules/$KVER"
+[ -f "$KERNEL" ] || die "no vmlinuz in $DEB"
+if [ ! -f "$MODDIR/modules.dep" ]; then
+    # The .deb does not ship modules.dep (postinst runs depmod); generate it.
+    ensure_cmds depmod:kmod
+    depmod -b "$ROOT" "$KVER"
+fi
+cat >"$ENVF.tmp" <<EOV
+KERNEL=$KERNEL
+MODDIR=$MODDIR
+KVER=$KVER
+EOV
+mv "$ENVF.tmp" "$ENVF"
+cat "$ENVF"

@@ -1,0 +1,54 @@
+# Helpers sourced by every job script before it runs (busybox sh in L1, bash on a host).
+# Environment a job script gets:
+#   KITE          path of the kite binary
+#   GUEST_KERNEL  path of the guest (L2) vmlinuz
+#   GUEST_INITRD  path of the guest initramfs (busybox + virtio modules, see guest/init)
+#   TESTBED       "l1" (inside the nested QEMU/TCG testbed) or "host" (hardware virt)
+#   TMPDIR        a writable scratch directory
+#
+# kite_job NAME DEADLINE_S CMD [ARGS...]
+#   Prints "JOB-BEGIN name=NAME deadline=DEADLINE_S", runs CMD (in its own session, stdin
+#   /dev/null) with stdout+stderr merged,
+#   each output line prefixed with "NAME| ", kills it (TERM, then KILL 5 s later) after
+#   DEADLINE_S seconds printing "JOB-TIMEOUT name=NAME", and finally prints
+#   "JOB-EXIT name=NAME status=N". Returns N.
+# shellcheck shell=sh
+
+kite_job() {
+    _kj_name=$1; _kj_dl=$2; shift 2
+    _kj_dir=${TMPDIR:-/tmp}
+    _kj_st="$_kj_dir/kite_job.$_kj_name.status"
+    _kj_to="$_kj_dir/kite_job.$_kj_name.timeout"
+    rm -f "$_kj_st" "$_kj_to"
+    echo "JOB-BEGIN name=$_kj_name deadline=$_kj_dl"
+    {
+        # own session/process group, so a timeout kills everything it started
+        setsid "$@" </dev/null 2>&1 &
+        _kj_pid=$!
+        (
+            sleep "$_kj_dl"
+            : >"$_kj_to"
+            kill -TERM -"$_kj_pid" 2>/dev/null || kill -TERM "$_kj_pid" 2>/dev/null
+            sleep 5
+            kill -KILL -"$_kj_pid" 2>/dev/null || kill -KILL "$_kj_pid" 2>/dev/null
+        ) >/dev/null 2>&1 </dev/null &
+        _kj_wd=$!
+        wait "$_kj_pid"
+        echo $? >"$_kj_st"
+        kill "$_kj_wd" 2>/dev/null
+    } | while IFS= read -r _kj_line || [ -n "$_kj_line" ]; do
+        printf '%s| %s\n' "$_kj_name" "$_kj_line"
+    done
+    _kj_rc=$(cat "$_kj_st" 2>/dev/null || echo 255)
+    [ -e "$_kj_to" ] && echo "JOB-TIMEOUT name=$_kj_name after=${_kj_dl}s"
+    echo "JOB-EXIT name=$_kj_name status=$_kj_rc"
+    return "$_kj_rc"
+}
+
+# kite_boot NAME DEADLINE_S CPUS MEMORY CMDLINE [EXTRA KITE ARGS...]
+#   kite_job around "$KITE run --kernel $GUEST_KERNEL --initrd $GUEST_INITRD ...".
+kite_boot() {
+    _kb_name=$1; _kb_dl=$2; _kb_cpus=$3; _kb_mem=$4; _kb_cmd=$5; shift 5
+    kite_job "$_kb_name" "$_kb_dl" "$KITE" run --kernel "$GUEST_KERNEL" --initrd "$GUEST_INITRD" \
+        --cmdline "$_kb_cmd" --cpus "$_kb_cpus" --memory "$_kb_mem" "$@"
+}
