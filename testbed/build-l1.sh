@@ -36,7 +36,7 @@ copy_with_libs() {
 }
 
 stamp_inputs() {
-    cat "$KITE_BIN" "$GUEST_INITRD_HOST" "$KERNEL" "$0" "$KITE_ROOT/testbed/common.sh" \
+    cat "$KITE_BIN" "$GUEST_INITRD_HOST" "$KERNEL" "$VMLINUX" "$0" "$KITE_ROOT/testbed/common.sh" \
         "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox
     echo "extra: ${L1_EXTRA_BINS:-} | ${L1_EXTRA_DIRS:-}"
     for b in ${L1_EXTRA_BINS:-}; do cat "$b"; done
@@ -63,6 +63,7 @@ if [ ! -f "$BASE" ]; then
     for b in ${L1_EXTRA_BINS:-}; do copy_with_libs "$b" "$W"; done
     for d in ${L1_EXTRA_DIRS:-}; do mkdir -p "$W$(dirname "$d")"; cp -a "$d" "$W$(dirname "$d")/"; done
     cp "$KERNEL" "$W/guest/vmlinuz"
+    cp "$VMLINUX" "$W/guest/vmlinux"
     cp "$GUEST_INITRD_HOST" "$W/guest/initramfs.cpio.gz"
     install -m 0755 "$KITE_ROOT/testbed/l1/init" "$W/init"
     install -m 0644 "$KITE_ROOT/testbed/lib.sh" "$W/testbed/lib.sh"

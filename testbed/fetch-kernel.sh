@@ -1,6 +1,6 @@
 #!/bin/bash
 # Download Debian's cloud kernel (linux-image-6.1.0-NN-cloud-amd64) and extract it into
-# .cache/kernel/. Writes .cache/kernel/env with KERNEL=, MODDIR=, KVER=. Idempotent.
+# .cache/kernel/. Writes .cache/kernel/env with KERNEL=, VMLINUX= (the ELF, for PVH), MODDIR=, KVER=. Idempotent.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -10,7 +10,7 @@ mkdir -p "$KDIR"
 take_lock kernel
 if [ -f "$ENVF" ] && [ -z "${KITE_REFETCH:-}" ]; then
     . "$ENVF"
-    if [ -f "$KERNEL" ] && [ -f "$MODDIR/modules.dep" ]; then
+    if [ -f "$KERNEL" ] && [ -f "$MODDIR/modules.dep" ] && [ -f "${VMLINUX:-}" ]; then
         [ -n "${VERBOSE:-}" ] && log "cached: $KERNEL"
         cat "$ENVF"
         exit 0
@@ -54,8 +54,21 @@ if [ ! -f "$MODDIR/modules.dep" ]; then
     ensure_cmds depmod:kmod
     depmod -b "$ROOT" "$KVER"
 fi
+# The uncompressed ELF vmlinux, for PVH boots: Debian's bzImage carries it LZ4-compressed
+# (legacy LZ4 frame, magic 02 21 4c 18).
+VMLINUX="$KDIR/vmlinux-$KVER"
+if [ ! -f "$VMLINUX" ]; then
+    ensure_cmds lz4:lz4
+    off="$(python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); print(d.find(bytes([2,0x21,0x4c,0x18])))' "$KERNEL")"
+    [ "$off" -gt 0 ] || die "no LZ4 payload in $KERNEL"
+    # lz4 stops with an error at the bzImage's trailing bytes; the ELF check below decides.
+    tail -c +"$((off + 1))" "$KERNEL" | lz4 -dc >"$VMLINUX.tmp" 2>/dev/null || true
+    [ "$(head -c 4 "$VMLINUX.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || die "could not extract vmlinux from $KERNEL"
+    mv "$VMLINUX.tmp" "$VMLINUX"
+fi
 cat >"$ENVF.tmp" <<EOV
 KERNEL=$KERNEL
+VMLINUX=$VMLINUX
 MODDIR=$MODDIR
 KVER=$KVER
 EOV

@@ -71,7 +71,8 @@ public final class Machine {
         try setup { try vm.createInterruptController() }
         try setup { try vm.createPIT() }
 
-        // 4. Firmware tables: ACPI describes the CPUs, the IOAPIC and power-off.
+        // 4. Firmware: ACPI describes the CPUs, the IOAPIC and power-off; the reset vector
+        //    resets (Linux's last-resort "BIOS" reboot jumps there).
         let apicIDs = (0..<config.cpus).map { CPUIDTemplate.apicID(forVCPU: $0) }
         var acpi = ACPIConfig(apicIDs: apicIDs)
         acpi.sleepControlPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepControlOffset)
@@ -82,6 +83,7 @@ public final class Machine {
             throw SetupError("ACPI tables for \(config.cpus) vCPUs do not fit below 1 MiB")
         }
         try setup { try memory.write(tables.bytes, at: GuestAddress(GuestLayout.acpiTables)) }
+        try setup { try memory.write(ResetVector.code, at: GuestAddress(GuestLayout.resetVector)) }
 
         // 5. Kernel, initrd, command line; entry tables.
         let entry = try setup {

@@ -25,6 +25,8 @@ public enum GuestLayout {
     /// ACPI tables (RSDP first) in the BIOS area, where the legacy RSDP scan looks too.
     public static let acpiTables: UInt64 = 0xE0000
     public static let acpiTablesEnd: UInt64 = 0x100000
+    /// The x86 reset vector (F000:FFF0). Linux jumps here in real mode for a "BIOS" reboot.
+    public static let resetVector: UInt64 = 0xFFFF0
     /// Where the protected-mode kernel is loaded (bzImage).
     public static let kernelLoad: UInt64 = 0x100000
     /// The 32-bit MMIO hole: RAM stops here and resumes at 4 GiB.

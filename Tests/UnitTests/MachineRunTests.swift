@@ -50,6 +50,15 @@ import Testing
         #expect(r.status == ExitStatus.reboot, "\(r.stderr)")
     }
 
+    @Test func jumpToTheResetVectorIsAReboot() throws {
+        // What Linux's BOOT_BIOS reboot does, minus the trip back to real mode: the reset
+        // vector's code runs (here in long mode, where its bytes mean the same) and resets.
+        let code: [UInt8] = [0x48, 0xB8] + withUnsafeBytes(of: UInt64(0xFFFF0).littleEndian, Array.init)
+            + [0xFF, 0xE0]                                             // mov rax, 0xFFFF0; jmp rax
+        let (r, _) = try Self.boot(code, name: "resetvector")
+        #expect(r.status == ExitStatus.reboot, "\(r.stderr)")
+    }
+
     @Test func unknownPortsReadAllOnesAndAreLoggedOnce() throws {
         // in al, 0x99 twice; then send al to the console and power off.
         let code: [UInt8] = [0xE4, 0x99, 0xE4, 0x99, 0x66, 0xBA, 0xF8, 0x03, 0xEE] + Self.powerOff
