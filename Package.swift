@@ -39,7 +39,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "UnitTests", dependencies: [
-            "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
+            "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
         ]),
         .testTarget(name: "KVMTests", dependencies: [
             "CKVM", "KVM", "GuestMemory", "VMM", "Devices",

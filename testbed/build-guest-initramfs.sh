@@ -25,17 +25,7 @@ fi
 
 W="$CACHE/guest/root"
 rm -rf "$W"; mkdir -p "$W"/{bin,sbin,dev,proc,sys,tmp,lib/modules}
-cp /bin/busybox "$W/bin/busybox"
-for a in $("$W/bin/busybox" --list); do
-    [ "$a" = busybox ] || ln -sf busybox "$W/bin/$a"
-done
-: >"$W/lib/modules/load-order"
-while read -r rel; do
-    [ -n "$rel" ] || continue
-    base="$(basename "$rel")"; base="${base%%.ko*}.ko"
-    decompress_ko "$MODDIR/$rel" "$W/lib/modules/$base"
-    echo "$base" >>"$W/lib/modules/load-order"
-done < <(resolve_modules "$MODDIR" $MODS)
+stage_busybox_and_modules "$W" $MODS
 log "modules: $(tr '\n' ' ' <"$W/lib/modules/load-order")"
 install -m 0755 "$INIT" "$W/init"
 mkdir -p "$CACHE/guest"

@@ -115,3 +115,20 @@ take_lock() {
     exec 9>"$CACHE/.lock-$1"
     flock 9
 }
+
+# stage_busybox_and_modules ROOT MODULE... : busybox (with its applet links) in ROOT/bin, the
+# named modules and their dependencies (decompressed, from $MODDIR) in ROOT/lib/modules,
+# and their load order in ROOT/lib/modules/load-order.
+stage_busybox_and_modules() {
+    local root=$1 rel base; shift
+    mkdir -p "$root/bin" "$root/lib/modules"
+    cp /bin/busybox "$root/bin/busybox"
+    for a in $("$root/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
+    : >"$root/lib/modules/load-order"
+    while read -r rel; do
+        [ -n "$rel" ] || continue
+        base="$(basename "$rel")"; base="${base%%.ko*}.ko"
+        decompress_ko "$MODDIR/$rel" "$root/lib/modules/$base"
+        echo "$base" >>"$root/lib/modules/load-order"
+    done < <(resolve_modules "$MODDIR" "$@")
+}

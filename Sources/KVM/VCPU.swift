@@ -117,31 +117,37 @@ public final class VCPU: @unchecked Sendable {
 
     // MARK: State
 
+    /// One ioctl that fills a value of type T (KVM_GET_*).
+    private func get<T>(_ name: String, _ request: UInt, _ initial: T) throws(KVMError) -> T {
+        var value = initial
+        _ = try check(name, ckvm_ioctl_ptr(fd, request, &value))
+        return value
+    }
+
+    /// One ioctl that hands KVM a value of type T (KVM_SET_*).
+    private func set<T>(_ name: String, _ request: UInt, _ value: T) throws(KVMError) {
+        var v = value
+        _ = try check(name, ckvm_ioctl_ptr(fd, request, &v))
+    }
+
     public func registers() throws(KVMError) -> Registers {
-        var regs = kvm_regs()
-        _ = try check("KVM_GET_REGS", ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs))
-        return regs
+        try get("KVM_GET_REGS", CKVM_GET_REGS, kvm_regs())
     }
 
     public func setRegisters(_ regs: Registers) throws(KVMError) {
-        var r = regs
-        _ = try check("KVM_SET_REGS", ckvm_ioctl_ptr(fd, CKVM_SET_REGS, &r))
+        try set("KVM_SET_REGS", CKVM_SET_REGS, regs)
     }
 
     public func specialRegisters() throws(KVMError) -> SpecialRegisters {
-        var s = kvm_sregs()
-        _ = try check("KVM_GET_SREGS", ckvm_ioctl_ptr(fd, CKVM_GET_SREGS, &s))
-        return s
+        try get("KVM_GET_SREGS", CKVM_GET_SREGS, kvm_sregs())
     }
 
     public func setSpecialRegisters(_ sregs: SpecialRegisters) throws(KVMError) {
-        var s = sregs
-        _ = try check("KVM_SET_SREGS", ckvm_ioctl_ptr(fd, CKVM_SET_SREGS, &s))
+        try set("KVM_SET_SREGS", CKVM_SET_SREGS, sregs)
     }
 
     public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
-        var table = CPUIDEntry.table(from: entries)
-        _ = try check("KVM_SET_CPUID2", ckvm_ioctl_ptr(fd, CKVM_SET_CPUID2, &table))
+        try set("KVM_SET_CPUID2", CKVM_SET_CPUID2, CPUIDEntry.table(from: entries))
     }
 
     /// Writes MSRs; fails unless KVM accepted every one.
@@ -178,8 +184,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// The in-kernel local APIC's 1 KiB register page.
     public func localAPIC() throws(KVMError) -> [UInt8] {
-        var state = kvm_lapic_state()
-        _ = try check("KVM_GET_LAPIC", ckvm_ioctl_ptr(fd, CKVM_GET_LAPIC, &state))
+        var state = try get("KVM_GET_LAPIC", CKVM_GET_LAPIC, kvm_lapic_state())
         return withUnsafeBytes(of: &state.regs) { Array($0) }
     }
 
@@ -188,13 +193,11 @@ public final class VCPU: @unchecked Sendable {
         withUnsafeMutableBytes(of: &state.regs) { dst in
             for i in 0..<min(dst.count, page.count) { dst[i] = page[i] }
         }
-        _ = try check("KVM_SET_LAPIC", ckvm_ioctl_ptr(fd, CKVM_SET_LAPIC, &state))
+        try set("KVM_SET_LAPIC", CKVM_SET_LAPIC, state)
     }
 
     public func mpState() throws(KVMError) -> MPState? {
-        var s = kvm_mp_state()
-        _ = try check("KVM_GET_MP_STATE", ckvm_ioctl_ptr(fd, CKVM_GET_MP_STATE, &s))
-        return MPState(rawValue: s.mp_state)
+        MPState(rawValue: try get("KVM_GET_MP_STATE", CKVM_GET_MP_STATE, kvm_mp_state()).mp_state)
     }
 
     /// Sets XCR0 (the enabled XSAVE state components).
@@ -202,7 +205,7 @@ public final class VCPU: @unchecked Sendable {
         var x = kvm_xcrs()
         x.nr_xcrs = 1
         x.xcrs.0 = kvm_xcr(xcr: 0, reserved: 0, value: value)
-        _ = try check("KVM_SET_XCRS", ckvm_ioctl_ptr(fd, CKVM_SET_XCRS, &x))
+        try set("KVM_SET_XCRS", CKVM_SET_XCRS, x)
     }
 
     /// x87/SSE state at reset: FCW 0x37f, MXCSR 0x1f80.
@@ -210,7 +213,7 @@ public final class VCPU: @unchecked Sendable {
         var fpu = kvm_fpu()
         fpu.fcw = 0x37f
         fpu.mxcsr = 0x1f80
-        _ = try check("KVM_SET_FPU", ckvm_ioctl_ptr(fd, CKVM_SET_FPU, &fpu))
+        try set("KVM_SET_FPU", CKVM_SET_FPU, fpu)
     }
 }
 
