@@ -25,13 +25,9 @@ let package = Package(
             "GuestMemory", "KVM", "CKVM",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .target(name: "Devices", dependencies: [
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(name: "Devices"),
         .target(name: "VMM", dependencies: [
             "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .executableTarget(name: "kite", dependencies: [
             "VMM",

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -70,7 +71,8 @@ struct Run: ParsableCommand {
         if let device = getenv("KITE_KVM_DEVICE") { config.kvmPath = String(cString: device) }
         let machine: Machine
         do {
-            machine = try Machine.build(config, log: { message in printError("kite: \(message)") })
+            let logger = Logger(label: "kite")
+            machine = try Machine.build(config, log: { message in logger.notice("\(message)") })
         } catch {
             printError("kite: \(error)")
             throw ExitCode(ExitStatus.usage)
@@ -101,6 +103,8 @@ func printError(_ message: String) {
 @main
 enum Main {
     static func main() {
+        // Runtime notices (e.g. a guest probing an unknown port) go to stderr, one line each.
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         do {
             var command = try Kite.parseAsRoot()
             try command.run()
