@@ -4,7 +4,8 @@ import PackageDescription
 // Targets are split by concern; each depends only on the layers below it:
 //   CKVM (C shim for <linux/kvm.h>) -> KVM (fds, mappings, exits) -> GuestMemory
 //   ACPI (table and AML builders, pure data) / X86Boot (kernel loading, CPUID, page tables)
-//   Devices (UART, i8042, ACPI power) -> VMM (the boot recipe, vCPU threads) -> kite (CLI)
+//   Devices (UART, i8042, ACPI power); Virtio (split virtqueue, MMIO transport) -> VirtioDevices
+//   -> VMM (the boot recipe, vCPU threads, device event loop) -> kite (CLI)
 let package = Package(
     name: "Kite",
     platforms: [.macOS(.v15)],
@@ -26,8 +27,13 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Devices"),
+        .target(name: "Virtio", dependencies: ["GuestMemory"]),
+        .target(name: "VirtioDevices", dependencies: [
+            "Virtio", "GuestMemory",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .target(name: "VMM", dependencies: [
-            "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices",
+            "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices",
         ]),
         .executableTarget(name: "kite", dependencies: [
             "VMM",
@@ -37,6 +43,7 @@ let package = Package(
         .testTarget(name: "UnitTests", dependencies: [
             "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
         ]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: [
             "CKVM", "KVM", "GuestMemory", "VMM", "Devices",
         ]),
