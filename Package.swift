@@ -27,9 +27,9 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Devices"),
-        .target(name: "Virtio", dependencies: ["GuestMemory"]),
+        .target(name: "Virtio", dependencies: ["GuestMemory", "Devices"]),
         .target(name: "VirtioDevices", dependencies: [
-            "Virtio", "GuestMemory",
+            "Virtio", "GuestMemory", "CKVM",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "VMM", dependencies: [
@@ -43,7 +43,7 @@ let package = Package(
         .testTarget(name: "UnitTests", dependencies: [
             "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
         ]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices"]),
         .testTarget(name: "KVMTests", dependencies: [
             "CKVM", "KVM", "GuestMemory", "VMM", "Devices",
         ]),

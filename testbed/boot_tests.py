@@ -37,7 +37,7 @@ DEADLINES = {
     "boot64": 900,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120}
+DEFAULT_DEADLINES = {"boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -69,13 +69,17 @@ class Test:
         "pvh": ("boot", 0, "$GUEST_VMLINUX"),     # ELF vmlinux entered through its PVH note
         "reboot": ("reboot", 3, "$GUEST_KERNEL"),  # guest reboot: kite exits with status 3
         "input": ("input", 0, "$GUEST_KERNEL"),    # console input: kite's stdin -> ttyS0
+        "rng": ("rng", 0, "$GUEST_KERNEL"),        # virtio-rng over virtio-mmio (kite --rng)
     }
+    # Extra kite options by kind.
+    KITE_ARGS = {"rng": "--rng"}
 
     def __init__(self, name, kind, cpus, l1_smp=2, cmdline_extra=""):
         self.name, self.kind, self.cpus, self.l1_smp = name, kind, cpus, l1_smp
         self.deadline = max(1, round(DEADLINES.get(name, DEFAULT_DEADLINES[kind]) * Test.scale))
         mode, self.expect_status, self.kernel = Test.KINDS[kind]
         self.cmdline = f"console=ttyS0 kite.test={mode}" + (f" {cmdline_extra}" if cmdline_extra else "")
+        self.kite_args = Test.KITE_ARGS.get(kind, "")
         self.tries = 0
 
 
@@ -87,6 +91,7 @@ def build_matrix(args):
     tests.append(Test("reboot2", "reboot", 2))                          # ACPI reset register
     tests.append(Test("rebootkbd2", "reboot", 2, cmdline_extra="reboot=k"))  # i8042 pulse reset
     tests.append(Test("input2", "input", 2))
+    tests.append(Test("rng2", "rng", 2))
     if args.extended:
         tests += [Test("boot64", "boot", 64, l1_smp=1)]
     if args.only:
@@ -94,7 +99,7 @@ def build_matrix(args):
         unknown = want - {t.name for t in tests}
         # Allow --only bootN / seedsN for any N.
         for name in sorted(unknown):
-            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input)(\d+)", name)
+            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng)(\d+)", name)
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
@@ -135,6 +140,8 @@ def check_guest_log(lines, kind, cpus, allow_xstate_warning=False):
         reasons.append("no 'KITE-GUEST: cpus=N' line")
     elif got and int(got[-1]) != cpus:
         reasons.append(f"wrong CPU count: KITE-GUEST: cpus={got[-1]}, requested {cpus}")
+    if kind == "rng" and init and "KITE-GUEST: hwrng bytes=64" not in text:
+        reasons.append("the guest could not read 64 bytes from /dev/hwrng (virtio-rng)")
     if kind == "input" and init and "KITE-GUEST: got ping" not in text:
         reasons.append("the guest never read the line sent to kite's stdin")
     if kind == "seeds":
@@ -179,8 +186,8 @@ def write_job(path, tests):
                             t.cpus, GUEST_MEMORY))
                 continue
             f.write('KITE_BOOT_KERNEL="%s"\n' % t.kernel)
-            f.write("kite_boot %s %d %d %s %s\n" % (
-                t.name, t.deadline, t.cpus, GUEST_MEMORY, shlex.quote(t.cmdline)))
+            f.write("kite_boot %s %d %d %s %s %s\n" % (
+                t.name, t.deadline, t.cpus, GUEST_MEMORY, shlex.quote(t.cmdline), t.kite_args))
 
 
 def tail(path, n=TAIL_LINES):

@@ -8,7 +8,7 @@ public struct ACPIConfig: Sendable, Equatable {
     public var ioapicAddress: UInt32 = 0xFEC0_0000
     public var localAPICAddress: UInt32 = 0xFEE0_0000
     /// SCI interrupt (FADT SCI_INT). When it is an ISA IRQ, the MADT overrides it to the same
-    /// GSI, level-triggered active-high.
+    /// GSI, edge-triggered active-high.
     public var sciInterrupt: UInt16 = 9
     /// FADT SLEEP_CONTROL_REG (system I/O, 8-bit). To enter S5 the guest writes
     /// SLP_EN (bit 5) | SLP_TYPx << 2, i.e. 0x34 for the default `s5SleepType` of 5.
@@ -34,7 +34,7 @@ public struct ACPIConfig: Sendable, Equatable {
     }
 }
 
-/// A memory-mapped device described in the DSDT, with one level-triggered, active-high,
+/// A memory-mapped device described in the DSDT, with one edge-triggered, active-high,
 /// exclusive interrupt.
 public struct ACPIMMIODevice: Sendable, Equatable {
     /// The ACPI HID Linux's virtio-mmio driver binds to.

@@ -56,7 +56,9 @@ public struct DSDT: Sendable, Equatable {
         ])
     }
 
-    /// One memory-mapped device with its register window and level-triggered interrupt.
+    /// One memory-mapped device with its register window and edge-triggered interrupt.
+    /// Edge, because Kite signals virtio interrupts as irqfd pulses: on a level-triggered
+    /// IOAPIC pin a pulse arriving while the previous interrupt awaits EOI would be lost.
     public static func mmioDevice(_ device: ACPIMMIODevice) -> AMLTerm {
         precondition(device.length > 0, "MMIO device \(device.name) has an empty window")
         return .device(device.name, [
@@ -64,7 +66,7 @@ public struct DSDT: Sendable, Equatable {
             .name("_UID", .integer(UInt64(device.uid))),
             .name("_CRS", .resourceTemplate([
                 .memory(base: device.base, length: UInt64(device.length)),
-                .extendedInterrupt([device.gsi], mode: .levelActiveHigh),
+                .extendedInterrupt([device.gsi], mode: .edgeActiveHigh),
             ])),
         ])
     }

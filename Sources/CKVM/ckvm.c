@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -46,6 +48,33 @@ void ckvm_set_thread_name(const char *name) {
     strncpy(buf, name, sizeof buf - 1);
     buf[sizeof buf - 1] = 0;
     pthread_setname_np(pthread_self(), buf);
+}
+
+int ckvm_epoll_create(void) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int ckvm_epoll_watch(int epfd, int fd, uint64_t tag) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int ckvm_epoll_wait(int epfd, uint64_t *tags, int max, int timeout) {
+    struct epoll_event events[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epfd, events, max, timeout);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) tags[i] = events[i].data.u64;
+    return n;
+}
+
+long ckvm_getrandom(void *buffer, unsigned long length) {
+    ssize_t n = getrandom(buffer, length, 0);
+    return n < 0 ? -errno : n;
 }
 
 int ckvm_eventfd(void) {

@@ -60,6 +60,26 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_IRQ_LINE", ckvm_ioctl_ptr(fd, CKVM_IRQ_LINE, &line))
     }
 
+    /// Makes every write to `eventFD` raise interrupt line `gsi` (an edge: KVM pulses it).
+    public func attachInterrupt(eventFD: Int32, gsi: UInt32) throws(KVMError) {
+        var irqfd = kvm_irqfd()
+        irqfd.fd = UInt32(bitPattern: eventFD)
+        irqfd.gsi = gsi
+        _ = try check("KVM_IRQFD gsi \(gsi)", ckvm_ioctl_ptr(fd, CKVM_IRQFD, &irqfd))
+    }
+
+    /// Makes a 4-byte guest write of `value` to MMIO `address` signal `eventFD` inside KVM,
+    /// without an exit to Kite (virtio queue notifications).
+    public func attachMMIOWrite(address: UInt64, value: UInt32, eventFD: Int32) throws(KVMError) {
+        var io = kvm_ioeventfd()
+        io.addr = address
+        io.len = 4
+        io.datamatch = UInt64(value)
+        io.fd = eventFD
+        io.flags = UInt32(1) << UInt32(kvm_ioeventfd_flag_nr_datamatch)
+        _ = try check("KVM_IOEVENTFD 0x\(String(address, radix: 16))", ckvm_ioctl_ptr(fd, CKVM_IOEVENTFD, &io))
+    }
+
     public func createVCPU(id: Int) throws(KVMError) -> VCPU {
         let vfd = try check("KVM_CREATE_VCPU \(id)", ckvm_ioctl_val(fd, CKVM_CREATE_VCPU, UInt(id)))
         do throws(KVMError) {

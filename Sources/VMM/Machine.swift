@@ -3,6 +3,8 @@ import CKVM
 import Devices
 import GuestMemory
 import KVM
+import Virtio
+import VirtioDevices
 import X86Boot
 #if canImport(Glibc)
 import Glibc
@@ -31,13 +33,17 @@ public final class Machine {
     let serial: SerialPort
     let threads: [VCPUThread]
     let entry: BootEntry
+    let deviceEvents: DeviceEventLoop
+    /// The eventfds KVM signals or reads for the virtio devices; they live as long as the VM.
+    let eventFDs: [EventFD]
 
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
-                 threads: [VCPUThread], entry: BootEntry) {
+                 threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD]) {
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
         self.threads = threads; self.entry = entry
+        self.deviceEvents = deviceEvents; self.eventFDs = eventFDs
     }
 
     /// Builds the machine: every check that can fail before the guest starts happens here
@@ -71,30 +77,13 @@ public final class Machine {
         try setup { try vm.createInterruptController() }
         try setup { try vm.createPIT() }
 
-        // 4. Firmware: ACPI describes the CPUs, the IOAPIC and power-off; the reset vector
-        //    resets (Linux's last-resort "BIOS" reboot jumps there).
+        // 4. Devices: legacy ports, then virtio-mmio devices on the event thread. The ACPI
+        //    description is collected as they are placed.
         let apicIDs = (0..<config.cpus).map { CPUIDTemplate.apicID(forVCPU: $0) }
         var acpi = ACPIConfig(apicIDs: apicIDs)
         acpi.sleepControlPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepControlOffset)
         acpi.sleepStatusPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepStatusOffset)
         acpi.resetPort = UInt16(Ports.acpiPower + ACPIPowerDevice.resetOffset)
-        let tables = ACPITables.build(acpi, at: GuestLayout.acpiTables)
-        guard UInt64(tables.bytes.count) <= GuestLayout.acpiTablesEnd - GuestLayout.acpiTables else {
-            throw SetupError("ACPI tables for \(config.cpus) vCPUs do not fit below 1 MiB")
-        }
-        try setup { try memory.write(tables.bytes, at: GuestAddress(GuestLayout.acpiTables)) }
-        try setup { try memory.write(ResetVector.code, at: GuestAddress(GuestLayout.resetVector)) }
-
-        // 5. Kernel, initrd, command line; entry tables.
-        let entry = try setup {
-            try KernelLoader.load(kernel: kernel, initrd: initrd, commandLine: config.commandLine,
-                                  memory: memory, rsdp: tables.rsdpAddress)
-        }
-        var longMode = false
-        if case .linux64 = entry { longMode = true }
-        try setup { try EntryState.writeTables(into: memory, longMode: longMode) }
-
-        // 6. Devices.
         let control = try MachineControl()
         let console: ConsoleOutput
         switch config.console {
@@ -115,7 +104,55 @@ public final class Machine {
                 .init(base: Ports.acpiPower, length: 3, device: power),
             ], report: log)
         }
-        let mmio = try setup { try Bus(name: "MMIO", ranges: [], report: log) }
+        let deviceEvents = try DeviceEventLoop()
+        var eventFDs: [EventFD] = []
+        var mmioRanges: [Bus.Range] = []
+        var acpiDevices: [ACPIMMIODevice] = []
+        var virtioDevices: [(name: String, device: any VirtioDevice)] = []
+        if config.entropyDevice { virtioDevices.append(("virtio-rng", EntropyDevice())) }
+        guard virtioDevices.count <= VirtioSlots.maxDevices else {
+            throw SetupError("at most \(VirtioSlots.maxDevices) virtio devices (asked for \(virtioDevices.count))")
+        }
+        for (slot, (name, device)) in virtioDevices.enumerated() {
+            let window = VirtioSlots.window(slot)
+            let irq = try EventFD()
+            try setup { try vm.attachInterrupt(eventFD: irq.fd, gsi: VirtioSlots.gsi(slot)) }
+            let notifications = try device.queueSizes.map { _ in try EventFD() }
+            let transport = VirtioMMIOTransport(
+                name: name, device: device, memory: memory,
+                interrupt: { irq.signal() }, notify: { queue in notifications[queue].signal() }, report: log)
+            for (queue, fd) in notifications.enumerated() {
+                try setup {
+                    try vm.attachMMIOWrite(address: window + VirtioMMIOTransport.Register.queueNotify,
+                                           value: UInt32(queue), eventFD: fd.fd)
+                }
+                try deviceEvents.watch(fd.fd) { transport.serve(queue: queue) }
+            }
+            eventFDs += [irq] + notifications
+            mmioRanges.append(.init(base: window, length: VirtioMMIOTransport.windowSize, device: transport))
+            acpiDevices.append(ACPIMMIODevice(name: VirtioSlots.acpiName(slot), uid: UInt32(slot), base: window,
+                                              length: UInt32(VirtioMMIOTransport.windowSize), gsi: VirtioSlots.gsi(slot)))
+        }
+        let mmio = try setup { try Bus(name: "MMIO", ranges: mmioRanges, report: log) }
+
+        // 5. Firmware: ACPI describes the CPUs, the IOAPIC and power-off; the reset vector
+        //    resets (Linux's last-resort "BIOS" reboot jumps there).
+        acpi.mmioDevices = acpiDevices
+        let tables = ACPITables.build(acpi, at: GuestLayout.acpiTables)
+        guard UInt64(tables.bytes.count) <= GuestLayout.acpiTablesEnd - GuestLayout.acpiTables else {
+            throw SetupError("ACPI tables for \(config.cpus) vCPUs do not fit below 1 MiB")
+        }
+        try setup { try memory.write(tables.bytes, at: GuestAddress(GuestLayout.acpiTables)) }
+        try setup { try memory.write(ResetVector.code, at: GuestAddress(GuestLayout.resetVector)) }
+
+        // 6. Kernel, initrd, command line; entry tables.
+        let entry = try setup {
+            try KernelLoader.load(kernel: kernel, initrd: initrd, commandLine: config.commandLine,
+                                  memory: memory, rsdp: tables.rsdpAddress)
+        }
+        var longMode = false
+        if case .linux64 = entry { longMode = true }
+        try setup { try EntryState.writeTables(into: memory, longMode: longMode) }
 
         // 7. vCPUs: CPUID, MSRs, APIC; the boot vCPU gets the entry state, the others wait
         //    in the in-kernel APIC for INIT/SIPI.
@@ -129,7 +166,8 @@ public final class Machine {
             threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, control: control))
         }
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
-                       console: console, serial: serial, threads: threads, entry: entry)
+                       console: console, serial: serial, threads: threads, entry: entry,
+                       deviceEvents: deviceEvents, eventFDs: eventFDs)
     }
 
     /// Runs the guest until it powers off, reboots, crashes or hangs, or Kite is told to stop;
@@ -144,8 +182,11 @@ public final class Machine {
         let signalFD = ckvm_termination_signalfd()
         defer { if signalFD >= 0 { close(signalFD) } }
 
+        if !deviceEvents.isEmpty {
+            do { try deviceEvents.start() } catch { control.stop(.vmmError("\(error)")) }
+        }
         var started: [VCPUThread] = []
-        for t in threads {
+        for t in threads where control.exitReason == nil {
             do { try t.start(); started.append(t) } catch {
                 control.stop(.vmmError("\(error)"))
                 break
@@ -158,6 +199,8 @@ public final class Machine {
         // Orderly stop: every vCPU leaves KVM_RUN and its thread ends before we return.
         for t in started { t.vcpu.kick() }
         for t in started { t.join() }
+        // Then the devices: the event thread finishes the request in hand and ends.
+        deviceEvents.stop()
         input?.restore()
         return control.exitReason ?? .vmmError("machine stopped without a reason")
     }

@@ -13,6 +13,8 @@ public struct MachineConfig: Sendable {
     public var console: Console
     /// Seconds without console output before the guest counts as hung; nil = never.
     public var hangTimeout: Int?
+    /// A virtio-rng device fed by the host's getrandom.
+    public var entropyDevice = false
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).
     public var kvmPath: String = "/dev/kvm"
 

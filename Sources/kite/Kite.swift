@@ -48,6 +48,9 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where the console goes: stdio, or file=PATH.", valueName: "stdio|file=PATH"))
     var console: String = "stdio"
 
+    @Flag(help: "Add a virtio-rng device (entropy from the host's getrandom; the guest's /dev/hwrng).")
+    var rng = false
+
     @Option(name: .customLong("hang-timeout"),
             help: ArgumentHelp("Treat this many seconds without console output as a hang (exit status 5).",
                                valueName: "seconds"))
@@ -68,6 +71,7 @@ struct Run: ParsableCommand {
         var config = MachineConfig(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, cpus: cpus,
                                    memoryBytes: MemorySize.parse(memory)!, console: MachineConfig.parseConsole(console)!,
                                    hangTimeout: hangTimeout)
+        config.entropyDevice = rng
         if let device = getenv("KITE_KVM_DEVICE") { config.kvmPath = String(cString: device) }
         let machine: Machine
         do {

@@ -468,7 +468,7 @@ struct ACPITableTests {
         #expect(contains(dsdt, AMLData.string("LNRO0005").encoded()))
         #expect(contains(dsdt, AMLResource.memory32Fixed(base: 0xD000_0000, length: 0x1000).encoded()))
         #expect(contains(dsdt, AMLResource.qwordMemory(base: 0x10_0000_0000, length: 0x1000).encoded()))
-        #expect(contains(dsdt, AMLResource.extendedInterrupt([16], mode: .levelActiveHigh).encoded()))
+        #expect(contains(dsdt, AMLResource.extendedInterrupt([16], mode: .edgeActiveHigh).encoded()))
 
         // The DSDT is the header followed by exactly the AML terms.
         #expect(Array(dsdt[ACPITableHeader.size...]) == DSDT(config).aml)
@@ -518,7 +518,7 @@ struct ACPITableTests {
         #expect(occurrences(of: "Name (_HID, \"LNRO0005\")", in: dsdt) == 2)
         #expect(dsdt.contains("Memory32Fixed (ReadWrite,"))
         #expect(dsdt.contains("QWordMemory (ResourceConsumer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,"))
-        #expect(occurrences(of: "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive", in: dsdt) == 2)
+        #expect(occurrences(of: "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive", in: dsdt) == 2)
 
         let facp = try #require(disassembly["facp"])
         #expect(facp.contains("Hardware Reduced (V5) : 1"))

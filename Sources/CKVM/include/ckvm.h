@@ -32,6 +32,16 @@ int ckvm_termination_signalfd(void);
 /// Reads one signal from a signalfd; returns its number, 0 if none, or -errno.
 int ckvm_read_signalfd(int fd);
 
+/// epoll_create1(EPOLL_CLOEXEC); the fd or -errno. (struct epoll_event is packed on x86-64,
+/// which Swift cannot lay out reliably, so epoll is used only through these three calls.)
+int ckvm_epoll_create(void);
+/// Watches `fd` for input, tagging its events with `tag`. 0 or -errno.
+int ckvm_epoll_watch(int epfd, int fd, uint64_t tag);
+/// Waits for events (timeout in ms, -1 = forever) and stores up to `max` tags. The count or -errno.
+int ckvm_epoll_wait(int epfd, uint64_t *tags, int max, int timeout);
+/// Fills `buffer` from the kernel's CSPRNG (getrandom). The count or -errno.
+long ckvm_getrandom(void *buffer, unsigned long length);
+
 /// Sequentially consistent store to kvm_run.immediate_exit, the byte KVM reads at
 /// KVM_RUN entry: a kick sets it after the stop request so the vCPU cannot miss either.
 static inline void ckvm_set_immediate_exit(struct kvm_run *run, uint8_t value) {

@@ -1,0 +1,80 @@
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The thread that does device work: it sleeps in epoll on eventfds (queue notifications
+/// from KVM's ioeventfds) and runs each one's handler. vCPU threads never do device work.
+final class DeviceEventLoop: @unchecked Sendable {
+    private let epollFD: Int32
+    private let stopFD: Int32
+    /// Handlers by tag; filled before `start()` and read-only afterwards.
+    private var handlers: [(fd: Int32, run: () -> Void)] = []
+    private var thread: pthread_t?
+
+    init() throws {
+        let ep = ckvm_epoll_create()
+        if ep < 0 { throw SetupError("epoll: \(String(cString: strerror(-ep)))") }
+        let stop = ckvm_eventfd()
+        if stop < 0 { close(ep); throw SetupError("eventfd: \(String(cString: strerror(-stop)))") }
+        epollFD = ep
+        stopFD = stop
+        let rc = ckvm_epoll_watch(ep, stop, UInt64.max)
+        if rc < 0 { throw SetupError("epoll: \(String(cString: strerror(-rc)))") }
+    }
+
+    deinit {
+        close(epollFD)
+        close(stopFD)
+    }
+
+    /// Runs `handler` on the event thread each time `eventFD` is signalled. Before `start()`.
+    func watch(_ eventFD: Int32, _ handler: @escaping () -> Void) throws {
+        let rc = ckvm_epoll_watch(epollFD, eventFD, UInt64(handlers.count))
+        if rc < 0 { throw SetupError("epoll: \(String(cString: strerror(-rc)))") }
+        handlers.append((eventFD, handler))
+    }
+
+    var isEmpty: Bool { handlers.isEmpty }
+
+    func start() throws {
+        var t = pthread_t()
+        // Sound: the retained reference is released exactly once, by the thread body.
+        let arg = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&t, nil, { arg in
+            let me = Unmanaged<DeviceEventLoop>.fromOpaque(arg!).takeRetainedValue()
+            ckvm_set_thread_name("kite-devices")
+            me.run()
+            return nil
+        }, arg)
+        if rc != 0 {
+            Unmanaged<DeviceEventLoop>.fromOpaque(arg).release()
+            throw SetupError("cannot start the device thread: \(String(cString: strerror(rc)))")
+        }
+        thread = t
+    }
+
+    /// Ends the thread after the handler it is running, and waits for it.
+    func stop() {
+        var one: UInt64 = 1
+        _ = write(stopFD, &one, 8)
+        if let t = thread { pthread_join(t, nil); thread = nil }
+    }
+
+    private func run() {
+        var tags = [UInt64](repeating: 0, count: 64)
+        while true {
+            let n = ckvm_epoll_wait(epollFD, &tags, Int32(tags.count), -1)
+            if n == -EINTR { continue }
+            if n < 0 { return }
+            for tag in tags.prefix(Int(n)) {
+                if tag == UInt64.max { return }
+                guard tag < UInt64(handlers.count) else { continue }
+                let h = handlers[Int(tag)]
+                var count: UInt64 = 0
+                _ = read(h.fd, &count, 8)   // clear the eventfd; a burst of notifications is one wake-up
+                h.run()
+            }
+        }
+    }
+}
