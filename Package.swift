@@ -36,7 +36,7 @@ let package = Package(
             "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices",
         ]),
         .executableTarget(name: "kite", dependencies: [
-            "VMM",
+            "VMM", "VirtioDevices",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

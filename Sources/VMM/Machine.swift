@@ -109,6 +109,11 @@ public final class Machine {
         var mmioRanges: [Bus.Range] = []
         var acpiDevices: [ACPIMMIODevice] = []
         var virtioDevices: [(name: String, device: any VirtioDevice)] = []
+        for (i, disk) in config.disks.enumerated() {
+            let name = "virtio-blk\(i) (\(disk.path))"
+            let device = try setup { try BlockDevice(config: disk, log: { log("\(name): \($0)") }) }
+            virtioDevices.append((name, device))
+        }
         if config.entropyDevice { virtioDevices.append(("virtio-rng", EntropyDevice())) }
         guard virtioDevices.count <= VirtioSlots.maxDevices else {
             throw SetupError("at most \(VirtioSlots.maxDevices) virtio devices (asked for \(virtioDevices.count))")

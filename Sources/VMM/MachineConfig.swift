@@ -1,3 +1,5 @@
+import VirtioDevices
+
 /// Everything `kite run` needs to build a machine, already parsed.
 public struct MachineConfig: Sendable {
     public enum Console: Equatable, Sendable {
@@ -13,6 +15,8 @@ public struct MachineConfig: Sendable {
     public var console: Console
     /// Seconds without console output before the guest counts as hung; nil = never.
     public var hangTimeout: Int?
+    /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
+    public var disks: [BlockDeviceConfig] = []
     /// A virtio-rng device fed by the host's getrandom.
     public var entropyDevice = false
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).

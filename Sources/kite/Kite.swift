@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import VMM
+import VirtioDevices
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,6 +49,11 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where the console goes: stdio, or file=PATH.", valueName: "stdio|file=PATH"))
     var console: String = "stdio"
 
+    @Option(help: ArgumentHelp("Add a virtio-blk disk backed by a raw image (repeatable; vda, vdb, ...). "
+                               + "The image is locked so two VMs cannot write it.",
+                               valueName: "path=FILE[,readonly=on][,serial=ID]"))
+    var disk: [String] = []
+
     @Flag(help: "Add a virtio-rng device (entropy from the host's getrandom; the guest's /dev/hwrng).")
     var rng = false
 
@@ -64,6 +70,9 @@ struct Run: ParsableCommand {
         guard MachineConfig.parseConsole(console) != nil else {
             throw ValidationError("--console '\(console)' is not stdio or file=PATH")
         }
+        for d in disk {
+            do { _ = try BlockDeviceConfig.parse(d) } catch { throw ValidationError("--disk: \(error)") }
+        }
         if let h = hangTimeout, h <= 0 { throw ValidationError("--hang-timeout must be a positive number of seconds") }
     }
 
@@ -72,6 +81,7 @@ struct Run: ParsableCommand {
                                    memoryBytes: MemorySize.parse(memory)!, console: MachineConfig.parseConsole(console)!,
                                    hangTimeout: hangTimeout)
         config.entropyDevice = rng
+        config.disks = try disk.map { try BlockDeviceConfig.parse($0) }
         if let device = getenv("KITE_KVM_DEVICE") { config.kvmPath = String(cString: device) }
         let machine: Machine
         do {

@@ -45,7 +45,8 @@ public final class BlockDevice: VirtioDevice {
     public let serial: [UInt8]
     /// Disk size in 512-byte sectors; a trailing partial sector of the backend is unused.
     public let capacitySectors: UInt64
-    /// True until a driver accepts VIRTIO_BLK_F_FLUSH; see the type's documentation.
+    /// Set on activation: true when the driver declined VIRTIO_BLK_F_FLUSH, so every write
+    /// is flushed before it completes. False before activation and after a reset.
     public private(set) var isWriteThrough = false
     private var problems: ProblemLog
 

@@ -19,6 +19,7 @@ public struct BlockDeviceConfig: Equatable, Sendable {
         var path: String?
         var readOnly: Bool?
         var serial: String?
+        guard !text.isEmpty else { throw .init("disk needs path=FILE") }
         for item in splitOptions(text) {
             guard let equals = item.firstIndex(of: "=") else {
                 throw .init(item.isEmpty ? "empty disk option in '\(text)'"

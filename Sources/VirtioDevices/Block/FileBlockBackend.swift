@@ -25,8 +25,10 @@ public final class FileBlockBackend: BlockBackend {
     public init(path: String, readOnly: Bool) throws(BlockBackendError) {
         let fd: FileDescriptor
         do {
+            // O_NONBLOCK so a FIFO given by mistake cannot hang the open; it is cleared
+            // again once the file is known to be a regular file or block device.
             fd = try FileDescriptor.open(FilePath(path), readOnly ? .readOnly : .readWrite,
-                                         options: [.closeOnExec])
+                                         options: [.closeOnExec, .nonBlocking])
         } catch {
             throw .cannotOpen(path: path, (error as? Errno) ?? .ioError)
         }
@@ -48,6 +50,10 @@ public final class FileBlockBackend: BlockBackend {
         guard fstat(fd.rawValue, &info) == 0 else { throw .cannotMeasure(path: path, Errno(rawValue: errno)) }
         let kind = info.st_mode & S_IFMT
         guard kind == S_IFREG || kind == S_IFBLK else { throw .notADisk(path: path) }
+        let flags = fcntl(fd.rawValue, F_GETFL)
+        guard flags >= 0, fcntl(fd.rawValue, F_SETFL, flags & ~O_NONBLOCK) == 0 else {
+            throw .cannotOpen(path: path, Errno(rawValue: errno))
+        }
 
         let operation = (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB
         while flock(fd.rawValue, operation) != 0 {
