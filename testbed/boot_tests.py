@@ -37,7 +37,7 @@ DEADLINES = {
     "boot64": 900,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "disk": 240, "diskro": 120}
+DEFAULT_DEADLINES = {"boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "disk": 240, "diskro": 120}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -70,11 +70,12 @@ class Test:
         "reboot": ("reboot", 3, "$GUEST_KERNEL"),  # guest reboot: kite exits with status 3
         "input": ("input", 0, "$GUEST_KERNEL"),    # console input: kite's stdin -> ttyS0
         "rng": ("rng", 0, "$GUEST_KERNEL"),        # virtio-rng over virtio-mmio (kite --rng)
+        "hvc": ("hvc", 0, "$GUEST_KERNEL"),        # virtio-console: output and input on hvc0
         "disk": ("disk", 0, "$GUEST_KERNEL"),      # virtio-blk: 64 MiB written, checked on the host side
         "diskro": ("diskro", 0, "$GUEST_KERNEL"),  # virtio-blk readonly=on: writes fail in the guest
     }
     # Extra kite options by kind.
-    KITE_ARGS = {"rng": "--rng"}
+    KITE_ARGS = {"rng": "--rng", "hvc": "--console virtio"}
 
     def __init__(self, name, kind, cpus, l1_smp=2, cmdline_extra=""):
         self.name, self.kind, self.cpus, self.l1_smp = name, kind, cpus, l1_smp
@@ -94,6 +95,7 @@ def build_matrix(args):
     tests.append(Test("rebootkbd2", "reboot", 2, cmdline_extra="reboot=k"))  # i8042 pulse reset
     tests.append(Test("input2", "input", 2))
     tests.append(Test("rng2", "rng", 2))
+    tests.append(Test("hvc2", "hvc", 2))
     tests.append(Test("disk2", "disk", 2))
     tests.append(Test("diskro2", "diskro", 2))
     if args.extended:
@@ -103,7 +105,7 @@ def build_matrix(args):
         unknown = want - {t.name for t in tests}
         # Allow --only bootN / seedsN for any N.
         for name in sorted(unknown):
-            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|disk|diskro)(\d+)", name)
+            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|disk|diskro)(\d+)", name)
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
@@ -159,6 +161,11 @@ def check_guest_log(lines, kind, cpus, allow_xstate_warning=False):
             reasons.append("a write to the read-only disk was not refused in the guest")
         if "KITE-GUEST: disk first bytes=KITE-RO!" not in text:
             reasons.append("the read-only disk's contents were not readable")
+    if kind == "hvc" and init:
+        if "KITE-HVC: hello from hvc0" not in text:
+            reasons.append("nothing the guest wrote to hvc0 reached kite's stdout")
+        if "KITE-GUEST: hvc got ping" not in text:
+            reasons.append("the line sent to kite's stdin never reached the guest's hvc0")
     if kind == "rng" and init and "KITE-GUEST: hwrng bytes=64" not in text:
         reasons.append("the guest could not read 64 bytes from /dev/hwrng (virtio-rng)")
     if kind == "input" and init and "KITE-GUEST: got ping" not in text:
@@ -212,13 +219,13 @@ def write_job(path, tests):
                             t.name, t.deadline, DISK_BYTES, img.strip('"'), t.kernel,
                             shlex.quote(t.cmdline), t.cpus, GUEST_MEMORY, img.strip('"'), opts))
                 continue
-            if t.kind == "input":
+            if t.kind in ("input", "hvc"):
                 # kite's stdin is a pipe that says "ping" once a second until kite exits.
                 f.write("kite_job %s %d sh -c 'i=0; while [ $i -lt %d ]; do echo ping; sleep 1; "
                         "i=$((i+1)); done | \"$@\"' input-feeder \"$KITE\" run --kernel \"%s\" "
-                        "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s\n" % (
+                        "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s %s\n" % (
                             t.name, t.deadline, t.deadline, t.kernel, shlex.quote(t.cmdline),
-                            t.cpus, GUEST_MEMORY))
+                            t.cpus, GUEST_MEMORY, t.kite_args))
                 continue
             f.write('KITE_BOOT_KERNEL="%s"\n' % t.kernel)
             f.write("kite_boot %s %d %d %s %s %s\n" % (

@@ -34,16 +34,19 @@ public final class Machine {
     let threads: [VCPUThread]
     let entry: BootEntry
     let deviceEvents: DeviceEventLoop
+    /// Where host console input goes: the UART, or the virtio console.
+    let inputSink: ConsoleInputSink
     /// The eventfds KVM signals or reads for the virtio devices; they live as long as the VM.
     let eventFDs: [EventFD]
 
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
-                 threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD]) {
+                 threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD],
+                 inputSink: ConsoleInputSink) {
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
         self.threads = threads; self.entry = entry
-        self.deviceEvents = deviceEvents; self.eventFDs = eventFDs
+        self.deviceEvents = deviceEvents; self.eventFDs = eventFDs; self.inputSink = inputSink
     }
 
     /// Builds the machine: every check that can fail before the guest starts happens here
@@ -87,7 +90,7 @@ public final class Machine {
         let control = try MachineControl()
         let console: ConsoleOutput
         switch config.console {
-        case .stdio: console = ConsoleOutput(fd: STDOUT_FILENO, ownsFD: false)
+        case .stdio, .virtio: console = ConsoleOutput(fd: STDOUT_FILENO, ownsFD: false)
         case .file(let path): console = try ConsoleOutput(path: path)
         }
         let serial = SerialPort(output: { console.write($0) }, interrupt: { [vm] level in
@@ -115,6 +118,13 @@ public final class Machine {
             virtioDevices.append((name, device))
         }
         if config.entropyDevice { virtioDevices.append(("virtio-rng", EntropyDevice())) }
+        var virtioConsole: ConsoleDevice?
+        if config.console == .virtio {
+            let device = ConsoleDevice(output: { console.write($0) })
+            virtioConsole = device
+            virtioDevices.append(("virtio-console", device))
+        }
+        var inputSink = ConsoleInputSink(room: { serial.receiveSpace }, deliver: { serial.receive($0) })
         guard virtioDevices.count <= VirtioSlots.maxDevices else {
             throw SetupError("at most \(VirtioSlots.maxDevices) virtio devices (asked for \(virtioDevices.count))")
         }
@@ -134,6 +144,11 @@ public final class Machine {
                 try deviceEvents.watch(fd.fd) { transport.serve(queue: queue) }
             }
             eventFDs += [irq] + notifications
+            if let virtioConsole, device === virtioConsole {
+                let receive = notifications[ConsoleDevice.receiveQueue]
+                inputSink = ConsoleInputSink(room: { virtioConsole.inputSpace },
+                                             deliver: { virtioConsole.enqueueInput($0); receive.signal() })
+            }
             mmioRanges.append(.init(base: window, length: VirtioMMIOTransport.windowSize, device: transport))
             acpiDevices.append(ACPIMMIODevice(name: VirtioSlots.acpiName(slot), uid: UInt32(slot), base: window,
                                               length: UInt32(VirtioMMIOTransport.windowSize), gsi: VirtioSlots.gsi(slot)))
@@ -172,7 +187,7 @@ public final class Machine {
         }
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
                        console: console, serial: serial, threads: threads, entry: entry,
-                       deviceEvents: deviceEvents, eventFDs: eventFDs)
+                       deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink)
     }
 
     /// Runs the guest until it powers off, reboots, crashes or hangs, or Kite is told to stop;
@@ -197,7 +212,7 @@ public final class Machine {
                 break
             }
         }
-        let waiting = MainLoop(control: control, signalFD: signalFD, input: input, serial: serial,
+        let waiting = MainLoop(control: control, signalFD: signalFD, input: input, sink: inputSink,
                                console: console, hangTimeout: config.hangTimeout)
         waiting.run()
 

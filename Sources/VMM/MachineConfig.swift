@@ -3,8 +3,12 @@ import VirtioDevices
 /// Everything `kite run` needs to build a machine, already parsed.
 public struct MachineConfig: Sendable {
     public enum Console: Equatable, Sendable {
+        /// The serial port (ttyS0) on stdout/stdin.
         case stdio
+        /// The serial port into a file; no input.
         case file(String)
+        /// A virtio-console (hvc0) on stdout/stdin; serial output goes to stdout too.
+        case virtio
     }
 
     public var kernelPath: String
@@ -33,9 +37,10 @@ public struct MachineConfig: Sendable {
         self.hangTimeout = hangTimeout
     }
 
-    /// Parses `--console`: `stdio` or `file=PATH`.
+    /// Parses `--console`: `stdio`, `file=PATH` or `virtio`.
     public static func parseConsole(_ text: String) -> Console? {
         if text == "stdio" || text == "stdout" { return .stdio }
+        if text == "virtio" { return .virtio }
         if text.hasPrefix("file="), text.count > 5 { return .file(String(text.dropFirst(5))) }
         return nil
     }

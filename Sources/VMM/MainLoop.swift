@@ -4,15 +4,21 @@ import Devices
 import Glibc
 #endif
 
+/// Where host console input goes, and how much it can take now.
+struct ConsoleInputSink {
+    let room: () -> Int
+    let deliver: ([UInt8]) -> Void
+}
+
 /// The main thread while the guest runs: sleeps in poll() on the stop eventfd, the
 /// SIGINT/SIGTERM signalfd and console input; moves input into the UART as its FIFO
-/// drains; enforces the hang timeout. No busy waiting: every wait is a poll() with a
+/// (or the virtio console's buffer) drains; enforces the hang timeout. No busy waiting: every wait is a poll() with a
 /// timeout only while input is pending or a hang timeout is armed.
 final class MainLoop {
     let control: MachineControl
     let signalFD: Int32
     let input: TerminalInput?
-    let serial: SerialPort
+    let sink: ConsoleInputSink
     let console: ConsoleOutput
     let hangTimeout: Int?
     private var pending: [UInt8] = []
@@ -21,12 +27,12 @@ final class MainLoop {
     /// While input waits for FIFO room, how often to retry (ms).
     static let inputRetryMilliseconds: Int32 = 10
 
-    init(control: MachineControl, signalFD: Int32, input: TerminalInput?, serial: SerialPort,
+    init(control: MachineControl, signalFD: Int32, input: TerminalInput?, sink: ConsoleInputSink,
          console: ConsoleOutput, hangTimeout: Int?) {
         self.control = control
         self.signalFD = signalFD
         self.input = input
-        self.serial = serial
+        self.sink = sink
         self.console = console
         self.hangTimeout = hangTimeout
         self.inputOpen = input != nil
@@ -44,7 +50,7 @@ final class MainLoop {
             }
             if fds[1].revents & Int16(POLLIN) != 0 { readSignal() }
             if fds.count > 2, fds[2].revents != 0 { readInput() }
-            feedSerial()
+            feedInput()
             checkHang()
         }
     }
@@ -83,12 +89,12 @@ final class MainLoop {
         }
     }
 
-    private func feedSerial() {
+    private func feedInput() {
         guard !pending.isEmpty else { return }
-        let room = serial.receiveSpace
+        let room = sink.room()
         guard room > 0 else { return }
-        let chunk = pending.prefix(room)
-        serial.receive(chunk)
+        let chunk = Array(pending.prefix(room))
+        sink.deliver(chunk)
         pending.removeFirst(chunk.count)
     }
 

@@ -46,7 +46,9 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Guest RAM: 512M, 2G, or a plain number of MiB.", valueName: "size"))
     var memory: String = "512M"
 
-    @Option(help: ArgumentHelp("Where the console goes: stdio, or file=PATH.", valueName: "stdio|file=PATH"))
+    @Option(help: ArgumentHelp("Where the console goes: stdio (ttyS0), file=PATH (ttyS0, no input), "
+                               + "or virtio (a virtio-console, hvc0: use console=hvc0; ttyS0 output still shown).",
+                               valueName: "stdio|file=PATH|virtio"))
     var console: String = "stdio"
 
     @Option(help: ArgumentHelp("Add a virtio-blk disk backed by a raw image (repeatable; vda, vdb, ...). "
@@ -68,7 +70,7 @@ struct Run: ParsableCommand {
             throw ValidationError("--memory '\(memory)' is not a size: use 512M, 2G or a number of MiB")
         }
         guard MachineConfig.parseConsole(console) != nil else {
-            throw ValidationError("--console '\(console)' is not stdio or file=PATH")
+            throw ValidationError("--console '\(console)' is not stdio, file=PATH or virtio")
         }
         for d in disk {
             do { _ = try BlockDeviceConfig.parse(d) } catch { throw ValidationError("--disk: \(error)") }
@@ -91,7 +93,7 @@ struct Run: ParsableCommand {
             printError("kite: \(error)")
             throw ExitCode(ExitStatus.usage)
         }
-        let input = config.console == .stdio ? TerminalInput() : nil
+        let input = config.console == .stdio || config.console == .virtio ? TerminalInput() : nil
         let outcome = machine.run(input: input)
         switch outcome {
         case .powerOff: break

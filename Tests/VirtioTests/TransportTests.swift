@@ -141,3 +141,44 @@ import Testing
         #expect(events.reports.withLock { $0 }.count == 1)
     }
 }
+
+@Suite struct ConsoleDeviceTests {
+    final class Sink: Sendable { let bytes = Mutex<[UInt8]>([]) }
+
+    @Test func guestOutputReachesTheSinkAndInputReachesTheGuest() throws {
+        let memory = try GuestMemory(layout: [(0, 0x10000)])
+        let sink = Sink()
+        let device = ConsoleDevice(output: { b in sink.bytes.withLock { $0 += b } })
+        let rx = try FakeDriver(memory: memory, size: 8, descriptorTable: 0x1000, availableRing: 0x1200, usedRing: 0x1400)
+        let tx = try FakeDriver(memory: memory, size: 8, descriptorTable: 0x2000, availableRing: 0x2200, usedRing: 0x2400)
+        var rxQueue = rx.makeQueue(), txQueue = tx.makeQueue()
+        // Transmit: two buffers of one chain arrive in order.
+        try memory.write(Array("hello ".utf8), at: GuestAddress(0x3000))
+        try memory.write(Array("hvc0\n".utf8), at: GuestAddress(0x3100))
+        _ = try tx.addChain([.readable(0x3000, 6), .readable(0x3100, 5)])
+        #expect(try device.process(queue: ConsoleDevice.transmitQueue, &txQueue, memory: memory))
+        #expect(String(decoding: sink.bytes.withLock { $0 }, as: UTF8.self) == "hello hvc0\n")
+        // Receive: nothing pending leaves the guest's buffer alone.
+        _ = try rx.addChain([.writable(0x4000, 4)])
+        #expect(try !device.process(queue: ConsoleDevice.receiveQueue, &rxQueue, memory: memory))
+        #expect(try rx.usedIndex() == 0)
+        // Six bytes pending, a 4-byte buffer: 4 now, 2 when the next buffer comes.
+        #expect(device.enqueueInput(Array("ping\n!".utf8)) == 6)
+        #expect(try device.process(queue: ConsoleDevice.receiveQueue, &rxQueue, memory: memory))
+        #expect(try rx.usedElement(0).length == 4)
+        #expect(try memory.read(at: GuestAddress(0x4000), count: 4) == Array("ping".utf8))
+        _ = try rx.addChain([.writable(0x4100, 16)])
+        #expect(try device.process(queue: ConsoleDevice.receiveQueue, &rxQueue, memory: memory))
+        #expect(try rx.usedElement(1).length == 2)
+        #expect(device.inputSpace == ConsoleDevice.maxPendingInput)
+    }
+
+    @Test func pendingInputIsBounded() {
+        let device = ConsoleDevice(output: { _ in })
+        #expect(device.enqueueInput([UInt8](repeating: 0x41, count: ConsoleDevice.maxPendingInput + 10))
+                == ConsoleDevice.maxPendingInput)
+        #expect(device.inputSpace == 0)
+        device.reset()
+        #expect(device.inputSpace == ConsoleDevice.maxPendingInput)
+    }
+}
