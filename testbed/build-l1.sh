@@ -50,7 +50,7 @@ if [ ! -f "$BASE" ]; then
     log "building L1 base image"
     W="$L1/root"
     rm -rf "$W"; mkdir -p "$W"/{bin,sbin,usr/bin,dev,proc,sys,tmp,run,lib/modules,guest,testbed}
-    stage_busybox_and_modules "$W" irqbypass kvm kvm-amd
+    stage_busybox_and_modules "$W" irqbypass kvm kvm-amd tun
     copy_with_libs "$KITE_BIN" "$W" /usr/bin/kite
     for b in ${L1_EXTRA_BINS:-}; do copy_with_libs "$b" "$W"; done
     for d in ${L1_EXTRA_DIRS:-}; do mkdir -p "$W$(dirname "$d")"; cp -a "$d" "$W$(dirname "$d")/"; done

@@ -63,6 +63,14 @@ int ckvm_epoll_watch(int epfd, int fd, uint64_t tag) {
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+int ckvm_epoll_enable(int epfd, int fd, uint64_t tag, int enabled) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = enabled ? EPOLLIN : 0;
+    ev.data.u64 = tag;
+    return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
 int ckvm_epoll_wait(int epfd, uint64_t *tags, int max, int timeout) {
     struct epoll_event events[64];
     if (max > 64) max = 64;

@@ -8,8 +8,12 @@ import Glibc
 final class DeviceEventLoop: @unchecked Sendable {
     private let epollFD: Int32
     private let stopFD: Int32
+    /// What a watched fd is: an eventfd (its counter is cleared before the handler runs) or
+    /// any other readable fd (a tap: the handler reads it).
+    enum Source { case eventFD, readable }
+
     /// Handlers by tag; filled before `start()` and read-only afterwards.
-    private var handlers: [(fd: Int32, run: () -> Void)] = []
+    private var handlers: [(fd: Int32, source: Source, run: () -> Void)] = []
     private var thread: pthread_t?
 
     init() throws {
@@ -28,14 +32,26 @@ final class DeviceEventLoop: @unchecked Sendable {
         close(stopFD)
     }
 
-    /// Runs `handler` on the event thread each time `eventFD` is signalled. Before `start()`.
-    func watch(_ eventFD: Int32, _ handler: @escaping () -> Void) throws {
-        let rc = ckvm_epoll_watch(epollFD, eventFD, UInt64(handlers.count))
+    /// Runs `handler` on the event thread each time `fd` is signalled or readable. Before
+    /// `start()`. Returns a handle for `setEnabled`.
+    @discardableResult
+    func watch(_ fd: Int32, source: Source = .eventFD, _ handler: @escaping () -> Void) throws -> Int {
+        let tag = handlers.count
+        let rc = ckvm_epoll_watch(epollFD, fd, UInt64(tag))
         if rc < 0 { throw SetupError("epoll: \(String(cString: strerror(-rc)))") }
-        handlers.append((eventFD, handler))
+        handlers.append((fd, source, handler))
+        return tag
+    }
+
+    /// Pauses or resumes a watch (on the event thread, from a handler): a tap stays readable
+    /// while the guest has no receive buffers, and must not spin the loop meanwhile.
+    func setEnabled(_ handle: Int, _ enabled: Bool) {
+        _ = ckvm_epoll_enable(epollFD, handlers[handle].fd, UInt64(handle), enabled ? 1 : 0)
     }
 
     var isEmpty: Bool { handlers.isEmpty }
+    /// The handle the next `watch` will return.
+    var nextHandle: Int { handlers.count }
 
     func start() throws {
         var t = pthread_t()
@@ -71,8 +87,10 @@ final class DeviceEventLoop: @unchecked Sendable {
                 if tag == UInt64.max { return }
                 guard tag < UInt64(handlers.count) else { continue }
                 let h = handlers[Int(tag)]
-                var count: UInt64 = 0
-                _ = read(h.fd, &count, 8)   // clear the eventfd; a burst of notifications is one wake-up
+                if h.source == .eventFD {
+                    var count: UInt64 = 0
+                    _ = read(h.fd, &count, 8)   // clear the eventfd; a burst of notifications is one wake-up
+                }
                 h.run()
             }
         }

@@ -117,6 +117,11 @@ public final class Machine {
             let device = try setup { try BlockDevice(config: disk, log: { log("\(name): \($0)") }) }
             virtioDevices.append((name, device))
         }
+        for (i, net) in config.networks.enumerated() {
+            let name = "virtio-net\(i) (\(net.tapName))"
+            let device = try setup { try NetworkDevice(config: net, log: { log("\(name): \($0)") }) }
+            virtioDevices.append((name, device))
+        }
         if config.entropyDevice { virtioDevices.append(("virtio-rng", EntropyDevice())) }
         var virtioConsole: ConsoleDevice?
         if config.console == .virtio {
@@ -136,12 +141,29 @@ public final class Machine {
             let transport = VirtioMMIOTransport(
                 name: name, device: device, memory: memory,
                 interrupt: { irq.signal() }, notify: { queue in notifications[queue].signal() }, report: log)
+            var afterServe: [Int: () -> Void] = [:]
+            if let net = device as? NetworkDevice {
+                // Frames from the tap are served like receive-queue work. While the guest has
+                // no receive buffers the tap watch pauses; its next rx notification resumes it.
+                let tap = deviceEvents.nextHandle
+                try deviceEvents.watch(net.backend.fd, source: .readable) { [unowned deviceEvents] in
+                    transport.serve(queue: NetworkDevice.receiveQueue)
+                    if net.isWaitingForReceiveBuffers { deviceEvents.setEnabled(tap, false) }
+                }
+                afterServe[NetworkDevice.receiveQueue] = { [unowned deviceEvents] in
+                    if !net.isWaitingForReceiveBuffers { deviceEvents.setEnabled(tap, true) }
+                }
+            }
             for (queue, fd) in notifications.enumerated() {
                 try setup {
                     try vm.attachMMIOWrite(address: window + VirtioMMIOTransport.Register.queueNotify,
                                            value: UInt32(queue), eventFD: fd.fd)
                 }
-                try deviceEvents.watch(fd.fd) { transport.serve(queue: queue) }
+                let after = afterServe[queue]
+                try deviceEvents.watch(fd.fd) {
+                    transport.serve(queue: queue)
+                    after?()
+                }
             }
             eventFDs += [irq] + notifications
             if let virtioConsole, device === virtioConsole {

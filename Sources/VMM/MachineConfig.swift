@@ -21,6 +21,8 @@ public struct MachineConfig: Sendable {
     public var hangTimeout: Int?
     /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
     public var disks: [BlockDeviceConfig] = []
+    /// virtio-net interfaces on TAP devices, in order (eth0, eth1, ...).
+    public var networks: [NetworkDeviceConfig] = []
     /// A virtio-rng device fed by the host's getrandom.
     public var entropyDevice = false
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).

@@ -56,6 +56,11 @@ struct Run: ParsableCommand {
                                valueName: "path=FILE[,readonly=on][,serial=ID]"))
     var disk: [String] = []
 
+    @Option(help: ArgumentHelp("Add a virtio-net interface on a TAP device Kite creates or attaches to "
+                               + "(repeatable; eth0, eth1, ...). Needs CAP_NET_ADMIN.",
+                               valueName: "tap=NAME[,mac=AA:BB:CC:DD:EE:FF]"))
+    var net: [String] = []
+
     @Flag(help: "Add a virtio-rng device (entropy from the host's getrandom; the guest's /dev/hwrng).")
     var rng = false
 
@@ -75,6 +80,9 @@ struct Run: ParsableCommand {
         for d in disk {
             do { _ = try BlockDeviceConfig.parse(d) } catch { throw ValidationError("--disk: \(error)") }
         }
+        for n in net {
+            do { _ = try NetworkDeviceConfig.parse(n) } catch { throw ValidationError("--net: \(error)") }
+        }
         if let h = hangTimeout, h <= 0 { throw ValidationError("--hang-timeout must be a positive number of seconds") }
     }
 
@@ -84,6 +92,7 @@ struct Run: ParsableCommand {
                                    hangTimeout: hangTimeout)
         config.entropyDevice = rng
         config.disks = try disk.map { try BlockDeviceConfig.parse($0) }
+        config.networks = try net.map { try NetworkDeviceConfig.parse($0) }
         if let device = getenv("KITE_KVM_DEVICE") { config.kvmPath = String(cString: device) }
         let machine: Machine
         do {
