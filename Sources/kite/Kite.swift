@@ -18,14 +18,11 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Boot a Linux kernel in a new virtual machine.",
         discussion: """
-        The kernel is a bzImage (Linux x86 boot protocol, 64-bit entry) or an uncompressed
-        ELF vmlinux with a PVH entry note; the format is detected. The guest's first serial
-        port (ttyS0, 0x3f8, IRQ 4) is the console: add console=ttyS0 to --cmdline.
+        The kernel is a bzImage (Linux x86 boot protocol, 64-bit entry) or an uncompressed ELF vmlinux with a PVH entry note; the format is detected. The guest's first serial port (ttyS0, 0x3f8, IRQ 4) is the console: add console=ttyS0 to --cmdline.
 
-        Console: with --console stdio (the default) the guest's console is on stdout and
-        stdin is its input; when stdin is a terminal it is put in raw mode and Ctrl-A x
-        quits (Ctrl-A Ctrl-A sends a Ctrl-A). --console file=PATH writes the console to PATH
-        and reads no input.
+        Console: with --console stdio (the default) the guest's console is on stdout and stdin is its input; when stdin is a terminal it is put in raw mode and Ctrl-A x quits (Ctrl-A Ctrl-A sends a Ctrl-A). --console file=PATH writes the console to PATH and reads no input. --console virtio puts the console on a virtio-console (use console=hvc0), with stdin as its input.
+
+        Devices: virtio-mmio devices (--disk, --net, --rng, --console virtio) are described in the ACPI DSDT; the guest needs the virtio_mmio driver and the device's driver.
 
         \(ExitStatus.helpText)
         """
