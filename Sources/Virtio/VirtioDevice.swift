@@ -39,3 +39,16 @@ public protocol VirtioDevice: AnyObject {
     /// Back to the reset state (driver wrote 0 to Status).
     func reset()
 }
+
+/// A device's configuration structure as the driver reads it.
+public enum VirtioConfigSpace {
+    /// `count` bytes at `offset` of `space`; bytes past the structure, or at a negative
+    /// offset, read as zero.
+    public static func read(_ space: [UInt8], offset: Int, count: Int) -> [UInt8] {
+        guard count > 0 else { return [] }
+        return (0..<count).map { i in
+            let (at, overflow) = offset.addingReportingOverflow(i)
+            return !overflow && at >= 0 && at < space.count ? space[at] : 0
+        }
+    }
+}

@@ -94,12 +94,7 @@ public final class BlockDevice: VirtioDevice {
 
     /// Bytes past the structure, or at a negative offset, read as zero.
     public func readConfig(offset: Int, count: Int) -> [UInt8] {
-        guard count > 0 else { return [] }
-        let space = configSpace
-        return (0..<count).map { i in
-            let (at, overflow) = offset.addingReportingOverflow(i)
-            return !overflow && at >= 0 && at < space.count ? space[at] : 0
-        }
+        VirtioConfigSpace.read(configSpace, offset: offset, count: count)
     }
 
     /// Nothing in the config space is writable without VIRTIO_BLK_F_CONFIG_WCE.
