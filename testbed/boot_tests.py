@@ -151,47 +151,9 @@ def check_guest_log(lines, kind, cpus, allow_xstate_warning=False):
         reasons.append("no 'KITE-GUEST: cpus=N' line")
     elif got and int(got[-1]) != cpus:
         reasons.append(f"wrong CPU count: KITE-GUEST: cpus={got[-1]}, requested {cpus}")
-    if kind == "disk" and init:
-        want = disk_pattern_md5()
-        if "KITE-GUEST: disk written" not in text:
-            reasons.append("the guest did not finish writing /dev/vda")
-        if "KITE-GUEST: disk serial=kite-test-disk" not in text:
-            reasons.append("the disk's serial (GET_ID) is not kite-test-disk")
-        if f"KITE-GUEST: disk readback md5={want}" not in text:
-            reasons.append("the guest read back different bytes than it wrote")
-        if f"KITE-HOST: disk md5={want}" not in text:
-            reasons.append("the image file on the host does not hold the bytes the guest wrote and synced")
-    if kind == "disksync" and init:
-        if "KITE-GUEST: synced" not in text:
-            reasons.append("the guest never finished its sync")
-        if "KITE-HOST: killed status=137" not in text:
-            reasons.append("kite was not killed with SIGKILL after the guest's sync")
-        if f"KITE-HOST: disk md5={disk_pattern_md5()}" not in text:
-            reasons.append("after SIGKILL the image file lacks data the guest had synced")
-    if kind == "diskro" and init:
-        if "KITE-GUEST: readonly write refused" not in text or "KITE-GUEST: disk ro=1" not in text:
-            reasons.append("a write to the read-only disk was not refused in the guest")
-        if "KITE-GUEST: disk first bytes=KITE-RO!" not in text:
-            reasons.append("the read-only disk's contents were not readable")
-    if kind == "net" and init:
-        if "KITE-GUEST: ping host ok" not in text:
-            reasons.append("the guest could not ping the host over virtio-net")
-        if "KITE-HOST: ping guest ok" not in text:
-            reasons.append("the host could not ping the guest over virtio-net")
-        line = b"KITE-NET-PATTERN\n"
-        import hashlib
-        want = hashlib.md5((line * (NET_BYTES // len(line) + 1))[:NET_BYTES]).hexdigest()
-        if f"KITE-GUEST: tcp received md5={want}" not in text:
-            reasons.append("the 16 MiB TCP transfer did not arrive intact")
-    if kind == "hvc" and init:
-        if "KITE-HVC: hello from hvc0" not in text:
-            reasons.append("nothing the guest wrote to hvc0 reached kite's stdout")
-        if "KITE-GUEST: hvc got ping" not in text:
-            reasons.append("the line sent to kite's stdin never reached the guest's hvc0")
-    if kind == "rng" and init and "KITE-GUEST: hwrng bytes=64" not in text:
-        reasons.append("the guest could not read 64 bytes from /dev/hwrng (virtio-rng)")
-    if kind == "input" and init and "KITE-GUEST: got ping" not in text:
-        reasons.append("the guest never read the line sent to kite's stdin")
+    for line, reason in REQUIRED_LINES(kind):
+        if init and line not in text:
+            reasons.append(reason)
     if kind == "seeds":
         if init and "KITE-GUEST: modules ok" not in text:
             reasons.append("virtio modules did not all load")
@@ -286,12 +248,47 @@ DISK_BYTES = 64 << 20
 NET_BYTES = 16 << 20
 
 
-def disk_pattern_md5():
-    """MD5 of what the disk2 guest writes: `yes KITE-DISK-PATTERN | head -c 64M`."""
+def pattern_md5(line, size):
+    """MD5 of `yes LINE | head -c SIZE`, what the guests and the testbed send."""
     import hashlib
-    line = b"KITE-DISK-PATTERN\n"
-    data = (line * (DISK_BYTES // len(line) + 1))[:DISK_BYTES]
-    return hashlib.md5(data).hexdigest()
+    return hashlib.md5((line * (size // len(line) + 1))[:size]).hexdigest()
+
+
+def REQUIRED_LINES(kind):
+    """(console line, failure reason) pairs a test of this kind must show, beyond the
+    markers every test needs."""
+    disk = pattern_md5(b"KITE-DISK-PATTERN\n", DISK_BYTES)
+    net = pattern_md5(b"KITE-NET-PATTERN\n", NET_BYTES)
+    return {
+        "disk": [
+            ("KITE-GUEST: disk written", "the guest did not finish writing /dev/vda"),
+            ("KITE-GUEST: disk serial=kite-test-disk", "the disk's serial (GET_ID) is not kite-test-disk"),
+            (f"KITE-GUEST: disk readback md5={disk}", "the guest read back different bytes than it wrote"),
+            (f"KITE-HOST: disk md5={disk}",
+             "the image file on the host does not hold the bytes the guest wrote and synced"),
+        ],
+        "disksync": [
+            ("KITE-GUEST: synced", "the guest never finished its sync"),
+            ("KITE-HOST: killed status=137", "kite was not killed with SIGKILL after the guest's sync"),
+            (f"KITE-HOST: disk md5={disk}", "after SIGKILL the image file lacks data the guest had synced"),
+        ],
+        "diskro": [
+            ("KITE-GUEST: disk ro=1", "the guest does not see the disk as read-only"),
+            ("KITE-GUEST: readonly write refused", "a write to the read-only disk was not refused in the guest"),
+            ("KITE-GUEST: disk first bytes=KITE-RO!", "the read-only disk's contents were not readable"),
+        ],
+        "net": [
+            ("KITE-GUEST: ping host ok", "the guest could not ping the host over virtio-net"),
+            ("KITE-HOST: ping guest ok", "the host could not ping the guest over virtio-net"),
+            (f"KITE-GUEST: tcp received md5={net}", "the 16 MiB TCP transfer did not arrive intact"),
+        ],
+        "hvc": [
+            ("KITE-HVC: hello from hvc0", "nothing the guest wrote to hvc0 reached kite's stdout"),
+            ("KITE-GUEST: hvc got ping", "the line sent to kite's stdin never reached the guest's hvc0"),
+        ],
+        "rng": [("KITE-GUEST: hwrng bytes=64", "the guest could not read 64 bytes from /dev/hwrng (virtio-rng)")],
+        "input": [("KITE-GUEST: got ping", "the guest never read the line sent to kite's stdin")],
+    }.get(kind, [])
 
 
 def tail(path, n=TAIL_LINES):
