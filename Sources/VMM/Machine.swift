@@ -144,14 +144,15 @@ public final class Machine {
             var afterServe: [Int: () -> Void] = [:]
             if let net = device as? NetworkDevice {
                 // Frames from the tap are served like receive-queue work. While the guest has
-                // no receive buffers the tap watch pauses; its next rx notification resumes it.
+                // no receive buffers, or the tap fails (deleted), the tap watch pauses so the
+                // device thread cannot spin; the next rx notification tries again.
                 let tap = deviceEvents.nextHandle
                 try deviceEvents.watch(net.backend.fd, source: .readable) { [unowned deviceEvents] in
                     transport.serve(queue: NetworkDevice.receiveQueue)
-                    if net.isWaitingForReceiveBuffers { deviceEvents.setEnabled(tap, false) }
+                    if net.isWaitingForReceiveBuffers || net.isReceiveFailing { deviceEvents.setEnabled(tap, false) }
                 }
                 afterServe[NetworkDevice.receiveQueue] = { [unowned deviceEvents] in
-                    if !net.isWaitingForReceiveBuffers { deviceEvents.setEnabled(tap, true) }
+                    if !net.isWaitingForReceiveBuffers && !net.isReceiveFailing { deviceEvents.setEnabled(tap, true) }
                 }
             }
             for (queue, fd) in notifications.enumerated() {

@@ -206,6 +206,19 @@ struct NetworkDeviceTransmitTests {
 
 @Suite("virtio-net NetworkDevice receive")
 struct NetworkDeviceReceiveTests {
+    @Test("a failing backend is reported until a receive succeeds again")
+    func receiveFailureIsVisible() throws {
+        var f = try NetFixture()
+        _ = try f.rxDriver.addChain([try f.receiveBuffer(NetworkDevice.minimumReceiveBuffer)])
+        f.backend.receiveFailure = Errno.ioError
+        #expect(try !f.serveReceive())
+        #expect(f.device.isReceiveFailing)
+        f.backend.receiveFailure = nil
+        f.backend.deliver(vnetHeader(flags: 0) + ethernetFrame(60))
+        #expect(try f.serveReceive())
+        #expect(!f.device.isReceiveFailing)
+    }
+
     @Test("a frame fills the guest buffer with header + frame; used length is exact")
     func singleBuffer() throws {
         var f = try NetFixture()

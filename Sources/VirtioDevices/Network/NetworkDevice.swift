@@ -112,6 +112,11 @@ public final class NetworkDevice: VirtioDevice, @unchecked Sendable {
     /// delivers the kept frame first and clears this.
     public var isWaitingForReceiveBuffers: Bool { waitingForBuffers.load(ordering: .acquiring) }
 
+    /// True after the backend's last receive failed (e.g. the tap was deleted): its fd may
+    /// stay readable, so whoever polls it should pause until the next receive succeeds.
+    public var isReceiveFailing: Bool { receiveFailing.load(ordering: .acquiring) }
+    private let receiveFailing = Atomic<Bool>(false)
+
     // MARK: VirtioDevice
 
     public var type: VirtioDeviceType { .network }
@@ -247,8 +252,11 @@ public final class NetworkDevice: VirtioDevice, @unchecked Sendable {
             return pending
         }
         do {
-            return try backend.receiveFrame(into: receiveBuffer)
+            let count = try backend.receiveFrame(into: receiveBuffer)
+            receiveFailing.store(false, ordering: .releasing)
+            return count
         } catch {
+            receiveFailing.store(true, ordering: .releasing)
             problems.report(.receiveFailed, "backend receive failed: \(error)")
             return nil
         }
