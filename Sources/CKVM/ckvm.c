@@ -71,6 +71,10 @@ int ckvm_epoll_enable(int epfd, int fd, uint64_t tag, int enabled) {
     return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
 }
 
+int ckvm_epoll_unwatch(int epfd, int fd) {
+    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
+}
+
 int ckvm_epoll_wait(int epfd, uint64_t *tags, int max, int timeout) {
     struct epoll_event events[64];
     if (max > 64) max = 64;

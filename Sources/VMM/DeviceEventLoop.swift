@@ -12,8 +12,9 @@ final class DeviceEventLoop: @unchecked Sendable {
     /// any other readable fd (a tap: the handler reads it).
     enum Source { case eventFD, readable }
 
-    /// Handlers by tag; filled before `start()` and read-only afterwards.
-    private var handlers: [(fd: Int32, source: Source, run: () -> Void)] = []
+    /// Handlers by tag. Changed only before `start()` or by handlers themselves (on the
+    /// event thread), so the thread never races with a change. A removed watch leaves nil.
+    private var handlers: [(fd: Int32, source: Source, run: () -> Void)?] = []
     private var thread: pthread_t?
 
     init() throws {
@@ -32,8 +33,8 @@ final class DeviceEventLoop: @unchecked Sendable {
         close(stopFD)
     }
 
-    /// Runs `handler` on the event thread each time `fd` is signalled or readable. Before
-    /// `start()`. Returns a handle for `setEnabled`.
+    /// Runs `handler` on the event thread each time `fd` is signalled or readable. Call it
+    /// before `start()` or from a handler. Returns a handle for `setEnabled` and `unwatch`.
     @discardableResult
     func watch(_ fd: Int32, source: Source = .eventFD, _ handler: @escaping () -> Void) throws -> Int {
         let tag = handlers.count
@@ -43,13 +44,21 @@ final class DeviceEventLoop: @unchecked Sendable {
         return tag
     }
 
+    /// Stops watching (from a handler, or before `start()`). The caller still owns the fd.
+    func unwatch(_ handle: Int) {
+        guard handle < handlers.count, let h = handlers[handle] else { return }
+        _ = ckvm_epoll_unwatch(epollFD, h.fd)
+        handlers[handle] = nil
+    }
+
     /// Pauses or resumes a watch (on the event thread, from a handler): a tap stays readable
     /// while the guest has no receive buffers, and must not spin the loop meanwhile.
     func setEnabled(_ handle: Int, _ enabled: Bool) {
-        _ = ckvm_epoll_enable(epollFD, handlers[handle].fd, UInt64(handle), enabled ? 1 : 0)
+        guard handle < handlers.count, let h = handlers[handle] else { return }
+        _ = ckvm_epoll_enable(epollFD, h.fd, UInt64(handle), enabled ? 1 : 0)
     }
 
-    var isEmpty: Bool { handlers.isEmpty }
+    var isEmpty: Bool { handlers.allSatisfy { $0 == nil } }
     /// The handle the next `watch` will return.
     var nextHandle: Int { handlers.count }
 
@@ -85,8 +94,8 @@ final class DeviceEventLoop: @unchecked Sendable {
             if n < 0 { return }
             for tag in tags.prefix(Int(n)) {
                 if tag == UInt64.max { return }
-                guard tag < UInt64(handlers.count) else { continue }
-                let h = handlers[Int(tag)]
+                // A handler earlier in this batch may have removed this watch.
+                guard tag < UInt64(handlers.count), let h = handlers[Int(tag)] else { continue }
                 if h.source == .eventFD {
                     var count: UInt64 = 0
                     _ = read(h.fd, &count, 8)   // clear the eventfd; a burst of notifications is one wake-up

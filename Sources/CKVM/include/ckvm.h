@@ -39,6 +39,8 @@ int ckvm_epoll_create(void);
 int ckvm_epoll_watch(int epfd, int fd, uint64_t tag);
 /// Turns input events for a watched `fd` on or off (EPOLL_CTL_MOD). 0 or -errno.
 int ckvm_epoll_enable(int epfd, int fd, uint64_t tag, int enabled);
+/// Stops watching `fd` (EPOLL_CTL_DEL). 0 or -errno.
+int ckvm_epoll_unwatch(int epfd, int fd);
 /// Waits for events (timeout in ms, -1 = forever) and stores up to `max` tags. The count or -errno.
 int ckvm_epoll_wait(int epfd, uint64_t *tags, int max, int timeout);
 /// Fills `buffer` from the kernel's CSPRNG (getrandom). The count or -errno.
