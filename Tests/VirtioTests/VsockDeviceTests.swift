@@ -342,7 +342,6 @@ struct VsockConnectionTests {
         #expect(request.operation == .request && request.srcPort == port && request.dstPort == 52)
         #expect(request.bufAlloc == VsockDevice.bufferAllocation)
         #expect(!stream.readInterest)
-        // Data before the RESPONSE is a protocol error? Not sent: the guest answers first.
         try f.send(.response, guestPort: 52, hostPort: port)
         #expect(stream.acceptedPort == port)
         #expect(stream.readInterest)
@@ -398,6 +397,16 @@ struct VsockConnectionTests {
         #expect(ops.dropLast().allSatisfy { $0 == .response })
         #expect(ops.last == .rst)
         #expect(f.log.all.contains { $0.contains("1024 are open") })
+    }
+
+    @Test("packets waiting for rx buffers are bounded")
+    func pendingBound() throws {
+        var f = try VsockFixture()
+        for i in 0..<(VsockDevice.maxPendingControl + 10) {
+            try f.send(.rw, guestPort: UInt32(i), hostPort: 9, payload: [0])
+        }
+        #expect(f.device.pendingPacketCount == VsockDevice.maxPendingControl)
+        #expect(f.log.all.filter { $0.contains("wait for rx buffers") }.count == 1)
     }
 }
 
@@ -469,7 +478,7 @@ struct VsockCreditTests {
         try f.postReceive(2)
         var got = try f.receive()
         #expect(got.map(\.header.operation) == [.creditUpdate])
-        #expect(got.first?.header.fwdCnt == 100 * 1024)
+        #expect(got.first?.header.fwdCnt == UInt32(100 * 1024))
         // 100 KiB free again: 100 KiB more is fine, one byte more resets.
         for _ in 0..<3 { try f.send(.rw, payload: chunk) }
         try f.send(.rw, payload: Array(chunk[0..<(4 * 1024)]))
@@ -523,7 +532,7 @@ struct VsockMalformedTests {
         wrong = good
         wrong.dstCID = 7
         try f.sendRaw(wrong.bytes)
-        #expect(try f.txDriver.usedIndex() == 3 + 7)     // connect + 7 malformed: all returned
+        #expect(try f.txDriver.usedIndex() == 1 + 7)     // connect + 7 malformed: all returned
         let lines = f.log.all
         #expect(lines.filter { $0.contains("from CID 3") }.count == 1)
         #expect(lines.contains { $0.contains("for CID 7") })

@@ -355,9 +355,9 @@ public final class VsockDevice: VirtioDevice, @unchecked Sendable {
 
     /// A guest REQUEST: connect through the host, answer RESPONSE or RST.
     private func accept(_ header: VsockHeader, key: Key) {
-        guard connections[key] == nil else {
+        if let existing = connections[key] {
             problems.report("duplicate", "reset a duplicate connection request (host port \(key.hostPort), guest port \(key.guestPort))")
-            return remove(connections[key]!, reset: true)
+            return remove(existing, reset: true)
         }
         guard connections.count < Self.maxConnections else {
             problems.report("tooMany", "refused a guest connection: \(Self.maxConnections) are open")
