@@ -37,7 +37,7 @@ DEADLINES = {
     "boot64": 900,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "disk": 240, "diskro": 120, "disksync": 240}
+DEFAULT_DEADLINES = {"boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "disk": 240, "diskro": 120, "disksync": 240}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -71,7 +71,8 @@ class Test:
         "input": ("input", 0, "$GUEST_KERNEL"),    # console input: kite's stdin -> ttyS0
         "rng": ("rng", 0, "$GUEST_KERNEL"),        # virtio-rng over virtio-mmio (kite --rng)
         "hvc": ("hvc", 0, "$GUEST_KERNEL"),
-        "net": ("net", 0, "$GUEST_KERNEL"),        # virtio-net on a tap: ping both ways, 16 MiB TCP        # virtio-console: output and input on hvc0
+        "net": ("net", 0, "$GUEST_KERNEL"),
+        "vsock": ("vsock", 0, "$GUEST_KERNEL"),    # virtio-vsock both ways over Unix sockets        # virtio-net on a tap: ping both ways, 16 MiB TCP        # virtio-console: output and input on hvc0
         "disk": ("disk", 0, "$GUEST_KERNEL"),      # virtio-blk: 64 MiB written, checked on the host side
         "diskro": ("diskro", 0, "$GUEST_KERNEL"),
         # SIGKILL right after the guest's sync: the job exits 0 once it killed kite.
@@ -100,6 +101,7 @@ def build_matrix(args):
     tests.append(Test("rng2", "rng", 2))
     tests.append(Test("hvc2", "hvc", 2))
     tests.append(Test("net2", "net", 2))
+    tests.append(Test("vsock2", "vsock", 2))
     tests.append(Test("disk2", "disk", 2))
     tests.append(Test("diskro2", "diskro", 2))
     tests.append(Test("disksync2", "disksync", 2))
@@ -110,7 +112,7 @@ def build_matrix(args):
         unknown = want - {t.name for t in tests}
         # Allow --only bootN / seedsN for any N.
         for name in sorted(unknown):
-            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|disk|diskro|disksync)(\d+)", name)
+            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|disk|diskro|disksync)(\d+)", name)
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
@@ -201,6 +203,24 @@ def write_job(path, tests):
                             t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
                             t.cpus, GUEST_MEMORY))
                 continue
+            if t.kind == "vsock":
+                sock = f"$TMPDIR/{t.name}.sock"
+                script = (
+                    # guest-initiated connections to host port 6000 land here
+                    f"socat UNIX-LISTEN:{sock}_6000 SYSTEM:'read l; echo host-got-$l' & "
+                    '"$@" & kite=$!; '
+                    # host-initiated: CONNECT 5000 once the guest listens (retry until it does)
+                    'i=0; out=; while [ $i -lt 90 ]; do '
+                    f"out=$(printf 'CONNECT 5000\\nhost-to-guest\\n' | socat -t 3 - UNIX-CONNECT:{sock} 2>/dev/null); "
+                    'case "$out" in OK*host-to-guest*) break ;; esac; i=$((i+1)); sleep 1; done; '
+                    'case "$out" in OK*host-to-guest*) echo "KITE-HOST: vsock host-initiated ok" ;; '
+                    '*) echo "KITE-HOST: vsock host-initiated got: $(echo $out)" ;; esac; '
+                    'wait $kite')
+                f.write("kite_job %s %d sh -c %s vsock-host \"$KITE\" run --kernel \"%s\" "
+                        "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s --vsock cid=3,socket=%s\n" % (
+                            t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
+                            t.cpus, GUEST_MEMORY, sock))
+                continue
             if t.kind == "disksync":
                 img = f"$TMPDIR/{t.name}.img"
                 out = f"$TMPDIR/{t.name}.out"
@@ -285,6 +305,12 @@ def REQUIRED_LINES(kind):
         "hvc": [
             ("KITE-HVC: hello from hvc0", "nothing the guest wrote to hvc0 reached kite's stdout"),
             ("KITE-GUEST: hvc got ping", "the line sent to kite's stdin never reached the guest's hvc0"),
+        ],
+        "vsock": [
+            ("KITE-GUEST: vsock guest-initiated reply=host-got-guest-to-host",
+             "a guest connection to host port 6000 did not reach the Unix socket PATH_6000 and back"),
+            ("KITE-HOST: vsock host-initiated ok",
+             "a host connection (CONNECT 5000) did not get OK and its echo back from the guest"),
         ],
         "rng": [("KITE-GUEST: hwrng bytes=64", "the guest could not read 64 bytes from /dev/hwrng (virtio-rng)")],
         "input": [("KITE-GUEST: got ping", "the guest never read the line sent to kite's stdin")],

@@ -4,7 +4,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-ensure_cmds /bin/busybox:busybox-static cpio:cpio gzip:gzip python3:python3
+ensure_cmds /bin/busybox:busybox-static cpio:cpio gzip:gzip python3:python3 socat:socat
 "$KITE_ROOT/testbed/fetch-kernel.sh" >/dev/null
 . "$CACHE/kernel/env"
 file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || \
@@ -18,7 +18,7 @@ MODS="virtio virtio_ring virtio_mmio virtio_pci virtio_pci_modern_dev virtio_pci
 mkdir -p "$CACHE/guest"
 take_lock guest
 STAMP="$CACHE/guest/stamp"
-want="$(cat "$INIT" "$0" "$KITE_ROOT/testbed/common.sh" /bin/busybox | sha256sum | cut -c1-16) $KVER"
+want="$(cat "$INIT" "$0" "$KITE_ROOT/testbed/common.sh" /bin/busybox "$(command -v socat)" | sha256sum | cut -c1-16) $KVER"
 if [ -f "$OUT" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     [ -n "${VERBOSE:-}" ] && log "cached: $OUT"; echo "$OUT"; exit 0
 fi
@@ -28,6 +28,7 @@ rm -rf "$W"; mkdir -p "$W"/{bin,sbin,dev,proc,sys,tmp,lib/modules}
 stage_busybox_and_modules "$W" $MODS
 log "modules: $(tr '\n' ' ' <"$W/lib/modules/load-order")"
 install -m 0755 "$INIT" "$W/init"
+copy_with_libs "$(command -v socat)" "$W" /usr/bin/socat   # vsock tests: AF_VSOCK peer
 mkdir -p "$CACHE/guest"
 ( cd "$W" && { find . -print; } | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 ) >"$OUT.cpio.tmp"
 add_console_node "$OUT.cpio.tmp"

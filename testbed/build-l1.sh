@@ -15,29 +15,15 @@ KITE_BIN="${KITE_BIN:-$KITE_ROOT/.build/release/kite}"
 OUT="${L1_INITRD:-$CACHE/l1/initramfs.cpio.gz}"
 L1="$CACHE/l1"; mkdir -p "$L1" "$(dirname "$OUT")"
 
-ensure_cmds /bin/busybox:busybox-static cpio:cpio gzip:gzip
+ensure_cmds /bin/busybox:busybox-static cpio:cpio gzip:gzip socat:socat
 "$KITE_ROOT/testbed/fetch-kernel.sh" >/dev/null
 . "$CACHE/kernel/env"
 GUEST_INITRD_HOST="$("$KITE_ROOT/testbed/build-guest-initramfs.sh")"
 
 # Copy an executable plus everything ldd lists (and the dynamic loader) under ROOT.
-copy_with_libs() {
-    local bin="$1" root="$2" dest="${3:-$1}" lib out
-    mkdir -p "$root/$(dirname "$dest")"
-    cp -L "$bin" "$root/$dest"; chmod 0755 "$root/$dest"
-    if out="$(ldd "$bin" 2>&1)"; then
-        if grep -q 'not found' <<<"$out"; then die "missing libraries for $bin: $out"; fi
-        for lib in $(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i}' <<<"$out"); do
-            [ -e "$root$lib" ] && continue
-            mkdir -p "$root$(dirname "$lib")"
-            cp -L "$lib" "$root$lib"
-        done
-    fi  # else: static binary ("not a dynamic executable")
-}
-
 stamp_inputs() {
     cat "$KITE_BIN" "$GUEST_INITRD_HOST" "$KERNEL" "$VMLINUX" "$0" "$KITE_ROOT/testbed/common.sh" \
-        "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox
+        "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox "$(command -v socat)"
     echo "extra: ${L1_EXTRA_BINS:-} | ${L1_EXTRA_DIRS:-}"
     for b in ${L1_EXTRA_BINS:-}; do cat "$b"; done
 }
@@ -52,6 +38,7 @@ if [ ! -f "$BASE" ]; then
     rm -rf "$W"; mkdir -p "$W"/{bin,sbin,usr/bin,dev,proc,sys,tmp,run,lib/modules,guest,testbed}
     stage_busybox_and_modules "$W" irqbypass kvm kvm-amd tun
     copy_with_libs "$KITE_BIN" "$W" /usr/bin/kite
+    copy_with_libs "$(command -v socat)" "$W" /usr/bin/socat   # vsock tests: Unix-socket peer
     for b in ${L1_EXTRA_BINS:-}; do copy_with_libs "$b" "$W"; done
     for d in ${L1_EXTRA_DIRS:-}; do mkdir -p "$W$(dirname "$d")"; cp -a "$d" "$W$(dirname "$d")/"; done
     cp "$KERNEL" "$W/guest/vmlinuz"

@@ -132,3 +132,19 @@ stage_busybox_and_modules() {
         echo "$base" >>"$root/lib/modules/load-order"
     done < <(resolve_modules "$MODDIR" "$@")
 }
+
+# copy_with_libs BINARY ROOT [DEST]: a dynamic binary and the libraries ldd lists.
+copy_with_libs() {
+    local bin="$1" root="$2" dest="${3:-$1}" lib out
+    mkdir -p "$root/$(dirname "$dest")"
+    cp -L "$bin" "$root/$dest"; chmod 0755 "$root/$dest"
+    if out="$(ldd "$bin" 2>&1)"; then
+        if grep -q 'not found' <<<"$out"; then die "missing libraries for $bin: $out"; fi
+        for lib in $(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i}' <<<"$out"); do
+            [ -e "$root$lib" ] && continue
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+    fi  # else: static binary ("not a dynamic executable")
+}
+

@@ -9,6 +9,8 @@
 #include <sys/random.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) {
@@ -69,6 +71,78 @@ int ckvm_epoll_enable(int epfd, int fd, uint64_t tag, int enabled) {
     ev.events = enabled ? EPOLLIN : 0;
     ev.data.u64 = tag;
     return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int ckvm_epoll_watch_events(int epfd, int fd, uint64_t tag, uint32_t events) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = tag;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int ckvm_epoll_modify(int epfd, int fd, uint64_t tag, uint32_t events) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = tag;
+    return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int ckvm_epoll_wait_events(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout) {
+    struct epoll_event ev[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epfd, ev, max, timeout);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) { tags[i] = ev[i].data.u64; events[i] = ev[i].events; }
+    return n;
+}
+
+static int ckvm_unix_address(const char *path, struct sockaddr_un *addr) {
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof addr->sun_path) return -ENAMETOOLONG;
+    strcpy(addr->sun_path, path);
+    return 0;
+}
+
+int ckvm_unix_listen(const char *path) {
+    struct sockaddr_un addr;
+    int r = ckvm_unix_address(path, &addr);
+    if (r < 0) return r;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 64) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int ckvm_unix_connect(const char *path) {
+    struct sockaddr_un addr;
+    int r = ckvm_unix_address(path, &addr);
+    if (r < 0) return r;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int ckvm_accept(int fd) {
+    int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return c < 0 ? -errno : c;
+}
+
+long ckvm_send(int fd, const void *buffer, unsigned long length) {
+    ssize_t n = send(fd, buffer, length, MSG_NOSIGNAL);
+    return n < 0 ? -errno : n;
 }
 
 int ckvm_epoll_unwatch(int epfd, int fd) {

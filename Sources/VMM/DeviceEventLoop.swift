@@ -1,61 +1,94 @@
 import CKVM
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// The thread that does device work: it sleeps in epoll on eventfds (queue notifications
-/// from KVM's ioeventfds) and runs each one's handler. vCPU threads never do device work.
+/// from KVM's ioeventfds) and sockets, and runs each one's handler. vCPU threads never do
+/// device work.
 final class DeviceEventLoop: @unchecked Sendable {
-    private let epollFD: Int32
-    private let stopFD: Int32
     /// What a watched fd is: an eventfd (its counter is cleared before the handler runs) or
-    /// any other readable fd (a tap: the handler reads it).
+    /// any other readable fd (a tap or socket: the handler reads it).
     enum Source { case eventFD, readable }
 
-    /// Handlers by tag. Changed only before `start()` or by handlers themselves (on the
-    /// event thread), so the thread never races with a change. A removed watch leaves nil.
-    private var handlers: [(fd: Int32, source: Source, run: () -> Void)?] = []
+    private let epollFD: Int32
+    private let stopFD: Int32
+    private let workFD: Int32
+    private static let stopTag = UInt64.max
+    private static let workTag = UInt64.max - 1
+    /// `@unchecked Sendable`: handlers are changed only before `start()` or on the event
+    /// thread itself (by handlers, or by work handed over with `perform`), so the thread
+    /// never races with a change. A removed watch leaves nil.
+    private var handlers: [(fd: Int32, source: Source, run: (UInt32) -> Void)?] = []
+    /// Work other threads hand to the event thread.
+    private let work = Mutex<[@Sendable () -> Void]>([])
     private var thread: pthread_t?
 
     init() throws {
         let ep = ckvm_epoll_create()
         if ep < 0 { throw SetupError("epoll: \(String(cString: strerror(-ep)))") }
-        let stop = ckvm_eventfd()
-        if stop < 0 { close(ep); throw SetupError("eventfd: \(String(cString: strerror(-stop)))") }
         epollFD = ep
-        stopFD = stop
-        let rc = ckvm_epoll_watch(ep, stop, UInt64.max)
-        if rc < 0 { throw SetupError("epoll: \(String(cString: strerror(-rc)))") }
+        stopFD = ckvm_eventfd()
+        workFD = ckvm_eventfd()
+        guard stopFD >= 0, workFD >= 0,
+              ckvm_epoll_watch(ep, stopFD, Self.stopTag) == 0,
+              ckvm_epoll_watch(ep, workFD, Self.workTag) == 0 else {
+            throw SetupError("cannot set up the device thread's epoll: \(String(cString: strerror(errno)))")
+        }
     }
 
     deinit {
         close(epollFD)
         close(stopFD)
+        close(workFD)
     }
 
     /// Runs `handler` on the event thread each time `fd` is signalled or readable. Call it
-    /// before `start()` or from a handler. Returns a handle for `setEnabled` and `unwatch`.
+    /// before `start()` or on the event thread. Returns a handle for `setEnabled` and `unwatch`.
     @discardableResult
     func watch(_ fd: Int32, source: Source = .eventFD, _ handler: @escaping () -> Void) throws -> Int {
+        try add(fd, source: source, events: CKVM_EPOLL_IN) { _ in handler() }
+    }
+
+    /// Watches a socket for `events` (CKVM_EPOLL_IN/OUT); the handler gets the events that
+    /// fired (hang-ups and errors included). On the event thread, or before `start()`.
+    func watchSocket(_ fd: Int32, events: UInt32, _ handler: @escaping (UInt32) -> Void) throws -> Int {
+        try add(fd, source: .readable, events: events, handler)
+    }
+
+    private func add(_ fd: Int32, source: Source, events: UInt32, _ run: @escaping (UInt32) -> Void) throws -> Int {
         let tag = handlers.count
-        let rc = ckvm_epoll_watch(epollFD, fd, UInt64(tag))
+        let rc = ckvm_epoll_watch_events(epollFD, fd, UInt64(tag), events)
         if rc < 0 { throw SetupError("epoll: \(String(cString: strerror(-rc)))") }
-        handlers.append((fd, source, handler))
+        handlers.append((fd, source, run))
         return tag
     }
 
-    /// Stops watching (from a handler, or before `start()`). The caller still owns the fd.
+    /// Stops watching (on the event thread, or before `start()`). The caller still owns the fd.
     func unwatch(_ handle: Int) {
         guard handle < handlers.count, let h = handlers[handle] else { return }
         _ = ckvm_epoll_unwatch(epollFD, h.fd)
         handlers[handle] = nil
     }
 
-    /// Pauses or resumes a watch (on the event thread, from a handler): a tap stays readable
-    /// while the guest has no receive buffers, and must not spin the loop meanwhile.
+    /// Pauses or resumes an input watch (on the event thread): a tap stays readable while
+    /// the guest has no receive buffers, and must not spin the loop meanwhile.
     func setEnabled(_ handle: Int, _ enabled: Bool) {
+        setEvents(handle, enabled ? CKVM_EPOLL_IN : 0)
+    }
+
+    /// Changes which events a watch reports (on the event thread).
+    func setEvents(_ handle: Int, _ events: UInt32) {
         guard handle < handlers.count, let h = handlers[handle] else { return }
-        _ = ckvm_epoll_enable(epollFD, h.fd, UInt64(handle), enabled ? 1 : 0)
+        _ = ckvm_epoll_modify(epollFD, h.fd, UInt64(handle), events)
+    }
+
+    /// Runs `job` on the event thread soon (from any thread).
+    func perform(_ job: @escaping @Sendable () -> Void) {
+        work.withLock { $0.append(job) }
+        var one: UInt64 = 1
+        _ = write(workFD, &one, 8)
     }
 
     var isEmpty: Bool { handlers.allSatisfy { $0 == nil } }
@@ -88,19 +121,27 @@ final class DeviceEventLoop: @unchecked Sendable {
 
     private func run() {
         var tags = [UInt64](repeating: 0, count: 64)
+        var events = [UInt32](repeating: 0, count: 64)
         while true {
-            let n = ckvm_epoll_wait(epollFD, &tags, Int32(tags.count), -1)
+            let n = ckvm_epoll_wait_events(epollFD, &tags, &events, Int32(tags.count), -1)
             if n == -EINTR { continue }
             if n < 0 { return }
-            for tag in tags.prefix(Int(n)) {
-                if tag == UInt64.max { return }
+            for i in 0..<Int(n) {
+                let tag = tags[i]
+                if tag == Self.stopTag { return }
+                if tag == Self.workTag {
+                    var count: UInt64 = 0
+                    _ = read(workFD, &count, 8)
+                    for job in work.withLock({ w in defer { w.removeAll() }; return w }) { job() }
+                    continue
+                }
                 // A handler earlier in this batch may have removed this watch.
                 guard tag < UInt64(handlers.count), let h = handlers[Int(tag)] else { continue }
                 if h.source == .eventFD {
                     var count: UInt64 = 0
                     _ = read(h.fd, &count, 8)   // clear the eventfd; a burst of notifications is one wake-up
                 }
-                h.run()
+                h.run(events[i])
             }
         }
     }

@@ -34,6 +34,8 @@ public final class Machine {
     let threads: [VCPUThread]
     let entry: BootEntry
     let deviceEvents: DeviceEventLoop
+    /// The host side of the vsock device, if any (its socket is removed at the end).
+    let vsockHost: UnixVsockHost?
     /// Where host console input goes: the UART, or the virtio console.
     let inputSink: ConsoleInputSink
     /// The eventfds KVM signals or reads for the virtio devices; they live as long as the VM.
@@ -42,11 +44,12 @@ public final class Machine {
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
                  threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD],
-                 inputSink: ConsoleInputSink) {
+                 inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?) {
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
         self.threads = threads; self.entry = entry
         self.deviceEvents = deviceEvents; self.eventFDs = eventFDs; self.inputSink = inputSink
+        self.vsockHost = vsockHost
     }
 
     /// Builds the machine: every check that can fail before the guest starts happens here
@@ -122,6 +125,15 @@ public final class Machine {
             let device = try setup { try NetworkDevice(config: net, log: { log("\(name): \($0)") }) }
             virtioDevices.append((name, device))
         }
+        var vsockHost: UnixVsockHost?
+        if let vsock = config.vsock {
+            let host = UnixVsockHost(path: vsock.socketPath, loop: deviceEvents, log: log)
+            try host.listen()
+            let device = VsockDevice(guestCID: vsock.guestCID, host: host, log: { log("virtio-vsock: \($0)") })
+            host.device = device
+            vsockHost = host
+            virtioDevices.append(("virtio-vsock", device))
+        }
         if config.entropyDevice { virtioDevices.append(("virtio-rng", EntropyDevice())) }
         var virtioConsole: ConsoleDevice?
         if config.console == .virtio {
@@ -141,6 +153,10 @@ public final class Machine {
             let transport = VirtioMMIOTransport(
                 name: name, device: device, memory: memory,
                 interrupt: { irq.signal() }, notify: { queue in notifications[queue].signal() }, report: log)
+            if let vsock = device as? VsockDevice {
+                let receive = notifications[VsockDevice.receiveQueue]
+                vsock.setReceiveWork { receive.signal() }
+            }
             var afterServe: [Int: () -> Void] = [:]
             if let net = device as? NetworkDevice {
                 // Frames from the tap are served like receive-queue work. While the guest has
@@ -210,7 +226,7 @@ public final class Machine {
         }
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
                        console: console, serial: serial, threads: threads, entry: entry,
-                       deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink)
+                       deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink, vsockHost: vsockHost)
     }
 
     /// Runs the guest until it powers off, reboots, crashes or hangs, or Kite is told to stop;
@@ -244,6 +260,7 @@ public final class Machine {
         for t in started { t.join() }
         // Then the devices: the event thread finishes the request in hand and ends.
         deviceEvents.stop()
+        vsockHost?.close()
         input?.restore()
         return control.exitReason ?? .vmmError("machine stopped without a reason")
     }

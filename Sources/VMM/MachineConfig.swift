@@ -23,6 +23,8 @@ public struct MachineConfig: Sendable {
     public var disks: [BlockDeviceConfig] = []
     /// virtio-net interfaces on TAP devices, in order (eth0, eth1, ...).
     public var networks: [NetworkDeviceConfig] = []
+    /// A virtio-vsock device with its host side on Unix sockets.
+    public var vsock: VsockDeviceConfig?
     /// A virtio-rng device fed by the host's getrandom.
     public var entropyDevice = false
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).

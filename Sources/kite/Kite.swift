@@ -58,6 +58,11 @@ struct Run: ParsableCommand {
                                valueName: "tap=NAME[,mac=AA:BB:CC:DD:EE:FF]"))
     var net: [String] = []
 
+    @Option(help: ArgumentHelp("Add a virtio-vsock device: the guest's CID, and the Unix socket host "
+                               + "programs connect to (write CONNECT <port>\\n); guest connections to "
+                               + "host port P go to the socket PATH_P.", valueName: "cid=N,socket=PATH"))
+    var vsock: String?
+
     @Flag(help: "Add a virtio-rng device (entropy from the host's getrandom; the guest's /dev/hwrng).")
     var rng = false
 
@@ -80,6 +85,9 @@ struct Run: ParsableCommand {
         for n in net {
             do { _ = try NetworkDeviceConfig.parse(n) } catch { throw ValidationError("--net: \(error)") }
         }
+        if let vsock {
+            do { _ = try VsockDeviceConfig.parse(vsock) } catch { throw ValidationError("--vsock: \(error)") }
+        }
         if let h = hangTimeout, h <= 0 { throw ValidationError("--hang-timeout must be a positive number of seconds") }
     }
 
@@ -90,6 +98,7 @@ struct Run: ParsableCommand {
         config.entropyDevice = rng
         config.disks = try disk.map { try BlockDeviceConfig.parse($0) }
         config.networks = try net.map { try NetworkDeviceConfig.parse($0) }
+        config.vsock = try vsock.map { try VsockDeviceConfig.parse($0) }
         if let device = getenv("KITE_KVM_DEVICE") { config.kvmPath = String(cString: device) }
         let machine: Machine
         do {

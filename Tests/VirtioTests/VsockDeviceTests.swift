@@ -260,7 +260,7 @@ struct VsockConnectionTests {
         #expect(f.log.all.isEmpty)
     }
 
-    @Test("host end of stream: SHUTDOWN(both) to the guest, its RST closes")
+    @Test("host end of stream: SHUTDOWN(SEND) to the guest, which may still answer; its RST closes")
     func hostEnds() throws {
         var f = try VsockFixture()
         let stream = try f.connect()
@@ -271,7 +271,11 @@ struct VsockConnectionTests {
         let got = try f.receive()
         #expect(got.map(\.header.operation) == [.rw, .shutdown])
         #expect(got.first?.payload == [1, 2, 3])
-        #expect(got.last?.header.flags == VsockShutdownFlag.both)
+        #expect(got.last?.header.flags == VsockShutdownFlag.send)
+        #expect(stream.closeCount == 0)
+        // A half-closed host still reads the guest's answer.
+        try f.send(.rw, payload: [9, 8])
+        #expect(stream.written == [9, 8])
         #expect(stream.closeCount == 0)
         try f.send(.rst)
         #expect(stream.closeCount == 1)

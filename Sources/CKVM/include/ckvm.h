@@ -39,6 +39,28 @@ int ckvm_epoll_create(void);
 int ckvm_epoll_watch(int epfd, int fd, uint64_t tag);
 /// Turns input events for a watched `fd` on or off (EPOLL_CTL_MOD). 0 or -errno.
 int ckvm_epoll_enable(int epfd, int fd, uint64_t tag, int enabled);
+/// Watches `fd` for `events` (CKVM_EPOLL_IN | CKVM_EPOLL_OUT; 0 = registered but quiet).
+int ckvm_epoll_watch_events(int epfd, int fd, uint64_t tag, uint32_t events);
+/// Changes the events watched for `fd`. 0 or -errno.
+int ckvm_epoll_modify(int epfd, int fd, uint64_t tag, uint32_t events);
+/// Like ckvm_epoll_wait, also storing each event's mask (CKVM_EPOLL_*).
+int ckvm_epoll_wait_events(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout);
+#define CKVM_EPOLL_IN 0x001u
+#define CKVM_EPOLL_OUT 0x004u
+#define CKVM_EPOLL_ERR 0x008u
+#define CKVM_EPOLL_HUP 0x010u
+
+/// A listening, non-blocking AF_UNIX stream socket at `path` (a stale socket file there is
+/// removed first). The fd or -errno.
+int ckvm_unix_listen(const char *path);
+/// A non-blocking connection to the AF_UNIX stream socket at `path`. The fd or -errno
+/// (-EAGAIN when its backlog is full).
+int ckvm_unix_connect(const char *path);
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC. The fd or -errno.
+int ckvm_accept(int fd);
+/// send with MSG_NOSIGNAL (a closed peer is an error, not SIGPIPE). The count or -errno.
+long ckvm_send(int fd, const void *buffer, unsigned long length);
+
 /// Stops watching `fd` (EPOLL_CTL_DEL). 0 or -errno.
 int ckvm_epoll_unwatch(int epfd, int fd);
 /// Waits for events (timeout in ms, -1 = forever) and stores up to `max` tags. The count or -errno.

@@ -67,8 +67,6 @@ public final class VsockDevice: VirtioDevice, @unchecked Sendable {
         case established
         /// The guest sent SHUTDOWN(both): RST once the buffered guest data is written.
         case closing
-        /// The host stream ended: SHUTDOWN(both) queued, waiting for the guest's RST.
-        case localClosed
     }
 
     final class Connection {
@@ -327,7 +325,6 @@ public final class VsockDevice: VirtioDevice, @unchecked Sendable {
             guard connection.state != .connecting else { return remove(connection, reset: true) }
             connection.guestShutdown |= header.flags & VsockShutdownFlag.both
             if connection.guestShutdown == VsockShutdownFlag.both {
-                if connection.state == .localClosed { return remove(connection, reset: true) }
                 connection.state = .closing
             }
             updateInterest(connection)
@@ -511,15 +508,17 @@ public final class VsockDevice: VirtioDevice, @unchecked Sendable {
                            op: op, bufAlloc: Self.bufferAllocation, fwdCnt: connection.fwdCnt)
     }
 
-    /// The host stream ended: tell the guest we are done (SHUTDOWN both) and wait for its RST.
+    /// The host stream ended (EOF on read): the host will send no more. Tell the guest with
+    /// SHUTDOWN(SEND) and keep the connection open for the guest's data: the host may only
+    /// have half-closed (a client that sends its request, shuts down writing, then reads the
+    /// answer). A host that closed completely makes the next write fail, which resets it.
     private func hostEnded(_ connection: Connection) {
         connection.hostEnded = true
         connection.hostReadable = false
         if connection.guestShutdown == VsockShutdownFlag.both || connection.state == .closing {
             return remove(connection, reset: true)
         }
-        connection.state = .localClosed
-        if !enqueue(Pending(key: connection.key, op: .shutdown, flags: VsockShutdownFlag.both, connectionID: connection.id)) {
+        if !enqueue(Pending(key: connection.key, op: .shutdown, flags: VsockShutdownFlag.send, connectionID: connection.id)) {
             return remove(connection, reset: true)
         }
         updateInterest(connection)
