@@ -15,7 +15,9 @@ Prints one line per test ("PASS name (12.3 s)" / "FAIL name: reason"), then exac
 "N passed, N failed"; exits 1 if any test failed. Failures of the testbed itself (L1
 panicked, never printed "L1: kvm ready", died or timed out before/while a test ran) are
 reported as "FAIL name: TESTBED FAILURE: ..."; such a test runs once more in a new L1
-session ("RETRY name"), and counts as failed if the testbed fails it again.
+session ("RETRY name"), and counts as failed if the testbed fails it again. A test whose
+kite run fails is also run once more: if that passes it is listed as "FLAKY name: ..."
+(an intermittent bug to find), if it fails too the test fails.
 """
 import argparse
 import os
@@ -462,6 +464,8 @@ def run_session(tests, idx, logdir, args):
 
 
 FAILED_REPORTED = set()
+# (test, first failure) for tests whose first run failed in kite and were run again.
+FLAKY = []
 
 
 def report(r):
@@ -536,14 +540,21 @@ def main():
         res, not_started = run_session(batch, session, logdir, args)
         retry = []
         for r in res:
-            # The nested testbed itself failed (L1's kernel panicked or hung, which Kite
-            # cannot cause from user space): say so and run that test once more.
-            if r.testbed and not r.ok and r.test.tries < 2:
+            if r.ok or r.test.tries >= 2:
+                results.append(r)
+            elif r.testbed:
+                # The nested testbed itself failed (L1's kernel panicked or hung, which Kite
+                # cannot cause from user space): say so and run that test once more.
                 print(f"RETRY {r.test.name}: the testbed failed, not kite; running it again "
                       "in a new L1 session", flush=True)
                 retry.append(r.test)
             else:
-                results.append(r)
+                # A kite failure gets one more run to tell an intermittent problem from a
+                # broken one; either way it is reported (FLAKY below) and never hidden.
+                print(f"RETRY {r.test.name}: kite's run failed; running it again to see whether "
+                      "the failure is intermittent", flush=True)
+                FLAKY.append((r.test.name, r.reason))
+                retry.append(r.test)
         for t in not_started:  # the session died early: run these again, once
             if t.tries < 2:
                 retry.append(t)
@@ -558,6 +569,11 @@ def main():
     results.sort(key=lambda r: order[r.test.name])
     passed = sum(r.ok for r in results)
     failed = len(results) - passed
+    for name, reason in FLAKY:
+        second = next((r for r in results if r.test.name == name), None)
+        if second and second.ok:
+            print(f"FLAKY {name}: the first run failed ({reason[:200]}), the second passed. "
+                  "An intermittent failure is a bug to find, not noise.")
     print(f"# logs: {logdir}  total {time.monotonic() - t_all:.0f} s")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
