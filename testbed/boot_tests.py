@@ -39,7 +39,7 @@ DEADLINES = {
     "boot64": 900,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "disk": 240, "diskro": 120, "disksync": 240}
+DEFAULT_DEADLINES = {"boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -74,14 +74,19 @@ class Test:
         "rng": ("rng", 0, "$GUEST_KERNEL"),        # virtio-rng over virtio-mmio (kite --rng)
         "hvc": ("hvc", 0, "$GUEST_KERNEL"),
         "net": ("net", 0, "$GUEST_KERNEL"),
-        "vsock": ("vsock", 0, "$GUEST_KERNEL"),    # virtio-vsock both ways over Unix sockets        # virtio-net on a tap: ping both ways, 16 MiB TCP        # virtio-console: output and input on hvc0
+        "vsock": ("vsock", 0, "$GUEST_KERNEL"),
+        "netifs": ("netifs", 0, "$GUEST_KERNEL"),  # two --net interfaces with configured MACs    # virtio-vsock both ways over Unix sockets        # virtio-net on a tap: ping both ways, 16 MiB TCP        # virtio-console: output and input on hvc0
         "disk": ("disk", 0, "$GUEST_KERNEL"),      # virtio-blk: 64 MiB written, checked on the host side
         "diskro": ("diskro", 0, "$GUEST_KERNEL"),
+        # ext4 made in the testbed: 64 MiB written by the guest, read back by debugfs, then a
+        # second boot mounts it read-only (one test, two kite runs)
+        "ext4": ("ext4", 0, "$GUEST_KERNEL"),
         # SIGKILL right after the guest's sync: the job exits 0 once it killed kite.
         "disksync": ("disksync", 0, "$GUEST_KERNEL"),  # virtio-blk readonly=on: writes fail in the guest
     }
     # Extra kite options by kind.
-    KITE_ARGS = {"rng": "--rng", "hvc": "--console virtio"}
+    KITE_ARGS = {"rng": "--rng", "hvc": "--console virtio",
+                 "netifs": "--net tap=kitea0,mac=06:00:00:00:00:10 --net tap=kitea1,mac=06:00:00:00:00:11"}
 
     def __init__(self, name, kind, cpus, l1_smp=2, cmdline_extra=""):
         self.name, self.kind, self.cpus, self.l1_smp = name, kind, cpus, l1_smp
@@ -104,8 +109,10 @@ def build_matrix(args):
     tests.append(Test("hvc2", "hvc", 2))
     tests.append(Test("net2", "net", 2))
     tests.append(Test("vsock2", "vsock", 2))
+    tests.append(Test("netifs2", "netifs", 2))
     tests.append(Test("disk2", "disk", 2))
     tests.append(Test("diskro2", "diskro", 2))
+    tests.append(Test("ext4disk2", "ext4", 2))
     tests.append(Test("disksync2", "disksync", 2))
     if args.extended:
         tests += [Test("boot64", "boot", 64, l1_smp=1)]
@@ -114,7 +121,7 @@ def build_matrix(args):
         unknown = want - {t.name for t in tests}
         # Allow --only bootN / seedsN for any N.
         for name in sorted(unknown):
-            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|disk|diskro|disksync)(\d+)", name)
+            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|ext4)(\d+)", name)
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
@@ -223,6 +230,17 @@ def write_job(path, tests):
                             t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
                             t.cpus, GUEST_MEMORY, sock))
                 continue
+            if t.kind == "ext4":
+                img = f"$TMPDIR/{t.name}.img"
+                f.write(f"dd if=/dev/zero of={img} bs=1M count=100 2>/dev/null && mkfs.ext4 -q -F {img}\n")
+                run = ('"$KITE" run --kernel "%s" --initrd "$GUEST_INITRD" --cmdline "console=ttyS0 kite.test=%s" '
+                       '--cpus %d --memory %s --disk "path=%s%s"')
+                script = (
+                    run % (t.kernel, "ext4", t.cpus, GUEST_MEMORY, img, "") + " || exit $?; "
+                    f'echo "KITE-HOST: ext4 data.bin md5=$(debugfs -R \'cat /data.bin\' {img} 2>/dev/null | md5sum | cut -d" " -f1)"; '
+                    + run % (t.kernel, "ext4ro", t.cpus, GUEST_MEMORY, img, ",readonly=on"))
+                f.write("kite_job %s %d sh -c %s ext4-host\n" % (t.name, t.deadline, shlex.quote(script)))
+                continue
             if t.kind == "disksync":
                 img = f"$TMPDIR/{t.name}.img"
                 out = f"$TMPDIR/{t.name}.out"
@@ -294,6 +312,13 @@ def REQUIRED_LINES(kind):
             ("KITE-HOST: killed status=137", "kite was not killed with SIGKILL after the guest's sync"),
             (f"KITE-HOST: disk md5={disk}", "after SIGKILL the image file lacks data the guest had synced"),
         ],
+        "ext4": [
+            ("KITE-GUEST: ext4 written", "the guest could not write 64 MiB to the ext4 disk"),
+            ("KITE-GUEST: ext4 unmounted", "the guest could not unmount the ext4 disk"),
+            (f"KITE-HOST: ext4 data.bin md5={disk}", "the image's ext4 file does not hold the bytes the guest wrote"),
+            (f"KITE-GUEST: ext4 readonly md5={disk}", "the second boot (readonly=on) read different data"),
+            ("KITE-GUEST: ext4 write refused", "a write to the read-only mounted disk did not fail in the guest"),
+        ],
         "diskro": [
             ("KITE-GUEST: disk ro=1", "the guest does not see the disk as read-only"),
             ("KITE-GUEST: readonly write refused", "a write to the read-only disk was not refused in the guest"),
@@ -314,6 +339,8 @@ def REQUIRED_LINES(kind):
             ("KITE-HOST: vsock host-initiated ok",
              "a host connection (CONNECT 5000) did not get OK and its echo back from the guest"),
         ],
+        "netifs": [("KITE-GUEST: net eth0=06:00:00:00:00:10 eth1=06:00:00:00:00:11",
+                    "the guest does not see two interfaces with the configured MAC addresses")],
         "rng": [("KITE-GUEST: hwrng bytes=64", "the guest could not read 64 bytes from /dev/hwrng (virtio-rng)")],
         "input": [("KITE-GUEST: got ping", "the guest never read the line sent to kite's stdin")],
     }.get(kind, [])

@@ -15,7 +15,7 @@ KITE_BIN="${KITE_BIN:-$KITE_ROOT/.build/release/kite}"
 OUT="${L1_INITRD:-$CACHE/l1/initramfs.cpio.gz}"
 L1="$CACHE/l1"; mkdir -p "$L1" "$(dirname "$OUT")"
 
-ensure_cmds /bin/busybox:busybox-static cpio:cpio gzip:gzip socat:socat
+ensure_cmds /bin/busybox:busybox-static cpio:cpio gzip:gzip socat:socat mkfs.ext4:e2fsprogs
 "$KITE_ROOT/testbed/fetch-kernel.sh" >/dev/null
 . "$CACHE/kernel/env"
 GUEST_INITRD_HOST="$("$KITE_ROOT/testbed/build-guest-initramfs.sh")"
@@ -23,7 +23,7 @@ GUEST_INITRD_HOST="$("$KITE_ROOT/testbed/build-guest-initramfs.sh")"
 # Copy an executable plus everything ldd lists (and the dynamic loader) under ROOT.
 stamp_inputs() {
     cat "$KITE_BIN" "$GUEST_INITRD_HOST" "$KERNEL" "$VMLINUX" "$0" "$KITE_ROOT/testbed/common.sh" \
-        "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox "$(command -v socat)"
+        "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox "$(command -v socat)" "$(command -v mkfs.ext4)" "$(command -v debugfs)"
     echo "extra: ${L1_EXTRA_BINS:-} | ${L1_EXTRA_DIRS:-}"
     for b in ${L1_EXTRA_BINS:-}; do cat "$b"; done
 }
@@ -39,6 +39,9 @@ if [ ! -f "$BASE" ]; then
     stage_busybox_and_modules "$W" irqbypass kvm kvm-amd tun
     copy_with_libs "$KITE_BIN" "$W" /usr/bin/kite
     copy_with_libs "$(command -v socat)" "$W" /usr/bin/socat   # vsock tests: Unix-socket peer
+    # disk tests: make an ext4 image and read files back out of it on the host side
+    copy_with_libs "$(command -v mkfs.ext4)" "$W" /usr/bin/mkfs.ext4
+    copy_with_libs "$(command -v debugfs)" "$W" /usr/bin/debugfs
     for b in ${L1_EXTRA_BINS:-}; do copy_with_libs "$b" "$W"; done
     for d in ${L1_EXTRA_DIRS:-}; do mkdir -p "$W$(dirname "$d")"; cp -a "$d" "$W$(dirname "$d")/"; done
     cp "$KERNEL" "$W/guest/vmlinuz"
