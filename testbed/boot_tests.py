@@ -72,17 +72,17 @@ class Test:
         "reboot": ("reboot", 3, "$GUEST_KERNEL"),  # guest reboot: kite exits with status 3
         "input": ("input", 0, "$GUEST_KERNEL"),    # console input: kite's stdin -> ttyS0
         "rng": ("rng", 0, "$GUEST_KERNEL"),        # virtio-rng over virtio-mmio (kite --rng)
-        "hvc": ("hvc", 0, "$GUEST_KERNEL"),
-        "net": ("net", 0, "$GUEST_KERNEL"),
-        "vsock": ("vsock", 0, "$GUEST_KERNEL"),
-        "netifs": ("netifs", 0, "$GUEST_KERNEL"),  # two --net interfaces with configured MACs    # virtio-vsock both ways over Unix sockets        # virtio-net on a tap: ping both ways, 16 MiB TCP        # virtio-console: output and input on hvc0
+        "hvc": ("hvc", 0, "$GUEST_KERNEL"),        # virtio-console: output and input on hvc0
+        "net": ("net", 0, "$GUEST_KERNEL"),        # virtio-net on a tap: ping both ways, 16 MiB TCP
+        "vsock": ("vsock", 0, "$GUEST_KERNEL"),    # virtio-vsock both ways over Unix sockets
+        "netifs": ("netifs", 0, "$GUEST_KERNEL"),  # two --net interfaces with configured MACs
         "disk": ("disk", 0, "$GUEST_KERNEL"),      # virtio-blk: 64 MiB written, checked on the host side
-        "diskro": ("diskro", 0, "$GUEST_KERNEL"),
+        "diskro": ("diskro", 0, "$GUEST_KERNEL"),  # virtio-blk readonly=on: writes fail in the guest
         # ext4 made in the testbed: 64 MiB written by the guest, read back by debugfs, then a
         # second boot mounts it read-only (one test, two kite runs)
         "ext4": ("ext4", 0, "$GUEST_KERNEL"),
         # SIGKILL right after the guest's sync: the job exits 0 once it killed kite.
-        "disksync": ("disksync", 0, "$GUEST_KERNEL"),  # virtio-blk readonly=on: writes fail in the guest
+        "disksync": ("disksync", 0, "$GUEST_KERNEL"),
     }
     # Extra kite options by kind.
     KITE_ARGS = {"rng": "--rng", "hvc": "--console virtio",
@@ -207,7 +207,10 @@ def write_job(path, tests):
                     'ping -c 2 -W 2 192.0.2.2 >/dev/null 2>&1 && echo "KITE-HOST: ping guest ok") & '
                     f'yes KITE-NET-PATTERN | head -c {NET_BYTES} | nc -l -p 5000 >/dev/null & nc=$!; '
                     '"$@"; rc=$?; kill $nc 2>/dev/null; exit $rc')
-                f.write("kite_job %s %d sh -c %s net-host \"$KITE\" run --kernel \"%s\" "
+                # On a host with hardware virtualization, the tap and its addresses live in a
+                # network namespace of their own (inside L1 they are in that VM already).
+                f.write('if [ "$TESTBED" = host ]; then NETNS="unshare --net"; else NETNS=; fi\n')
+                f.write("kite_job %s %d $NETNS sh -c %s net-host \"$KITE\" run --kernel \"%s\" "
                         "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s --net tap=kitetap0\n" % (
                             t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
                             t.cpus, GUEST_MEMORY))
