@@ -38,13 +38,6 @@ int ckvm_signal_thread(pthread_t thread, int signo) {
     return -pthread_kill(thread, signo);
 }
 
-int ckvm_block_signal(int signo) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, signo);
-    return -pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
 void ckvm_set_thread_name(const char *name) {
     char buf[16];
     strncpy(buf, name, sizeof buf - 1);
@@ -55,22 +48,6 @@ void ckvm_set_thread_name(const char *name) {
 int ckvm_epoll_create(void) {
     int fd = epoll_create1(EPOLL_CLOEXEC);
     return fd < 0 ? -errno : fd;
-}
-
-int ckvm_epoll_watch(int epfd, int fd, uint64_t tag) {
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.u64 = tag;
-    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
-int ckvm_epoll_enable(int epfd, int fd, uint64_t tag, int enabled) {
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = enabled ? EPOLLIN : 0;
-    ev.data.u64 = tag;
-    return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
 }
 
 int ckvm_epoll_watch_events(int epfd, int fd, uint64_t tag, uint32_t events) {
@@ -147,15 +124,6 @@ long ckvm_send(int fd, const void *buffer, unsigned long length) {
 
 int ckvm_epoll_unwatch(int epfd, int fd) {
     return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
-}
-
-int ckvm_epoll_wait(int epfd, uint64_t *tags, int max, int timeout) {
-    struct epoll_event events[64];
-    if (max > 64) max = 64;
-    int n = epoll_wait(epfd, events, max, timeout);
-    if (n < 0) return -errno;
-    for (int i = 0; i < n; i++) tags[i] = events[i].data.u64;
-    return n;
 }
 
 long ckvm_getrandom(void *buffer, unsigned long length) {

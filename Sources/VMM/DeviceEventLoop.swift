@@ -32,8 +32,8 @@ final class DeviceEventLoop: @unchecked Sendable {
         stopFD = ckvm_eventfd()
         workFD = ckvm_eventfd()
         guard stopFD >= 0, workFD >= 0,
-              ckvm_epoll_watch(ep, stopFD, Self.stopTag) == 0,
-              ckvm_epoll_watch(ep, workFD, Self.workTag) == 0 else {
+              ckvm_epoll_watch_events(ep, stopFD, Self.stopTag, CKVM_EPOLL_IN) == 0,
+              ckvm_epoll_watch_events(ep, workFD, Self.workTag, CKVM_EPOLL_IN) == 0 else {
             throw SetupError("cannot set up the device thread's epoll: \(String(cString: strerror(errno)))")
         }
     }

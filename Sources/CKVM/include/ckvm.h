@@ -19,8 +19,6 @@ int ckvm_ioctl_val(int fd, unsigned long request, unsigned long value);
 int ckvm_install_kick_handler(int signo);
 /// pthread_kill wrapper; returns 0 or -errno.
 int ckvm_signal_thread(pthread_t thread, int signo);
-/// Blocks `signo` in the calling thread (so only vCPU threads receive kicks). 0 or -errno.
-int ckvm_block_signal(int signo);
 
 /// Names the calling thread (shown by ps -L and in /proc); truncated to 15 bytes.
 void ckvm_set_thread_name(const char *name);
@@ -33,17 +31,14 @@ int ckvm_termination_signalfd(void);
 int ckvm_read_signalfd(int fd);
 
 /// epoll_create1(EPOLL_CLOEXEC); the fd or -errno. (struct epoll_event is packed on x86-64,
-/// which Swift cannot lay out reliably, so epoll is used only through these three calls.)
+/// which Swift cannot lay out reliably, so epoll is used only through these calls.)
 int ckvm_epoll_create(void);
-/// Watches `fd` for input, tagging its events with `tag`. 0 or -errno.
-int ckvm_epoll_watch(int epfd, int fd, uint64_t tag);
-/// Turns input events for a watched `fd` on or off (EPOLL_CTL_MOD). 0 or -errno.
-int ckvm_epoll_enable(int epfd, int fd, uint64_t tag, int enabled);
 /// Watches `fd` for `events` (CKVM_EPOLL_IN | CKVM_EPOLL_OUT; 0 = registered but quiet).
 int ckvm_epoll_watch_events(int epfd, int fd, uint64_t tag, uint32_t events);
 /// Changes the events watched for `fd`. 0 or -errno.
 int ckvm_epoll_modify(int epfd, int fd, uint64_t tag, uint32_t events);
-/// Like ckvm_epoll_wait, also storing each event's mask (CKVM_EPOLL_*).
+/// Waits for events (timeout in ms, -1 = forever); stores up to `max` tags and each event's
+/// mask (CKVM_EPOLL_*). The count or -errno.
 int ckvm_epoll_wait_events(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout);
 #define CKVM_EPOLL_IN 0x001u
 #define CKVM_EPOLL_OUT 0x004u
@@ -63,8 +58,6 @@ long ckvm_send(int fd, const void *buffer, unsigned long length);
 
 /// Stops watching `fd` (EPOLL_CTL_DEL). 0 or -errno.
 int ckvm_epoll_unwatch(int epfd, int fd);
-/// Waits for events (timeout in ms, -1 = forever) and stores up to `max` tags. The count or -errno.
-int ckvm_epoll_wait(int epfd, uint64_t *tags, int max, int timeout);
 /// Fills `buffer` from the kernel's CSPRNG (getrandom). The count or -errno.
 long ckvm_getrandom(void *buffer, unsigned long length);
 
