@@ -166,22 +166,6 @@ public final class VCPU: @unchecked Sendable {
         }
     }
 
-    /// Reads MSRs; returns nil for those KVM did not return.
-    public func msrs(_ indices: [UInt32]) throws(KVMError) -> [UInt64?] {
-        var table = ckvm_msrs()
-        let list = indices.prefix(Int(CKVM_MAX_MSR_ENTRIES))
-        table.nmsrs = UInt32(list.count)
-        withUnsafeMutableBytes(of: &table.entries) { raw in
-            let e = raw.bindMemory(to: kvm_msr_entry.self)
-            for (i, m) in list.enumerated() { e[i] = kvm_msr_entry(index: m, reserved: 0, data: 0) }
-        }
-        let n = Int(try check("KVM_GET_MSRS", ckvm_ioctl_ptr(fd, CKVM_GET_MSRS, &table)))
-        return withUnsafeBytes(of: &table.entries) { raw in
-            let e = raw.bindMemory(to: kvm_msr_entry.self)
-            return (0..<list.count).map { $0 < n ? e[$0].data : nil }
-        }
-    }
-
     /// The in-kernel local APIC's 1 KiB register page.
     public func localAPIC() throws(KVMError) -> [UInt8] {
         var state = try get("KVM_GET_LAPIC", CKVM_GET_LAPIC, kvm_lapic_state())

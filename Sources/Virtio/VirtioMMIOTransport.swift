@@ -97,8 +97,6 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         device.features | VirtioFeature.version1 | VirtioFeature.ringIndirectDescriptors
     }
 
-    public var queueCount: Int { device.queueSizes.count }
-
     // MARK: Registers (vCPU threads)
 
     public func read(offset: UInt64, width: Int) -> UInt64 {
