@@ -4,6 +4,7 @@ import PackageDescription
 // Targets are split by concern; each depends only on the layers below it:
 //   CKVM (C shim for <linux/kvm.h>) -> KVM (fds, mappings, exits) -> GuestMemory
 //   ACPI (table and AML builders, pure data) / X86Boot (kernel loading, CPUID, page tables)
+//   Diagnosis (console watcher, kernel symbols, hang rules; pure data)
 //   Devices (UART, i8042, ACPI power); Virtio (split virtqueue, MMIO transport) -> VirtioDevices
 //   -> VMM (the boot recipe, vCPU threads, device event loop) -> kite (CLI)
 let package = Package(
@@ -27,13 +28,14 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Devices"),
+        .target(name: "Diagnosis"),
         .target(name: "Virtio", dependencies: ["GuestMemory", "Devices"]),
         .target(name: "VirtioDevices", dependencies: [
             "Virtio", "GuestMemory", "CKVM",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "VMM", dependencies: [
-            "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices",
+            "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis",
         ]),
         .executableTarget(name: "kite", dependencies: [
             "VMM", "VirtioDevices",
@@ -43,6 +45,7 @@ let package = Package(
         .testTarget(name: "UnitTests", dependencies: [
             "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
         ]),
+        .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis"], resources: [.copy("Fixtures")]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices"]),
         .testTarget(name: "KVMTests", dependencies: [
             "CKVM", "KVM", "GuestMemory", "VMM", "Devices",

@@ -22,7 +22,7 @@ GUEST_INITRD_HOST="$("$KITE_ROOT/testbed/build-guest-initramfs.sh")"
 
 # Copy an executable plus everything ldd lists (and the dynamic loader) under ROOT.
 stamp_inputs() {
-    cat "$KITE_BIN" "$GUEST_INITRD_HOST" "$KERNEL" "$VMLINUX" "$0" "$KITE_ROOT/testbed/common.sh" \
+    cat "$KITE_BIN" "$GUEST_INITRD_HOST" "$KERNEL" "$VMLINUX" "$(dirname "$KERNEL")/System.map-$KVER" "$0" "$KITE_ROOT/testbed/common.sh" \
         "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox "$(command -v socat)" "$(command -v mkfs.ext4)" "$(command -v debugfs)"
     echo "extra: ${L1_EXTRA_BINS:-} | ${L1_EXTRA_DIRS:-}"
     for b in ${L1_EXTRA_BINS:-}; do cat "$b"; done
@@ -46,6 +46,8 @@ if [ ! -f "$BASE" ]; then
     for d in ${L1_EXTRA_DIRS:-}; do mkdir -p "$W$(dirname "$d")"; cp -a "$d" "$W$(dirname "$d")/"; done
     cp "$KERNEL" "$W/guest/vmlinuz"
     cp "$VMLINUX" "$W/guest/vmlinux"
+    # Symbols for hang reports; kite finds System.map-<release> next to the kernel itself.
+    cp "$(dirname "$KERNEL")/System.map-$KVER" "$W/guest/System.map-$KVER"
     cp "$GUEST_INITRD_HOST" "$W/guest/initramfs.cpio.gz"
     install -m 0755 "$KITE_ROOT/testbed/l1/init" "$W/init"
     install -m 0644 "$KITE_ROOT/testbed/lib.sh" "$W/testbed/lib.sh"

@@ -1,6 +1,9 @@
 #!/bin/bash
 # Download Debian's cloud kernel (linux-image-6.1.0-NN-cloud-amd64) and extract it into
-# .cache/kernel/. Writes .cache/kernel/env with KERNEL=, VMLINUX= (the ELF, for PVH), MODDIR=, KVER=. Idempotent.
+# .cache/kernel/. Writes .cache/kernel/env with KERNEL=, VMLINUX= (the ELF, for PVH), MODDIR=, KVER=.
+# The real System.map (Debian's image package ships a one-line placeholder; the real one is
+# in the -dbg package, 283 MB, of which only System.map is extracted) replaces the
+# placeholder next to the kernel, where kite finds it for hang reports. Idempotent.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -10,7 +13,8 @@ mkdir -p "$KDIR"
 take_lock kernel
 if [ -f "$ENVF" ] && [ -z "${KITE_REFETCH:-}" ]; then
     . "$ENVF"
-    if [ -f "$KERNEL" ] && [ -f "$MODDIR/modules.dep" ] && [ -f "${VMLINUX:-}" ]; then
+    if [ -f "$KERNEL" ] && [ -f "$MODDIR/modules.dep" ] && [ -f "${VMLINUX:-}" ] \
+        && [ "$(wc -l <"$(dirname "$KERNEL")/System.map-$KVER")" -gt 1000 ]; then
         [ -n "${VERBOSE:-}" ] && log "cached: $KERNEL"
         cat "$ENVF"
         exit 0
@@ -65,6 +69,20 @@ if [ ! -f "$VMLINUX" ]; then
     tail -c +"$((off + 1))" "$KERNEL" | lz4 -dc >"$VMLINUX.tmp" 2>/dev/null || true
     [ "$(head -c 4 "$VMLINUX.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || die "could not extract vmlinux from $KERNEL"
     mv "$VMLINUX.tmp" "$VMLINUX"
+fi
+SYSMAP="$ROOT/boot/System.map-$KVER"
+if [ "$(wc -l <"$SYSMAP" 2>/dev/null || echo 0)" -le 1000 ]; then
+    DBG="${PKG}-dbg"
+    if ! ls "${DBG}"_*.deb >/dev/null 2>&1; then
+        log "downloading $DBG for its System.map"
+        apt-get download -q "$DBG" >&2 || { apt-get update -q >&2; apt-get download -q "$DBG" >&2; }
+    fi
+    DBGDEB="$(ls -1 "${DBG}"_*.deb | sort -V | tail -n1)"
+    dpkg-deb --fsys-tarfile "$DBGDEB" 2>/dev/null \
+        | tar -xO --occurrence=1 "./usr/lib/debug/boot/System.map-$KVER" >"$SYSMAP.tmp" || true
+    [ "$(wc -l <"$SYSMAP.tmp")" -gt 1000 ] || die "no System.map-$KVER in $DBGDEB"
+    mv "$SYSMAP.tmp" "$SYSMAP"
+    rm -f "$DBGDEB"   # 283 MB; only System.map was needed
 fi
 cat >"$ENVF.tmp" <<EOV
 KERNEL=$KERNEL

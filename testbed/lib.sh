@@ -3,6 +3,7 @@
 #   KITE          path of the kite binary
 #   GUEST_KERNEL  path of the guest (L2) vmlinuz (bzImage)
 #   GUEST_VMLINUX the same kernel as an uncompressed ELF vmlinux (booted through PVH)
+#   GUEST_SYSMAP  the guest kernel's System.map (also found by kite on its own, next to the kernel)
 #   GUEST_INITRD  path of the guest initramfs (busybox + virtio modules, see guest/init)
 #   TESTBED       "l1" (inside the nested QEMU/TCG testbed) or "host" (hardware virt)
 #   TMPDIR        a writable scratch directory

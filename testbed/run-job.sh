@@ -23,7 +23,7 @@ export KITE_BIN="${KITE_BIN:-$KITE_ROOT/.build/release/kite}"
 GUEST_INITRD_HOST="$("$KITE_ROOT/testbed/build-guest-initramfs.sh")"
 
 run_host() {
-    export KITE="$KITE_BIN" GUEST_KERNEL="$KERNEL" GUEST_VMLINUX="$VMLINUX" GUEST_INITRD="$GUEST_INITRD_HOST" TESTBED=host
+    export KITE="$KITE_BIN" GUEST_KERNEL="$KERNEL" GUEST_VMLINUX="$VMLINUX" GUEST_INITRD="$GUEST_INITRD_HOST" GUEST_SYSMAP="$(dirname "$KERNEL")/System.map-$KVER" TESTBED=host
     export TMPDIR; TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/kite-job.XXXXXX")"
     echo "HOST: kvm ready ($(uname -r))"
     local rc=0

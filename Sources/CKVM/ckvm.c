@@ -145,6 +145,14 @@ int ckvm_termination_signalfd(void) {
     return fd < 0 ? -errno : fd;
 }
 
+int ckvm_signalfd(int signo) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
 int ckvm_read_signalfd(int fd) {
     struct signalfd_siginfo info;
     ssize_t n = read(fd, &info, sizeof info);

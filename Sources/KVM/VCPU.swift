@@ -166,6 +166,29 @@ public final class VCPU: @unchecked Sendable {
         }
     }
 
+    /// Reads MSRs; nil for any index KVM did not return.
+    public func readMSRs(_ indexes: [UInt32]) throws(KVMError) -> [UInt64?] {
+        var table = ckvm_msrs()
+        let list = Array(indexes.prefix(Int(CKVM_MAX_MSR_ENTRIES)))
+        table.nmsrs = UInt32(list.count)
+        withUnsafeMutableBytes(of: &table.entries) { raw in
+            // Sound: fixed C array of CKVM_MAX_MSR_ENTRIES entries; at most that many written.
+            let e = raw.bindMemory(to: kvm_msr_entry.self)
+            for (i, index) in list.enumerated() { e[i] = kvm_msr_entry(index: index, reserved: 0, data: 0) }
+        }
+        let n = Int(try check("KVM_GET_MSRS", ckvm_ioctl_ptr(fd, CKVM_GET_MSRS, &table)))
+        return withUnsafeBytes(of: &table.entries) { raw in
+            // Sound: the same fixed array, read back; KVM filled the first n entries.
+            let e = raw.bindMemory(to: kvm_msr_entry.self)
+            return list.indices.map { $0 < n ? e[$0].data : nil }
+        }
+    }
+
+    /// Pending and injected exceptions, interrupts and NMIs (KVM_GET_VCPU_EVENTS).
+    public func events() throws(KVMError) -> kvm_vcpu_events {
+        try get("KVM_GET_VCPU_EVENTS", CKVM_GET_VCPU_EVENTS, kvm_vcpu_events())
+    }
+
     /// The in-kernel local APIC's 1 KiB register page.
     public func localAPIC() throws(KVMError) -> [UInt8] {
         var state = try get("KVM_GET_LAPIC", CKVM_GET_LAPIC, kvm_lapic_state())

@@ -4,11 +4,11 @@ import Glibc
 #endif
 
 /// Where the guest's serial console goes: a file descriptor written whole, from any vCPU
-/// thread. Also remembers when the guest last printed, for the hang timeout.
+/// thread. Everything written is also read by the `ConsoleMonitor` (hang reports, progress).
 public final class ConsoleOutput: Sendable {
     public let fd: Int32
     private let ownsFD: Bool
-    private let lastOutput = Atomic<UInt64>(monotonicNanoseconds())
+    let monitor = ConsoleMonitor()
 
     public init(fd: Int32, ownsFD: Bool) {
         self.fd = fd
@@ -25,7 +25,7 @@ public final class ConsoleOutput: Sendable {
     deinit { if ownsFD { close(fd) } }
 
     public func write(_ bytes: [UInt8]) {
-        lastOutput.store(monotonicNanoseconds(), ordering: .relaxed)
+        monitor.observe(bytes)
         bytes.withUnsafeBytes { raw in
             var done = 0
             while done < raw.count {
@@ -34,11 +34,6 @@ public final class ConsoleOutput: Sendable {
                 done += n
             }
         }
-    }
-
-    /// Nanoseconds since the guest last printed.
-    public var quietNanoseconds: UInt64 {
-        monotonicNanoseconds() &- lastOutput.load(ordering: .relaxed)
     }
 }
 

@@ -4,8 +4,9 @@ public enum MachineExit: Equatable, Sendable {
     case reboot
     /// Triple fault, failed entry or KVM internal error on a vCPU; `report` holds its registers.
     case crash(vcpu: Int, reason: String, report: String)
-    /// No console output for the hang timeout.
-    case hang(seconds: Int)
+    /// No progress for the hang timeout while the hang watchdog saw the guest stuck;
+    /// `summary` is the diagnosis in one line.
+    case hang(seconds: Int, summary: String)
     /// SIGINT, SIGTERM or the console escape sequence.
     case stopped(signal: Int32)
     /// Kite itself failed while the guest ran.
@@ -41,7 +42,8 @@ public enum ExitStatus {
       3    the guest rebooted (Kite does not restart it)
       4    the guest crashed: triple fault, failed entry or KVM internal error
            (the vCPU's registers are printed on stderr)
-      5    the guest hung: no console output for --hang-timeout seconds
+      5    the guest hung: no progress for --hang-timeout seconds and the hang
+           watchdog found it stuck (the hang report is printed on stderr)
       6    stopped with the console escape sequence
       130  SIGINT; 143 SIGTERM (vCPUs and devices are stopped in order first)
     """

@@ -1,6 +1,7 @@
 import ACPI
 import CKVM
 import Devices
+import Diagnosis
 import GuestMemory
 import KVM
 import Virtio
@@ -40,16 +41,19 @@ public final class Machine {
     let inputSink: ConsoleInputSink
     /// The eventfds KVM signals or reads for the virtio devices; they live as long as the VM.
     let eventFDs: [EventFD]
+    /// Hang reports, `kite inspect`, fault injection.
+    let watchdog: HangWatchdog
 
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
                  threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD],
-                 inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?) {
+                 inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?, watchdog: HangWatchdog) {
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
         self.threads = threads; self.entry = entry
         self.deviceEvents = deviceEvents; self.eventFDs = eventFDs; self.inputSink = inputSink
         self.vsockHost = vsockHost
+        self.watchdog = watchdog
     }
 
     /// Builds the machine: every check that can fail before the guest starts happens here
@@ -224,9 +228,19 @@ public final class Machine {
             if id == 0 { try setup { try X86VCPUSetup.enter(vcpu, at: entry) } }
             threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, control: control))
         }
+
+        // 8. The hang watchdog (and its control socket, if asked for).
+        for fault in config.watchdog.injections where fault.vcpu >= config.cpus {
+            throw SetupError("--inject: there is no vCPU \(fault.vcpu) (--cpus \(config.cpus))")
+        }
+        let watchdog = try setup {
+            try HangWatchdog(threads: threads, monitor: console.monitor, control: control,
+                             settings: config.watchdog, kernelPath: config.kernelPath)
+        }
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
                        console: console, serial: serial, threads: threads, entry: entry,
-                       deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink, vsockHost: vsockHost)
+                       deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink, vsockHost: vsockHost,
+                       watchdog: watchdog)
     }
 
     /// Runs the guest until it powers off, reboots, crashes or hangs, or Kite is told to stop;
@@ -235,7 +249,7 @@ public final class Machine {
         signal(SIGPIPE, SIG_IGN)
         var blocked = sigset_t()
         sigemptyset(&blocked)
-        for s in [SIGINT, SIGTERM, VCPU.kickSignal] { sigaddset(&blocked, s) }
+        for s in [SIGINT, SIGTERM, SIGUSR1, VCPU.kickSignal] { sigaddset(&blocked, s) }
         pthread_sigmask(SIG_BLOCK, &blocked, nil)  // vCPU threads inherit this, then unblock kicks
         _ = ckvmInstallKickHandler()
         let signalFD = ckvm_termination_signalfd()
@@ -251,11 +265,16 @@ public final class Machine {
                 break
             }
         }
-        let waiting = MainLoop(control: control, signalFD: signalFD, input: input, sink: inputSink,
-                               console: console, hangTimeout: config.hangTimeout)
+        var watching = false
+        if control.exitReason == nil {
+            do { try watchdog.start(); watching = true } catch { control.stop(.vmmError("\(error)")) }
+        }
+        let waiting = MainLoop(control: control, signalFD: signalFD, input: input, sink: inputSink)
         waiting.run()
 
-        // Orderly stop: every vCPU leaves KVM_RUN and its thread ends before we return.
+        // Orderly stop: the watchdog (it talks to the vCPU threads) finishes first; then every
+        // vCPU leaves KVM_RUN and its thread ends before we return.
+        if watching { watchdog.stop() }
         for t in started { t.vcpu.kick() }
         for t in started { t.join() }
         // Then the devices: the event thread finishes the request in hand and ends.

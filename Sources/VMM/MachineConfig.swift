@@ -17,8 +17,13 @@ public struct MachineConfig: Sendable {
     public var cpus: Int
     public var memoryBytes: UInt64
     public var console: Console
-    /// Seconds without console output before the guest counts as hung; nil = never.
-    public var hangTimeout: Int?
+    /// Seconds without progress before a stuck guest counts as hung; nil = never.
+    public var hangTimeout: Int? {
+        get { watchdog.hangTimeout }
+        set { watchdog.hangTimeout = newValue }
+    }
+    /// The hang watchdog: timeout, report file, control socket, symbols, fault injection.
+    public var watchdog = HangWatchdogSettings()
     /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
     public var disks: [BlockDeviceConfig] = []
     /// virtio-net interfaces on TAP devices, in order (eth0, eth1, ...).

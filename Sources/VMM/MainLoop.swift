@@ -12,29 +12,24 @@ struct ConsoleInputSink {
 
 /// The main thread while the guest runs: sleeps in poll() on the stop eventfd, the
 /// SIGINT/SIGTERM signalfd and console input; moves input into the UART as its FIFO
-/// (or the virtio console's buffer) drains; enforces the hang timeout. No busy waiting: every wait is a poll() with a
-/// timeout only while input is pending or a hang timeout is armed.
+/// (or the virtio console's buffer) drains. No busy waiting: every wait is a poll() with a
+/// timeout only while input is pending. (Hangs are the `HangWatchdog`'s job.)
 final class MainLoop {
     let control: MachineControl
     let signalFD: Int32
     let input: TerminalInput?
     let sink: ConsoleInputSink
-    let console: ConsoleOutput
-    let hangTimeout: Int?
     private var pending: [UInt8] = []
     private var inputOpen: Bool
 
     /// While input waits for FIFO room, how often to retry (ms).
     static let inputRetryMilliseconds: Int32 = 10
 
-    init(control: MachineControl, signalFD: Int32, input: TerminalInput?, sink: ConsoleInputSink,
-         console: ConsoleOutput, hangTimeout: Int?) {
+    init(control: MachineControl, signalFD: Int32, input: TerminalInput?, sink: ConsoleInputSink) {
         self.control = control
         self.signalFD = signalFD
         self.input = input
         self.sink = sink
-        self.console = console
-        self.hangTimeout = hangTimeout
         self.inputOpen = input != nil
     }
 
@@ -51,20 +46,11 @@ final class MainLoop {
             if fds[1].revents & Int16(POLLIN) != 0 { readSignal() }
             if fds.count > 2, fds[2].revents != 0 { readInput() }
             feedInput()
-            checkHang()
         }
     }
 
     private func timeout() -> Int32 {
-        var t: Int32 = -1
-        if !pending.isEmpty { t = Self.inputRetryMilliseconds }
-        if let hang = hangTimeout {
-            let limit = UInt64(hang) * 1_000_000_000
-            let quiet = console.quietNanoseconds
-            let left = Int32(clamping: (limit > quiet ? limit - quiet : 0) / 1_000_000 + 1)
-            t = t < 0 ? left : min(t, left)
-        }
-        return t
+        pending.isEmpty ? -1 : Self.inputRetryMilliseconds
     }
 
     private func readSignal() {
@@ -98,12 +84,6 @@ final class MainLoop {
         pending.removeFirst(chunk.count)
     }
 
-    private func checkHang() {
-        guard let hang = hangTimeout, control.exitReason == nil else { return }
-        if console.quietNanoseconds >= UInt64(hang) * 1_000_000_000 {
-            control.stop(.hang(seconds: hang))
-        }
-    }
 }
 
 func ckvmInstallKickHandler() -> Int32 {

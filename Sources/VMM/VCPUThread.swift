@@ -1,18 +1,55 @@
 import CKVM
 import Devices
+import Diagnosis
 import KVM
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A vCPU on its own POSIX thread (never the Swift cooperative pool): runs the guest and
 /// hands port and MMIO exits to the buses until the machine stops.
+///
+/// For hang diagnosis it records when it last entered and left KVM_RUN, and answers
+/// snapshot requests: other threads cannot read a vCPU's state while it is inside KVM_RUN,
+/// so they post a request and kick; the vCPU's own thread reads its state before it
+/// re-enters the guest.
 final class VCPUThread: @unchecked Sendable {
     let vcpu: VCPU
     private let ports: Bus
     private let mmio: Bus
     private let control: MachineControl
     private var thread: pthread_t?
+
+    /// What the thread is doing (a `VCPUThreadState`, encoded), when it last entered KVM_RUN,
+    /// and when and how often the guest made it leave (port, MMIO, HLT, ... exits; kicks are
+    /// not counted). Monotonic ns; written by the vCPU thread, read by anyone.
+    private let activity = Atomic<UInt8>(ThreadActivity.handlingExit.rawValue)
+    private let lastEntry = Atomic<UInt64>(monotonicNanoseconds())
+    private let lastExit = Atomic<UInt64>(monotonicNanoseconds())
+    private let exits = Atomic<UInt64>(0)
+    /// Set by fault injection: the thread stops entering the guest.
+    private let stalled = Atomic<Bool>(false)
+    /// Snapshot requests and answers, matched by a sequence number.
+    private let mailbox = Mutex<SnapshotMailbox>(SnapshotMailbox())
+
+    private enum ThreadActivity: UInt8 {
+        case inGuest, handlingExit, stalled, stopped
+        var state: VCPUThreadState {
+            switch self {
+            case .inGuest: .inGuest
+            case .handlingExit: .handlingExit
+            case .stalled: .stalledByInjection
+            case .stopped: .stopped
+            }
+        }
+    }
+
+    private struct SnapshotMailbox {
+        var requested: UInt64 = 0
+        var answered: UInt64 = 0
+        var answer: VCPUStateReading?
+    }
 
     init(vcpu: VCPU, ports: Bus, mmio: Bus, control: MachineControl) {
         self.vcpu = vcpu
@@ -49,16 +86,84 @@ final class VCPUThread: @unchecked Sendable {
     private func runLoop() {
         vcpu.attachCurrentThread()
         ckvm_set_thread_name("kite-vcpu\(vcpu.id)")
+        defer { activity.store(ThreadActivity.stopped.rawValue, ordering: .releasing) }
         while !control.isStopping {
+            answerSnapshotRequest()
+            if stalled.load(ordering: .acquiring) {
+                holdOutOfGuest()
+                continue
+            }
             let exit: VCPUExit
+            lastEntry.store(monotonicNanoseconds(), ordering: .relaxed)
+            activity.store(ThreadActivity.inGuest.rawValue, ordering: .releasing)
             do {
                 exit = try vcpu.run()
             } catch {
+                activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
                 control.stop(.vmmError("\(error)"))
                 return
             }
+            activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
+            if case .interrupted = exit {} else {
+                // Kicks (snapshots, stop) are Kite's doing; only exits the guest caused count.
+                lastExit.store(monotonicNanoseconds(), ordering: .relaxed)
+                exits.add(1, ordering: .relaxed)
+            }
             handle(exit)
         }
+    }
+
+    // MARK: Diagnosis
+
+    /// Fault injection (testing only): from now on the thread does not enter the guest,
+    /// as if Kite had starved this vCPU. It still answers snapshot requests.
+    func stallForTesting() {
+        stalled.store(true, ordering: .releasing)
+        vcpu.kick()
+    }
+
+    /// Sleeps out of the guest while stalled, answering snapshot requests.
+    private func holdOutOfGuest() {
+        activity.store(ThreadActivity.stalled.rawValue, ordering: .releasing)
+        var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+        while stalled.load(ordering: .acquiring) && !control.isStopping {
+            answerSnapshotRequest()
+            nanosleep(&pause, nil)
+        }
+    }
+
+    private func answerSnapshotRequest() {
+        let wanted = mailbox.withLock { $0.requested > $0.answered ? $0.requested : nil }
+        guard let wanted else { return }
+        let reading = VCPUStateReading.read(vcpu)
+        mailbox.withLock {
+            $0.answer = reading
+            $0.answered = wanted
+        }
+    }
+
+    /// How the thread is doing, without asking it anything.
+    func threadReport(now: UInt64) -> (state: VCPUThreadState, sinceEntry: Double, sinceExit: Double, exits: UInt64) {
+        let state = ThreadActivity(rawValue: activity.load(ordering: .acquiring))?.state ?? .handlingExit
+        let entry = lastEntry.load(ordering: .relaxed), exit = lastExit.load(ordering: .relaxed)
+        return (state, Double(now &- min(entry, now)) / 1e9, Double(now &- min(exit, now)) / 1e9,
+                exits.load(ordering: .relaxed))
+    }
+
+    /// Posts a snapshot request and kicks the vCPU out of the guest; collect the answer
+    /// with `collectSnapshot`.
+    func requestSnapshot() -> UInt64 {
+        let ticket = mailbox.withLock { box -> UInt64 in
+            box.requested += 1
+            return box.requested
+        }
+        vcpu.kick()
+        return ticket
+    }
+
+    /// The answer to request `ticket`, or nil if the thread has not answered yet.
+    func collectSnapshot(_ ticket: UInt64) -> VCPUStateReading? {
+        mailbox.withLock { $0.answered >= ticket ? $0.answer : nil }
     }
 
     private func handle(_ exit: VCPUExit) {

@@ -10,7 +10,7 @@ struct Kite: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kite",
         abstract: "A micro virtual machine monitor for SMP Linux guests on KVM.",
-        subcommands: [Run.self]
+        subcommands: [Run.self, Inspect.self]
     )
 }
 
@@ -67,9 +67,28 @@ struct Run: ParsableCommand {
     var rng = false
 
     @Option(name: .customLong("hang-timeout"),
-            help: ArgumentHelp("Treat this many seconds without console output as a hang (exit status 5).",
+            help: ArgumentHelp("Stop with exit status 5 when the guest has printed nothing but hang reports for this "
+                               + "many seconds and the hang watchdog finds it stuck (an idle guest is not hung).",
                                valueName: "seconds"))
     var hangTimeout: Int?
+
+    @Option(help: ArgumentHelp("Also write every hang report as JSON to this file (replaced each time).",
+                               valueName: "path"))
+    var report: String?
+
+    @Option(name: .customLong("api-socket"),
+            help: ArgumentHelp("Open a control socket here; `kite inspect PATH` prints a hang report of the running VM.",
+                               valueName: "path"))
+    var apiSocket: String?
+
+    @Option(help: ArgumentHelp("The guest kernel's System.map (or an ELF vmlinux with symbols), to name the "
+                               + "functions vCPUs are in. Default: System.map-<release> next to the kernel or in /boot.",
+                               valueName: "path"))
+    var symbols: String?
+
+    @Option(help: ArgumentHelp("TESTING ONLY: inject a fault. stall-vcpu=N@Ts stops running vCPU N T seconds after "
+                               + "start, to reproduce a lost wake-up (repeatable).", valueName: "fault"))
+    var inject: [String] = []
 
     func validate() throws {
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1 (got \(cpus))") }
@@ -89,6 +108,12 @@ struct Run: ParsableCommand {
             do { _ = try VsockDeviceConfig.parse(vsock) } catch { throw ValidationError("--vsock: \(error)") }
         }
         if let h = hangTimeout, h <= 0 { throw ValidationError("--hang-timeout must be a positive number of seconds") }
+        for fault in inject {
+            do { _ = try FaultInjection.parse(fault) } catch { throw ValidationError("--inject: \(error)") }
+        }
+        if let symbols, access(symbols, R_OK) != 0 {
+            throw ValidationError("--symbols \(symbols): \(String(cString: strerror(errno)))")
+        }
     }
 
     func run() throws {
@@ -99,6 +124,10 @@ struct Run: ParsableCommand {
         config.disks = try disk.map { try BlockDeviceConfig.parse($0) }
         config.networks = try net.map { try NetworkDeviceConfig.parse($0) }
         config.vsock = try vsock.map { try VsockDeviceConfig.parse($0) }
+        config.watchdog.reportPath = report
+        config.watchdog.apiSocketPath = apiSocket
+        config.watchdog.symbolsPath = symbols
+        config.watchdog.injections = try inject.map { try FaultInjection.parse($0) }
         if let device = getenv("KITE_KVM_DEVICE") { config.kvmPath = String(cString: device) }
         let machine: Machine
         do {
@@ -115,12 +144,38 @@ struct Run: ParsableCommand {
         case .reboot: printError("kite: the guest rebooted")
         case .crash(let vcpu, let reason, let report):
             printError("kite: the guest crashed on vCPU \(vcpu): \(reason)\n\(report)")
-        case .hang(let seconds): printError("kite: the guest hung: no console output for \(seconds) s")
+        case .hang(let seconds, let summary):
+            printError("kite: the guest hung (no progress for \(seconds) s): \(summary)")
         case .stopped(let signal):
             printError(signal == 0 ? "kite: stopped from the console" : "kite: stopped by signal \(signal)")
         case .vmmError(let message): printError("kite: \(message)")
         }
         throw ExitCode(outcome.status)
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a hang report of a running VM: every vCPU's state, its local APIC, the guest's "
+            + "console reports and a diagnosis.",
+        discussion: "PATH is the control socket of a `kite run --api-socket PATH`. Taking the snapshot briefly "
+            + "kicks every vCPU out of the guest."
+    )
+
+    @Argument(help: ArgumentHelp("The VM's control socket (kite run --api-socket).", valueName: "path"))
+    var socket: String
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    func run() throws {
+        do {
+            let answer = try APISocket.request(path: socket, command: json ? "inspect json" : "inspect")
+            print(answer, terminator: answer.hasSuffix("\n") ? "" : "\n")
+        } catch {
+            printError("kite: \(error)")
+            throw ExitCode(ExitStatus.vmmError)
+        }
     }
 }
 

@@ -68,6 +68,22 @@ import KVM
         try Self.expectSetupError(["run", "--kernel", k, "--bogus"], "bogus")
     }
 
+    @Test func hangWatchdogOptionProblems() throws {
+        let k = try Self.temp("k", makeBzImage())
+        try Self.expectSetupError(["run", "--kernel", k, "--inject", "explode"], "unknown fault 'explode'")
+        try Self.expectSetupError(["run", "--kernel", k, "--inject", "stall-vcpu=x@3s"], "stall-vcpu=N@SECONDSs")
+        try Self.expectSetupError(["run", "--kernel", k, "--inject", "stall-vcpu=1@-3s"], "0 to 86400 seconds")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "2", "--inject", "stall-vcpu=2@1s"],
+                                  "there is no vCPU 2")
+        try Self.expectSetupError(["run", "--kernel", k, "--symbols", "/nonexistent/System.map"], "--symbols /nonexistent")
+        try Self.expectSetupError(["run", "--kernel", k, "--hang-timeout", "0"], "--hang-timeout")
+        try Self.expectSetupError(["run", "--kernel", k, "--api-socket", "/nonexistent/dir/api.sock"], "--api-socket")
+        // kite inspect without a VM behind the socket: one line, status 1.
+        let r = try Self.run(["inspect", "/nonexistent/api.sock"])
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("cannot connect"), "\(r.stderr)")
+    }
+
     @Test func kvmDeviceProblemsSayHowToFixThem() throws {
         let k = try Self.temp("k", makeBzImage())
         try Self.expectSetupError(["run", "--kernel", k], "modprobe", env: ["KITE_KVM_DEVICE": "/nonexistent/kvm"])

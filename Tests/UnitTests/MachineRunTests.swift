@@ -68,10 +68,77 @@ import Testing
         #expect(r.stderr.components(separatedBy: "unknown address 0x99").count == 2)   // exactly once
     }
 
-    @Test func hangTimeoutEndsASilentGuest() throws {
-        let (r, _) = try Self.boot(Self.print("booting\n") + Self.spin, ["--hang-timeout", "1", "--cpus", "2"], name: "hang")
+    @Test func hangTimeoutEndsASilentGuestWithAReport() throws {
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("kite-report-\(getpid())-spin.json").path
+        try? FileManager.default.removeItem(atPath: report)
+        let (r, _) = try Self.boot(Self.print("booting\n") + Self.spin,
+                                   ["--hang-timeout", "1", "--cpus", "2", "--report", report], name: "hang")
         #expect(r.status == ExitStatus.hang, "\(r.stderr)")
-        #expect(r.stderr.contains("hung"))
+        #expect(r.stderr.contains("kite: the guest hung"), "\(r.stderr)")
+        // The snapshot: vCPU 0 spins in ring 0 with interrupts off; vCPU 1 was never started.
+        let json = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
+        #expect(json["hang"] as? Bool == true)
+        let vcpus = try #require(json["vcpus"] as? [[String: Any]])
+        #expect(vcpus.count == 2)
+        #expect(vcpus.first?["mp_state"] as? String == "runnable")
+        #expect(vcpus.first?["interrupts_enabled"] as? Bool == false)
+        #expect(vcpus.last?["mp_state"] as? String == "waiting for INIT/SIPI")
+        let findings = try #require(json["findings"] as? [[String: Any]])
+        #expect(findings.contains { ($0["vcpus"] as? [Int])?.first == 0 }, "\(findings)")
+    }
+
+    /// A guest that prints without end (`.` forever), so only the stall can stop its progress.
+    static let printForever: [UInt8] = {
+        let body = out(0x3F8, UInt8(ascii: "."))
+        return body + [0xEB, UInt8(bitPattern: Int8(-(body.count + 2)))]   // jmp back to the out
+    }()
+
+    @Test func injectedStallIsDiagnosedAsAStarvedVCPU() throws {
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("kite-report-\(getpid())-stall.json").path
+        try? FileManager.default.removeItem(atPath: report)
+        let (r, console) = try Self.boot(Self.printForever, ["--hang-timeout", "2", "--inject", "stall-vcpu=0@1s",
+                                                           "--report", report], name: "stall")
+        #expect(r.status == ExitStatus.hang, "\(r.stderr)")
+        #expect(console.hasPrefix("..."))
+        #expect(r.stderr.contains("--inject: vCPU 0"), "\(r.stderr)")
+        #expect(r.stderr.contains("vCPU 0") && r.stderr.contains("starved"), "\(r.stderr)")
+        let json = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
+        let vcpus = try #require(json["vcpus"] as? [[String: Any]])
+        #expect(vcpus.first?["thread"] as? String == "held by --inject stall-vcpu")
+        #expect(vcpus.first?["answered"] as? Bool == true)
+        let findings = try #require(json["findings"] as? [[String: Any]])
+        #expect(findings.first.map { ($0["sentence"] as? String ?? "").contains("starved") } == true, "\(findings)")
+    }
+
+    @Test func inspectAndSIGUSR1ReportOnARunningGuest() throws {
+        let kernel = try CLITests.temp("entry-inspect", makeBzImage(entryCode: Self.print("up\n") + Self.spin))
+        let dir = FileManager.default.temporaryDirectory.path
+        let console = "\(dir)/kite-console-\(getpid())-inspect", socket = "\(dir)/kite-api-\(getpid()).sock"
+        try? FileManager.default.removeItem(atPath: console)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLITests.kite)
+        p.arguments = ["run", "--kernel", kernel, "--memory", "64M", "--cpus", "2", "--console", "file=\(console)",
+                       "--api-socket", socket]
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        for _ in 0..<100 where ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "") != "up\n" {
+            usleep(50_000)
+        }
+        let text = try CLITests.run(["inspect", socket])
+        let json = try CLITests.run(["inspect", "--json", socket])
+        kill(p.processIdentifier, SIGUSR1)
+        usleep(1_500_000)   // the watchdog wakes twice a second; three samples take 0.4 s
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus == 143, "\(stderr)")
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.contains("requested (kite inspect)") && text.stdout.contains("vCPU 1"), "\(text.stdout)")
+        let object = try #require(JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect((object["vcpus"] as? [[String: Any]])?.count == 2)
+        #expect(stderr.contains("requested (SIGUSR1)"), "\(stderr)")
+        #expect(!FileManager.default.fileExists(atPath: socket), "the socket file is removed at exit")
     }
 
     @Test func sigtermStopsEveryVCPUAndExits143() throws {

@@ -24,7 +24,7 @@ import Testing
     }
 
     @Test func exitStatusesAreDistinct() {
-        let all: [MachineExit] = [.powerOff, .reboot, .crash(vcpu: 0, reason: "", report: ""), .hang(seconds: 1),
+        let all: [MachineExit] = [.powerOff, .reboot, .crash(vcpu: 0, reason: "", report: ""), .hang(seconds: 1, summary: ""),
                                   .stopped(signal: 0), .stopped(signal: 2), .stopped(signal: 15), .vmmError("")]
         let statuses = all.map(\.status)
         #expect(Set(statuses).count == all.count)

@@ -29,6 +29,8 @@ int ckvm_eventfd(void);
 int ckvm_termination_signalfd(void);
 /// Reads one signal from a signalfd; returns its number, 0 if none, or -errno.
 int ckvm_read_signalfd(int fd);
+/// A non-blocking signalfd for one signal (which the caller blocks), or -errno.
+int ckvm_signalfd(int signo);
 
 /// epoll_create1(EPOLL_CLOEXEC); the fd or -errno. (struct epoll_event is packed on x86-64,
 /// which Swift cannot lay out reliably, so epoll is used only through these calls.)

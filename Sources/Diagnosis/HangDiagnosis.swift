@@ -1,0 +1,565 @@
+// The hang diagnosis: from a few snapshots of every vCPU and the guest's own hang reports,
+// say which vCPU is stuck, where, and why, in sentences a person can act on.
+//
+// Where to look:
+//   - `Finding.Rule`: every rule Kite knows, with its id, its condition and its sentence.
+//   - `HangDiagnosis.findings`: the order the rules run in, and what each may use of another.
+//   - `IPIWait.functionPrefixes`: the guest functions that mean "waiting for another CPU".
+//   - `VCPUHistory`: what one vCPU did across the samples ("spinning", "halted", ...).
+
+/// What Kite judges a possible hang by.
+public struct HangEvidence: Sendable {
+    /// Snapshots a few hundred ms apart, oldest first; the last is "now". At least one.
+    public var samples: [MachineSnapshot]
+    /// Hang reports the guest printed in the window being judged (soft lockups, RCU stalls, ...).
+    public var events: [KernelEvent]
+    /// A vCPU whose thread has not entered the guest for at least this long is "starved".
+    public var starvedAfterSeconds: Double
+
+    public init(samples: [MachineSnapshot], events: [KernelEvent] = [], starvedAfterSeconds: Double = 10) {
+        self.samples = samples
+        self.events = events
+        self.starvedAfterSeconds = starvedAfterSeconds
+    }
+}
+
+/// One conclusion of the hang diagnosis, about one or more vCPUs.
+public struct Finding: Sendable, Equatable {
+    /// The rules of the diagnosis. The raw values are stable ids (the JSON report uses them).
+    /// Declaration order is report order: root causes, then waiters, then context.
+    ///
+    /// "Spinning" below means: in every sample the vCPU's thread is in the guest, the vCPU is
+    /// runnable at CPL 0, and its RIP stays in one function (without symbols: within 256
+    /// bytes). A single sample counts too, as weaker evidence. "Every sample" means every
+    /// sample in which the vCPU answered.
+    public enum Rule: String, Sendable, CaseIterable {
+        // MARK: Root causes: a vCPU that cannot take, or did not get, an interrupt.
+
+        /// The vCPU's thread did not answer the snapshot request (it is stuck in the host).
+        /// "vCPU 3 did not answer the snapshot request: its thread has been in the guest for
+        /// 41 s without returning to Kite"
+        case notAnswering = "vcpu-not-answering"
+        /// The vCPU's thread has been out of the guest (handling an exit, or held by
+        /// `--inject stall-vcpu`) for at least `starvedAfterSeconds`.
+        /// "vCPU 2 is runnable but its thread has not entered the guest for 30 s: Kite starved it"
+        case starved = "vcpu-starved"
+        /// Halted in every sample with a deliverable vector in its IRR in every sample.
+        /// "vCPU 2 is halted with vector 0xfb pending in its IRR: an IPI reached the APIC but
+        /// the vCPU was not woken"
+        case haltedWithInterruptPending = "halted-with-interrupt-pending"
+        /// Spinning in an xAPIC send-IPI function (or with the ICR "send pending" in every
+        /// sample): the second seed, where KVM's emulator lost the flags of the busy-bit test.
+        /// "vCPU 0 polls the xAPIC ICR busy bit in default_send_IPI_allbutself: its IPI
+        /// (vector 0xfc, ICR 0x000c08fc) stays 'send pending'"
+        case pollingICR = "polling-icr"
+        /// Halted with nothing deliverable in every sample, while another vCPU waits for an
+        /// IPI and nothing else explains the wait, or while the guest's RCU stall names it.
+        /// "vCPU 2 is halted with nothing pending: the IPI never arrived"
+        case haltedNothingPending = "halted-nothing-pending"
+        /// An NMI pending or being injected in every sample, on a vCPU that is not running
+        /// normally (out of the guest, halted, or spinning).
+        /// "vCPU 0 has an NMI pending that it has not taken"
+        case nmiNotTaken = "nmi-not-taken"
+
+        // MARK: Waiters: a vCPU that waits for another one.
+
+        /// Spinning in a function that waits for other CPUs to answer an IPI (see
+        /// `IPIWait.functionPrefixes`). It waits for the vCPUs the root-cause rules (and
+        /// `loopingInterruptsDisabled`) found, else for the CPUs the guest's RCU stall names.
+        /// "vCPU 0 spins in smp_call_function_many_cond waiting for CPU 2"
+        case waitingForIPI = "waiting-for-ipi"
+
+        // MARK: Context: what else the snapshot shows.
+
+        /// Spinning with interrupts disabled (IF=0) outside the IPI-wait functions: it
+        /// cannot take an IPI, so a waiter counts it as a CPU it waits for.
+        /// "vCPU 1 loops in FUNC with interrupts disabled"
+        case loopingInterruptsDisabled = "looping-interrupts-disabled"
+        /// The guest reported a hang (any console event but a WARNING), but no rule above
+        /// fired. "the guest reported a soft lockup on CPU 1 (stuck for 52 s in
+        /// smp_call_function_many_cond), but every vCPU is running now: the host may have
+        /// starved the whole VM"
+        case guestReportOnly = "guest-report-only"
+        /// Every vCPU halted with nothing pending (or never started), and no hang report.
+        /// "every vCPU is halted with nothing pending: the guest is idle, not hung"
+        case allIdle = "all-idle"
+        /// Nothing above fired: the vCPUs run, or sleep, as a healthy guest's do.
+        /// "no vCPU looks stuck: 2 running, 1 halted with nothing pending"
+        case runningNormally = "running-normally"
+
+        /// How the summary and the report treat a finding.
+        public enum Role: Sendable { case rootCause, waiter, context }
+
+        public var role: Role {
+            switch self {
+            case .notAnswering, .starved, .haltedWithInterruptPending, .pollingICR, .haltedNothingPending, .nmiNotTaken:
+                .rootCause
+            case .waitingForIPI:
+                .waiter
+            case .loopingInterruptsDisabled, .guestReportOnly, .allIdle, .runningNormally:
+                .context
+            }
+        }
+
+        /// False for the findings of a guest that is not stuck.
+        public var meansHang: Bool { self != .allIdle && self != .runningNormally }
+    }
+
+    public var rule: Rule
+    /// The vCPUs the finding is about, the main one first (a waiter: the waiting vCPUs,
+    /// then the vCPUs they wait for).
+    public var vcpus: [Int]
+    /// One sentence a person can act on.
+    public var sentence: String
+
+    public init(rule: Rule, vcpus: [Int], sentence: String) {
+        self.rule = rule
+        self.vcpus = vcpus
+        self.sentence = sentence
+    }
+}
+
+/// The guest functions in which a CPU spins waiting for other CPUs to answer an IPI (or to
+/// reach a rendezvous). Matched as prefixes, so compiler clones such as
+/// "csd_lock_wait.constprop.0" match too.
+public enum IPIWait {
+    public static let functionPrefixes: [String] = [
+        // smp_call_function*(): cross-CPU function calls and their CSD lock.
+        "smp_call_function", "csd_lock_wait", "__csd_lock_wait", "generic_exec_single",
+        "on_each_cpu", "kick_all_cpus_sync",
+        // TLB shootdowns.
+        "native_flush_tlb_multi", "native_flush_tlb_others", "kvm_flush_tlb_multi",
+        "flush_tlb_mm_range", "flush_tlb_kernel_range", "flush_tlb_others", "flush_tlb_multi", "flush_tlb_all",
+        // stop_machine(): every CPU spins in multi_cpu_stop until all have arrived.
+        "multi_cpu_stop", "stop_machine", "cpu_stopper", "stop_one_cpu", "stop_two_cpus",
+        // Reboot and power-off, and live code patching.
+        "native_stop_other_cpus", "smp_send_stop", "text_poke_bp_batch", "text_poke_sync",
+    ]
+
+    /// Whether a guest function waits for other CPUs.
+    public static func isWaitFunction(_ name: String) -> Bool {
+        functionPrefixes.contains { name.hasPrefix($0) }
+    }
+
+    /// Whether a guest function sends an IPI through the xAPIC ICR, polling its busy bit.
+    public static func isICRPollFunction(_ name: String) -> Bool {
+        name.contains("send_IPI") || name.contains("wait_icr_idle")
+    }
+}
+
+public enum HangDiagnosis {
+    /// Runs every rule over the evidence. Root causes come first, then the waiters, then
+    /// context; never empty for at least one sample (a healthy guest gets `allIdle` or
+    /// `runningNormally`).
+    public static func findings(_ evidence: HangEvidence) -> [Finding] {
+        guard let now = evidence.samples.last else { return [] }
+        let histories = now.vcpus.map { VCPUHistory(id: $0.id, samples: evidence.samples, events: evidence.events) }
+        let hangEvents = evidence.events.filter { $0.kind != .warning }
+        let consoleStalled = Set(evidence.events.filter { $0.kind == .rcuStall || $0.kind == .rcuExpeditedStall }
+            .flatMap(\.stalledCPUs))
+
+        // Each vCPU gets at most one state finding; the first rule that matches wins.
+        var notAnswering: [VCPUHistory] = [], starved: [VCPUHistory] = [], haltedPending: [VCPUHistory] = []
+        var icrPollers: [VCPUHistory] = [], waiters: [VCPUHistory] = [], loopers: [VCPUHistory] = []
+        var haltedIdle: [VCPUHistory] = []
+        for h in histories {
+            if !h.latest.answered { notAnswering.append(h) }
+            else if h.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds) { starved.append(h) }
+            else if h.isHaltedThroughout, h.pendingVectorThroughout != nil { haltedPending.append(h) }
+            else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
+            else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
+            else if h.isSpinning, h.interruptsDisabledThroughout { loopers.append(h) }
+            else if h.isHaltedThroughout, h.nothingPendingThroughout { haltedIdle.append(h) }
+        }
+
+        // Who the waiters wait for: a vCPU found stuck, else one that loops with interrupts
+        // off, else a halted one that the IPI never reached.
+        var suspects = Set((notAnswering + starved + haltedPending + icrPollers + loopers).map(\.id))
+        var neverWoken = haltedIdle.filter { consoleStalled.contains($0.id) }
+        if neverWoken.isEmpty, !waiters.isEmpty, suspects.isEmpty { neverWoken = haltedIdle }
+        suspects.formUnion(neverWoken.map(\.id))
+
+        var findings: [Finding] = []
+        findings += notAnswering.map(notAnsweringFinding)
+        findings += starved.map { starvedFinding($0) }
+        findings += haltedPending.map(haltedWithInterruptPendingFinding)
+        findings += icrPollers.map(pollingICRFinding)
+        if !neverWoken.isEmpty { findings.append(haltedNothingPendingFinding(neverWoken.map(\.id))) }
+        let stuckElsewhere = Set((notAnswering + starved).map(\.id))
+        findings += histories.filter { !stuckElsewhere.contains($0.id) && $0.hasUntakenNMI }.map(nmiNotTakenFinding)
+        findings += waitingForIPIFindings(waiters, suspects: suspects, consoleStalled: consoleStalled)
+        findings += loopers.map(loopingFinding)
+
+        if findings.isEmpty, let event = mostImportant(hangEvents) {
+            findings.append(guestReportOnlyFinding(event, histories: histories))
+        }
+        if findings.isEmpty {
+            let idle = histories.allSatisfy { $0.isIdle }
+            if idle, histories.contains(where: \.isHaltedThroughout) {
+                findings.append(allIdleFinding(histories))
+            } else {
+                findings.append(runningNormallyFinding(histories))
+            }
+        }
+        let order = Finding.Rule.allCases
+        return findings.enumerated().sorted { a, b in
+            let (ra, rb) = (order.firstIndex(of: a.element.rule)!, order.firstIndex(of: b.element.rule)!)
+            return ra != rb ? ra < rb : a.offset < b.offset
+        }.map(\.element)
+    }
+
+    /// One line: the findings that matter, joined with "; ". Each waiter comes first with
+    /// the vCPUs it waits for right after it, then any other root causes; context findings
+    /// only when there is nothing else (or when a waiter waits for them).
+    public static func summary(_ findings: [Finding]) -> String {
+        summarized(findings).map(\.sentence).joined(separator: "; ")
+    }
+
+    /// The findings `summary` names, in its order.
+    static func summarized(_ findings: [Finding]) -> [Finding] {
+        var chosen: [Int] = []
+        func take(_ i: Int) { if !chosen.contains(i) { chosen.append(i) } }
+        for (i, waiter) in findings.enumerated() where waiter.rule.role == .waiter {
+            take(i)
+            // The findings about the vCPUs it waits for, in the order the waiter names them
+            // (a finding about the waiter itself last).
+            func place(_ f: Finding) -> Int? {
+                guard let main = f.vcpus.first, let at = waiter.vcpus.firstIndex(of: main) else { return nil }
+                return at == 0 ? waiter.vcpus.count : at
+            }
+            let related = findings.indices.filter { findings[$0].rule.role != .waiter && place(findings[$0]) != nil }
+            for j in related.sorted(by: { place(findings[$0])! < place(findings[$1])! }) { take(j) }
+        }
+        for (i, f) in findings.enumerated() where f.rule.role == .rootCause { take(i) }
+        if chosen.isEmpty { chosen = Array(findings.indices) }
+        return chosen.map { findings[$0] }
+    }
+
+    /// True when the findings show a stuck guest: anything but "all idle" or "running
+    /// normally". A console report alone (`guestReportOnly`) counts as a hang: the hang
+    /// watchdog passes only the reports printed since the guest last made progress.
+    public static func isHang(_ findings: [Finding]) -> Bool {
+        findings.contains { $0.rule.meansHang }
+    }
+
+    // MARK: - The sentences, one function per rule
+
+    static func notAnsweringFinding(_ h: VCPUHistory) -> Finding {
+        let v = h.latest
+        let since = Wording.seconds(v.secondsSinceEntry)
+        let whereabouts = switch v.thread {
+        case .inGuest: "its thread has been in the guest for \(since) without returning to Kite"
+        case .handlingExit: "its thread has not entered the guest for \(since): it is stuck handling an exit in Kite"
+        case .stalledByInjection: "its thread is held out of the guest by --inject stall-vcpu (for \(since))"
+        case .stopped: "its thread has stopped"
+        }
+        return Finding(rule: .notAnswering, vcpus: [h.id],
+                       sentence: "vCPU \(h.id) did not answer the snapshot request: \(whereabouts)")
+    }
+
+    static func starvedFinding(_ h: VCPUHistory) -> Finding {
+        let v = h.latest
+        let subject: String
+        if let vector = v.apic?.deliverableVector {
+            subject = "vCPU \(h.id) has vector \(Wording.hex(vector)) pending but"
+        } else {
+            subject = "vCPU \(h.id) is \(v.mpState.map { $0 == .halted ? "halted" : $0.rawValue } ?? "runnable") but"
+        }
+        var sentence = "\(subject) its thread has not entered the guest for \(Wording.seconds(v.secondsSinceEntry)): Kite starved it"
+        if v.thread == .stalledByInjection { sentence += " (held by --inject stall-vcpu)" }
+        return Finding(rule: .starved, vcpus: [h.id], sentence: sentence)
+    }
+
+    static func haltedWithInterruptPendingFinding(_ h: VCPUHistory) -> Finding {
+        let vector = Wording.hex(h.pendingVectorThroughout ?? 0)
+        let sentence = h.interruptsDisabledThroughout
+            ? "vCPU \(h.id) is halted with interrupts disabled and vector \(vector) pending in its IRR: "
+                + "the guest halted with IF=0, so the IPI cannot wake it"
+            : "vCPU \(h.id) is halted with vector \(vector) pending in its IRR: "
+                + "an IPI reached the APIC but the vCPU was not woken"
+        return Finding(rule: .haltedWithInterruptPending, vcpus: [h.id], sentence: sentence)
+    }
+
+    static func pollingICRFinding(_ h: VCPUHistory) -> Finding {
+        let place = h.function.map { " in \(h.describeFunction($0))" } ?? " at \(Wording.hex(h.latest.registers?.rip ?? 0))"
+        let sentence: String
+        if let apic = h.latest.apic {
+            let ipi = "(vector \(Wording.hex(apic.icrVector)), ICR \(Wording.hex(apic.icr, digits: apic.icr >> 32 == 0 ? 8 : 16)))"
+            sentence = apic.icrSendPending
+                ? "vCPU \(h.id) polls the xAPIC ICR busy bit\(place): its IPI \(ipi) stays 'send pending'"
+                : "vCPU \(h.id) polls the xAPIC ICR busy bit\(place), but its APIC shows the last IPI \(ipi) "
+                    + "as sent: the guest misreads the busy bit (suspect the host's emulation of that read)"
+        } else {
+            sentence = "vCPU \(h.id) polls the xAPIC ICR busy bit\(place)"
+        }
+        return Finding(rule: .pollingICR, vcpus: [h.id], sentence: sentence)
+    }
+
+    static func haltedNothingPendingFinding(_ ids: [Int]) -> Finding {
+        Finding(rule: .haltedNothingPending, vcpus: ids,
+                sentence: "\(Wording.vcpuList(ids)) \(ids.count == 1 ? "is" : "are") halted with nothing pending: the IPI never arrived")
+    }
+
+    static func nmiNotTakenFinding(_ h: VCPUHistory) -> Finding {
+        var sentence = "vCPU \(h.id) has an NMI pending that it has not taken"
+        if h.latest.events?.nmiMasked == true { sentence += " (NMIs are blocked: it is still inside an NMI handler)" }
+        return Finding(rule: .nmiNotTaken, vcpus: [h.id], sentence: sentence)
+    }
+
+    /// One finding per group of waiters spinning in the same function for the same CPUs.
+    static func waitingForIPIFindings(_ waiters: [VCPUHistory], suspects: Set<Int>, consoleStalled: Set<Int>) -> [Finding] {
+        var groups: [(waiters: [VCPUHistory], function: String, targets: [Int], phrase: String)] = []
+        for w in waiters {
+            let function = w.describeFunction(w.function ?? "?")
+            var targets = suspects.subtracting([w.id]).sorted()
+            var phrase: String
+            if !targets.isEmpty {
+                phrase = "waiting for \(Wording.cpuList(targets))"
+            } else {
+                targets = consoleStalled.subtracting([w.id]).sorted()
+                phrase = targets.isEmpty ? "waiting for another CPU (Kite cannot tell which)"
+                    : "waiting for \(Wording.cpuList(targets)) (named by the guest's RCU stall report)"
+            }
+            if let g = groups.firstIndex(where: { $0.function == function && $0.targets == targets && $0.phrase == phrase }) {
+                groups[g].waiters.append(w)
+            } else {
+                groups.append(([w], function, targets, phrase))
+            }
+        }
+        return groups.map { g in
+            let ids = g.waiters.map(\.id)
+            let verb = ids.count == 1 ? "spins" : "spin"
+            return Finding(rule: .waitingForIPI, vcpus: ids + g.targets,
+                           sentence: "\(Wording.vcpuList(ids)) \(verb) in \(g.function) \(g.phrase)")
+        }
+    }
+
+    static func loopingFinding(_ h: VCPUHistory) -> Finding {
+        let place = h.function.map { "in \(h.describeFunction($0))" } ?? "at \(Wording.hex(h.latest.registers?.rip ?? 0))"
+        return Finding(rule: .loopingInterruptsDisabled, vcpus: [h.id],
+                       sentence: "vCPU \(h.id) loops \(place) with interrupts disabled")
+    }
+
+    static func guestReportOnlyFinding(_ event: KernelEvent, histories: [VCPUHistory]) -> Finding {
+        let running = histories.allSatisfy { $0.latest.thread == .inGuest && $0.latest.mpState == .runnable }
+        let now = running ? "every vCPU is running now" : "no vCPU is stuck now"
+        var about = event.cpu.map { [$0] } ?? event.stalledCPUs
+        if about.isEmpty { about = event.detectedBy.map { [$0] } ?? [] }
+        return Finding(rule: .guestReportOnly, vcpus: about,
+                       sentence: "the guest reported \(describe(event)), but \(now): the host may have starved the whole VM")
+    }
+
+    static func allIdleFinding(_ histories: [VCPUHistory]) -> Finding {
+        let unstarted = histories.filter { !$0.isHaltedThroughout }.map(\.id)
+        let note = unstarted.isEmpty ? "" : " (\(Wording.vcpuList(unstarted)) never started)"
+        return Finding(rule: .allIdle, vcpus: histories.map(\.id),
+                       sentence: "every vCPU is halted with nothing pending\(note): the guest is idle, not hung")
+    }
+
+    static func runningNormallyFinding(_ histories: [VCPUHistory]) -> Finding {
+        var counts: [(what: String, count: Int)] = []
+        for h in histories {
+            let v = h.latest
+            let what = if v.thread != .inGuest {
+                "out of the guest"
+            } else {
+                switch v.mpState {
+                case .runnable: "running"
+                case .halted: "halted"
+                case .waitingForSIPI: "not started"
+                case .initReceived, .sipiReceived: "starting"
+                case nil: "unknown"
+                }
+            }
+            if let i = counts.firstIndex(where: { $0.what == what }) { counts[i].count += 1 } else { counts.append((what, 1)) }
+        }
+        return Finding(rule: .runningNormally, vcpus: histories.map(\.id),
+                       sentence: "no vCPU looks stuck: " + counts.map { "\($0.count) \($0.what)" }.joined(separator: ", "))
+    }
+
+    // MARK: - Console reports
+
+    /// The report that says most about a hang: a crash, then a lockup, then a stall; the
+    /// latest among equals.
+    static func mostImportant(_ events: [KernelEvent]) -> KernelEvent? {
+        let severity: [KernelEvent.Kind] = [.panic, .oops, .bug, .hardLockup, .softLockup, .rcuStall,
+                                            .rcuExpeditedStall, .rcuKthreadStarved, .hungTask, .nmiBacktrace, .warning]
+        func rank(_ e: KernelEvent) -> Int { severity.firstIndex(of: e.kind) ?? severity.count }
+        return events.enumerated().min { a, b in
+            rank(a.element) != rank(b.element) ? rank(a.element) < rank(b.element) : a.offset > b.offset
+        }?.element
+    }
+
+    /// "a soft lockup on CPU 1 (stuck for 52 s in smp_call_function_many_cond)".
+    static func describe(_ e: KernelEvent) -> String {
+        let name = e.kind.rawValue
+        var s = (["a", "e", "i", "o", "u", "R", "N"].contains { name.hasPrefix($0) } ? "an " : "a ") + name
+        if let cpu = e.cpu {
+            s += " on CPU \(cpu)"
+        } else if !e.stalledCPUs.isEmpty {
+            s += " on \(Wording.cpuList(e.stalledCPUs))"
+        }
+        var details: [String] = []
+        if e.kind == .hungTask, let task = e.task {
+            details.append("task \(Wording.terminalSafe(task, limit: 40))" + (e.pid.map { " pid \($0)" } ?? ""))
+        }
+        var stuck = e.stuckSeconds.map { "stuck for \($0) s" } ?? ""
+        let ripIsTheirs: Set<KernelEvent.Kind> = [.softLockup, .hardLockup, .nmiBacktrace, .hungTask, .panic, .oops, .bug]
+        if ripIsTheirs.contains(e.kind), let frame = e.topFrame {
+            stuck += (stuck.isEmpty ? "in " : " in ") + Wording.terminalSafe(frame.function, limit: 80)
+        }
+        if !stuck.isEmpty { details.append(stuck) }
+        if let by = e.detectedBy, e.kind != .nmiBacktrace { details.append("detected by CPU \(by)") }
+        return details.isEmpty ? s : s + " (" + details.joined(separator: ", ") + ")"
+    }
+}
+
+// MARK: - One vCPU across the samples
+
+/// What one vCPU did across the samples: the facts the rules ask about.
+struct VCPUHistory {
+    let id: Int
+    /// The last sample ("now").
+    let latest: VCPUSnapshot
+    /// The samples in which the vCPU's thread answered, oldest first (never empty when
+    /// `latest.answered`).
+    let answered: [VCPUSnapshot]
+    /// The function its RIP is in: from the symbols, else from the guest's last report
+    /// that shows its CPU's RIP (soft or hard lockup, NMI backtrace, RCU kthread starved).
+    let function: String?
+    /// `function` came from the console, not from Kite's own symbols.
+    let functionFromConsole: Bool
+
+    init(id: Int, samples: [MachineSnapshot], events: [KernelEvent]) {
+        self.id = id
+        let mine = samples.compactMap { s in s.vcpus.first { $0.id == id } }
+        latest = mine.last!
+        answered = latest.answered ? mine.filter(\.answered) : []
+        if let f = latest.ripFunction {
+            function = f
+            functionFromConsole = false
+        } else {
+            // Reports whose RIP is that CPU's own ("rcu_preempt kthread starved ... ->cpu=N"
+            // carries the stack dump of CPU N).
+            let ripKinds: Set<KernelEvent.Kind> = [.softLockup, .hardLockup, .nmiBacktrace, .rcuKthreadStarved]
+            function = events.last { $0.cpu == id && ripKinds.contains($0.kind) && $0.rip != nil }?.rip?.function
+            functionFromConsole = function != nil
+        }
+    }
+
+    /// The function's name for a sentence (guest text made safe for a terminal).
+    func describeFunction(_ name: String) -> String {
+        Wording.terminalSafe(name, limit: 80) + (functionFromConsole ? " (per the guest's console)" : "")
+    }
+
+    /// Out of the guest (handling an exit, or held by fault injection) for that long.
+    func isOutOfGuest(forAtLeast limit: Double) -> Bool {
+        (latest.thread == .handlingExit || latest.thread == .stalledByInjection) && latest.secondsSinceEntry >= limit
+    }
+
+    private func throughout(_ condition: (VCPUSnapshot) -> Bool) -> Bool {
+        !answered.isEmpty && answered.allSatisfy(condition)
+    }
+
+    /// In the guest and halted in every sample.
+    var isHaltedThroughout: Bool { throughout { $0.thread == .inGuest && $0.mpState == .halted } }
+
+    /// The vector its APIC would deliver, when there is one in every sample (the latest's).
+    var pendingVectorThroughout: UInt8? {
+        throughout { $0.apic?.deliverableVector != nil } ? latest.apic?.deliverableVector : nil
+    }
+
+    var nothingPendingThroughout: Bool { throughout { $0.apic?.deliverableVector == nil } }
+
+    var interruptsDisabledThroughout: Bool { throughout { $0.registers.map { !$0.interruptsEnabled } ?? false } }
+
+    /// Idle: halted with nothing pending now, or never started (waiting for INIT/SIPI).
+    var isIdle: Bool {
+        (isHaltedThroughout && latest.apic?.deliverableVector == nil)
+            || throughout { $0.thread == .inGuest && $0.mpState == .waitingForSIPI }
+    }
+
+    /// Runnable in ring 0 in every sample, with RIP in one function: the same function by
+    /// symbol, every sample in an IPI-wait function, or (without symbols) within 256 bytes.
+    var isSpinning: Bool {
+        guard throughout({ $0.thread == .inGuest && $0.mpState == .runnable && $0.registers?.cpl == 0 }) else { return false }
+        let functions = answered.compactMap(\.ripFunction)
+        if functions.count == answered.count {
+            return Set(functions).count == 1 || functions.allSatisfy(IPIWait.isWaitFunction)
+        }
+        let rips = answered.compactMap { $0.registers?.rip }
+        guard let low = rips.min(), let high = rips.max() else { return false }
+        return high - low < 256
+    }
+
+    /// Spinning in a send-IPI function, or with the ICR "send pending" in every sample
+    /// outside the IPI-wait functions (those spin on their CSD lock, not on the ICR).
+    var isPollingICR: Bool {
+        if let f = function, IPIWait.isICRPollFunction(f) { return true }
+        if let f = function, IPIWait.isWaitFunction(f) { return false }
+        return throughout { $0.apic?.icrSendPending == true }
+    }
+
+    /// An NMI pending or being injected in every sample, while the vCPU does not run
+    /// normally (its thread out of the guest, not runnable, or spinning).
+    var hasUntakenNMI: Bool {
+        guard throughout({ ($0.events?.nmiPending ?? false) || ($0.events?.nmiInjected ?? false) }) else { return false }
+        return latest.thread != .inGuest || !throughout { $0.mpState == .runnable } || isSpinning
+    }
+}
+
+// MARK: - Wording helpers
+
+/// How the diagnosis and the report write numbers, lists and guest text.
+enum Wording {
+    /// "0xfb".
+    static func hex(_ v: UInt8) -> String { "0x" + pad(String(v, radix: 16), 2) }
+
+    /// "0x1a2b", or zero-padded to `digits`.
+    static func hex(_ v: UInt64, digits: Int = 1) -> String { "0x" + pad(String(v, radix: 16), digits) }
+
+    private static func pad(_ s: String, _ digits: Int) -> String {
+        s.count >= digits ? s : String(repeating: "0", count: digits - s.count) + s
+    }
+
+    /// "41 s", "2.5 s".
+    static func seconds(_ s: Double) -> String {
+        guard s.isFinite, s >= 0 else { return "? s" }
+        if s >= 10 { return "\(Int(s.rounded())) s" }
+        let tenths = Int((s * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10) s"
+    }
+
+    /// "vCPU 2", "vCPUs 1 and 2", "vCPUs 0, 1 and 3".
+    static func vcpuList(_ ids: [Int]) -> String { numbered("vCPU", ids) }
+
+    /// "CPU 2", "CPUs 1 and 2".
+    static func cpuList(_ ids: [Int]) -> String { numbered("CPU", ids) }
+
+    private static func numbered(_ noun: String, _ ids: [Int]) -> String {
+        let numbers = ids.map(String.init)
+        guard let last = numbers.last else { return noun + "s" }
+        if numbers.count == 1 { return "\(noun) \(last)" }
+        return "\(noun)s " + numbers.dropLast().joined(separator: ", ") + " and " + last
+    }
+
+    /// Guest-provided text made safe to print on a terminal: control characters (C0, DEL, C1)
+    /// and bidirectional-text overrides become visible escapes ("\x1b"), and long text is cut.
+    static func terminalSafe(_ text: String, limit: Int = 200) -> String {
+        var out = ""
+        var count = 0
+        for scalar in text.unicodeScalars {
+            if count >= limit { out += "…"; break }
+            count += 1
+            let v = scalar.value
+            if v < 0x20 || (0x7F...0x9F).contains(v) {
+                out += "\\x" + pad(String(v, radix: 16), 2)
+            } else if (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v) || v == 0x2028 || v == 0x2029 {
+                out += "\\u{" + String(v, radix: 16) + "}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,329 @@
+import CKVM
+import Diagnosis
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the hang watchdog does, from `kite run`'s options.
+public struct HangWatchdogSettings: Sendable {
+    /// Seconds without progress (see `ConsoleMonitor`) after which a stuck guest counts as
+    /// hung and the machine stops with `.hang`; nil = report only, never stop.
+    public var hangTimeout: Int?
+    /// Where every report is also written as JSON (replaced each time).
+    public var reportPath: String?
+    /// The control socket for `kite inspect`.
+    public var apiSocketPath: String?
+    /// A System.map or ELF vmlinux with symbols; nil = look for one next to the kernel.
+    public var symbolsPath: String?
+    /// Faults to inject (testing only).
+    public var injections: [FaultInjection] = []
+
+    public init() {}
+}
+
+/// The hang watchdog: its own thread, waking twice a second. It
+/// - reports as soon as the guest prints a hang report (soft lockup, RCU stall, hung task,
+///   panic): a snapshot of every vCPU, the console's evidence, and a diagnosis;
+/// - with a hang timeout, stops the machine when the guest has made no progress for that
+///   long and the snapshot shows it stuck (a spinning waiter, a starved or halted vCPU
+///   something waits for, ...); an idle guest is not hung;
+/// - answers `kite inspect` on the control socket and SIGUSR1 with a report;
+/// - carries out `--inject` faults at their times.
+final class HangWatchdog: @unchecked Sendable {
+    private let threads: [VCPUThread]
+    private let monitor: ConsoleMonitor
+    private let control: MachineControl
+    private let settings: HangWatchdogSettings
+    private let kernelPath: String
+    private let stopEvent: EventFD
+    private var thread: pthread_t?
+    private var listener: Int32 = -1
+    private var signalFD: Int32 = -1
+    private var symbols: SymbolSource
+
+    // Watchdog-thread state.
+    private var startedAt: UInt64 = 0
+    private var pendingInjections: [FaultInjection]
+    /// Hang reports the guest printed, with the time Kite saw them.
+    private var recentEvents: [(seen: UInt64, event: KernelEvent)] = []
+    private var lastAutomaticReport: UInt64?
+    private var lastSilentCheck: UInt64 = 0
+
+    static let tickMilliseconds: Int32 = 500
+    /// Console reports that start an automatic report.
+    static let triggerKinds: Set<KernelEvent.Kind> = [.softLockup, .hardLockup, .rcuStall, .rcuExpeditedStall,
+                                                      .rcuKthreadStarved, .hungTask, .panic]
+    /// At most one automatic report per this many seconds (a stuck guest repeats itself).
+    static let automaticReportInterval: Double = 60
+    /// While the guest makes no progress, how often the snapshot is taken again.
+    static let silentCheckInterval: Double = 5
+    /// How long to wait for every vCPU thread to answer a snapshot request.
+    static let answerTimeoutMilliseconds = 1000
+    /// Samples per diagnosis, and the pause between them.
+    static let samples = 3
+    static let samplePauseMilliseconds = 200
+
+    init(threads: [VCPUThread], monitor: ConsoleMonitor, control: MachineControl, settings: HangWatchdogSettings,
+         kernelPath: String) throws {
+        self.threads = threads
+        self.monitor = monitor
+        self.control = control
+        self.settings = settings
+        self.kernelPath = kernelPath
+        self.stopEvent = try EventFD()
+        self.pendingInjections = settings.injections
+        self.symbols = SymbolSource(path: settings.symbolsPath, kernelPath: kernelPath)
+        if let path = settings.apiSocketPath { listener = try APISocket.listen(path: path) }
+    }
+
+    deinit { closeListener() }
+
+    private func closeListener() {
+        guard listener >= 0 else { return }
+        close(listener)
+        listener = -1
+        if let path = settings.apiSocketPath { unlink(path) }
+    }
+
+    /// Starts the thread. SIGUSR1 must already be blocked in every thread.
+    func start() throws {
+        signalFD = ckvm_signalfd(SIGUSR1)
+        startedAt = monotonicNanoseconds()
+        var t = pthread_t()
+        // Sound: the retained reference is released exactly once, by the thread body.
+        let arg = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&t, nil, { arg in
+            let me = Unmanaged<HangWatchdog>.fromOpaque(arg!).takeRetainedValue()
+            ckvm_set_thread_name("kite-watchdog")
+            me.loop()
+            return nil
+        }, arg)
+        if rc != 0 {
+            Unmanaged<HangWatchdog>.fromOpaque(arg).release()
+            throw SetupError("cannot start the hang watchdog thread: \(String(cString: strerror(rc)))")
+        }
+        thread = t
+    }
+
+    /// Stops the thread and waits for it (a report in progress finishes first).
+    func stop() {
+        stopEvent.signal()
+        if let t = thread { pthread_join(t, nil); thread = nil }
+        if signalFD >= 0 { close(signalFD); signalFD = -1 }
+        closeListener()
+    }
+
+    private func loop() {
+        while true {
+            var fds = [pollfd(fd: stopEvent.fd, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
+            _ = poll(&fds, nfds_t(fds.count), Self.tickMilliseconds)
+            if fds[0].revents != 0 || control.isStopping { return }
+            if fds[1].revents & Int16(POLLIN) != 0, ckvm_read_signalfd(signalFD) == SIGUSR1 {
+                publish(makeReport(trigger: "requested (SIGUSR1)"))
+            }
+            if fds[2].revents & Int16(POLLIN) != 0 {
+                APISocket.serveOne(listener: listener) { request in answer(request) }
+            }
+            injectFaults()
+            watchConsole()
+            watchProgress()
+        }
+    }
+
+    // MARK: The three watches
+
+    private func injectFaults() {
+        let elapsed = Double(monotonicNanoseconds() - startedAt) / 1e9
+        pendingInjections.removeAll { fault in
+            guard case .stallVCPU(let vcpu, let after) = fault, elapsed >= after else { return false }
+            threads[vcpu].stallForTesting()
+            log("kite: --inject: vCPU \(vcpu) is no longer run from \(format(elapsed)) s (fault injection, for testing)")
+            return true
+        }
+    }
+
+    private func watchConsole() {
+        let now = monotonicNanoseconds()
+        let fresh = monitor.takeEvents()
+        recentEvents += fresh.map { (now, $0) }
+        if recentEvents.count > 32 { recentEvents.removeFirst(recentEvents.count - 32) }
+        guard let trigger = fresh.first(where: { Self.triggerKinds.contains($0.kind) }) else { return }
+        if let last = lastAutomaticReport, Double(now - last) / 1e9 < Self.automaticReportInterval { return }
+        lastAutomaticReport = now
+        publish(makeReport(trigger: "the guest reported " + describe(trigger)))
+    }
+
+    private func watchProgress() {
+        guard let timeout = settings.hangTimeout else { return }
+        let stalled = monitor.secondsWithoutProgress
+        guard stalled >= Double(timeout) else { return }
+        let now = monotonicNanoseconds()
+        guard Double(now - lastSilentCheck) / 1e9 >= Self.silentCheckInterval else { return }
+        lastSilentCheck = now
+        let report = makeReport(trigger: "no progress on the console for \(Int(stalled)) s")
+        guard report.isHang else { return }
+        publish(report)
+        control.stop(.hang(seconds: timeout, summary: HangDiagnosis.summary(report.findings)))
+    }
+
+    // MARK: Reports
+
+    private func answer(_ request: String) -> String {
+        switch request {
+        case "inspect": return makeReport(trigger: "requested (kite inspect)").text()
+        case "inspect json": return makeReport(trigger: "requested (kite inspect)").json() + "\n"
+        default: return "error: unknown request '\(request.prefix(64))' (try: inspect, inspect json)\n"
+        }
+    }
+
+    /// Prints a report on stderr and writes its JSON form to `--report`.
+    private func publish(_ report: HangReport) {
+        log(report.text())
+        if let path = settings.reportPath { writeReport(report.json() + "\n", to: path) }
+    }
+
+    /// Samples every vCPU a few times, adds the console's evidence, and diagnoses.
+    func makeReport(trigger: String) -> HangReport {
+        var samples: [MachineSnapshot] = []
+        var kaslr: UInt64?
+        for i in 0..<Self.samples {
+            if i > 0 { pause(milliseconds: Self.samplePauseMilliseconds) }
+            let (snapshot, syscallEntry) = takeSnapshot()
+            samples.append(snapshot)
+            if kaslr == nil, let entry = syscallEntry { kaslr = symbols.kaslrOffset(syscallEntry: entry) }
+        }
+        if let table = symbols.table {
+            for s in samples.indices {
+                for v in samples[s].vcpus.indices {
+                    if let rip = samples[s].vcpus[v].registers?.rip, samples[s].vcpus[v].registers?.cpl == 0 {
+                        samples[s].vcpus[v].ripSymbol = table.describe(runtime: rip, kaslrOffset: kaslr ?? 0)
+                    }
+                }
+            }
+        }
+        // Every sample but the first re-entered the guest after the previous sample's kick;
+        // how long a thread has really been inside KVM_RUN is what the first sample saw.
+        if samples.count > 1 {
+            let first = samples[0], elapsed = samples[samples.count - 1].uptimeSeconds - first.uptimeSeconds
+            for v in samples[samples.count - 1].vcpus.indices where first.vcpus[v].thread == .inGuest
+                && samples.allSatisfy({ $0.vcpus[v].thread == .inGuest }) {
+                samples[samples.count - 1].vcpus[v].secondsSinceEntry = first.vcpus[v].secondsSinceEntry + elapsed
+            }
+        }
+        let progressAt = monotonicNanoseconds() &- UInt64(monitor.secondsWithoutProgress * 1e9)
+        let events = recentEvents.filter { $0.seen >= progressAt }.map(\.event)
+        let evidence = HangEvidence(samples: samples, events: events,
+                                    starvedAfterSeconds: Double(max(2, (settings.hangTimeout ?? 20) / 2)))
+        let findings = HangDiagnosis.findings(evidence)
+        return HangReport(trigger: trigger, snapshot: samples[samples.count - 1], events: events,
+                          findings: findings, kaslrOffset: kaslr)
+    }
+
+    /// One snapshot of every vCPU: each thread is asked (and kicked out of the guest) and
+    /// answers from its own thread; one that does not answer in time is reported as such.
+    private func takeSnapshot() -> (MachineSnapshot, UInt64?) {
+        // How each thread was doing before the request's kick disturbed it.
+        let now = monotonicNanoseconds()
+        let before = threads.map { $0.threadReport(now: now) }
+        let tickets = threads.map { $0.requestSnapshot() }
+        var answers = [VCPUStateReading?](repeating: nil, count: threads.count)
+        let deadline = monotonicNanoseconds() + UInt64(Self.answerTimeoutMilliseconds) * 1_000_000
+        while true {
+            for i in threads.indices where answers[i] == nil { answers[i] = threads[i].collectSnapshot(tickets[i]) }
+            if !answers.contains(where: { $0 == nil }) || monotonicNanoseconds() >= deadline || control.isStopping { break }
+            pause(milliseconds: 2)
+        }
+        var syscallEntry: UInt64?
+        let vcpus = threads.indices.map { i -> VCPUSnapshot in
+            let t = before[i]
+            var v = VCPUSnapshot(id: threads[i].vcpu.id, thread: t.state, secondsSinceEntry: t.sinceEntry,
+                                 secondsSinceExit: t.sinceExit, exitCount: t.exits, answered: answers[i] != nil)
+            if let a = answers[i] {
+                v.registers = a.registers
+                v.mpState = a.mpState
+                v.apic = a.apic
+                v.events = a.events
+                if syscallEntry == nil { syscallEntry = a.syscallEntry }
+            }
+            return v
+        }
+        let uptime = Double(now - startedAt) / 1e9
+        return (MachineSnapshot(uptimeSeconds: uptime, consoleQuietSeconds: monitor.quietSeconds, vcpus: vcpus),
+                syscallEntry)
+    }
+
+    private func describe(_ e: KernelEvent) -> String {
+        var s = "a " + e.kind.rawValue
+        if e.kind == .panic || e.kind == .oops { s = "a " + e.kind.rawValue }
+        if let cpu = e.cpu { s += " on CPU \(cpu)" } else if !e.stalledCPUs.isEmpty {
+            s += " on CPU" + (e.stalledCPUs.count > 1 ? "s " : " ") + e.stalledCPUs.map(String.init).joined(separator: ",")
+        }
+        return s
+    }
+
+    private func log(_ text: String) {
+        var line = text
+        if !line.hasSuffix("\n") { line += "\n" }
+        _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+    }
+
+    private func writeReport(_ text: String, to path: String) {
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { log("kite: cannot write the report to \(path): \(String(cString: strerror(errno)))"); return }
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 { if errno == EINTR { continue }; break }
+            done += n
+        }
+        close(fd)
+        if rename(temporary, path) != 0 { log("kite: cannot write the report to \(path): \(String(cString: strerror(errno)))") }
+    }
+}
+
+private func pause(milliseconds: Int) {
+    var want = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+    var left = timespec()
+    while nanosleep(&want, &left) != 0 && errno == EINTR { want = left }
+}
+
+private func format(_ seconds: Double) -> String {
+    let tenths = Int((seconds * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)"
+}
+
+/// The guest kernel's symbols, loaded when the first report needs them (a System.map costs
+/// megabytes, which a guest that never hangs should not pay).
+struct SymbolSource {
+    let path: String?
+    let kernelPath: String
+    private var loaded = false
+    private var cached: KernelSymbols?
+
+    init(path: String?, kernelPath: String) {
+        self.path = path
+        self.kernelPath = kernelPath
+    }
+
+    var table: KernelSymbols? {
+        mutating get {
+            if !loaded {
+                loaded = true
+                if let p = path ?? KernelSymbolsDiscovery.locate(forKernel: kernelPath) {
+                    cached = try? KernelSymbols(contentsOf: p)
+                }
+            }
+            return cached
+        }
+    }
+
+    /// The KASLR offset from MSR_LSTAR, which Linux points at entry_SYSCALL_64.
+    mutating func kaslrOffset(syscallEntry: UInt64) -> UInt64? {
+        table?.kaslrOffset(runtimeAddress: syscallEntry, of: "entry_SYSCALL_64")
+    }
+}

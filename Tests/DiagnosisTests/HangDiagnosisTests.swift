@@ -1,0 +1,506 @@
+import Testing
+@testable import Diagnosis
+
+/// Hand-made vCPU states for the diagnosis rules.
+enum Make {
+    static let waitSymbol = "smp_call_function_many_cond+0xf1/0x330"
+
+    /// A vCPU that answered, in the guest; by default runnable in ring 0 with interrupts on.
+    static func vcpu(_ id: Int, thread: VCPUThreadState = .inGuest, entry: Double = 0.01, exit: Double = 0.3,
+                     mp: VCPURunnability = .runnable, rip: UInt64 = 0xffff_ffff_8100_0000, symbol: String? = nil,
+                     rflags: UInt64 = 0x202, cpl: UInt8 = 0, apic: LocalAPICState = LocalAPICState(),
+                     events: VCPUEvents = VCPUEvents()) -> VCPUSnapshot {
+        VCPUSnapshot(id: id, thread: thread, secondsSinceEntry: entry, secondsSinceExit: exit, exitCount: 1000,
+                     answered: true,
+                     registers: VCPURegisters(rip: rip, rsp: 0xffff_b067_0000_bc00, rflags: rflags, cr3: 0x1901_0000, cpl: cpl),
+                     mpState: mp, apic: apic, events: events, ripSymbol: symbol)
+    }
+
+    /// Spinning in a function (give the same one in every sample).
+    static func spinning(_ id: Int, in symbol: String? = waitSymbol, rip: UInt64 = 0xffff_ffff_8112_30f1,
+                         rflags: UInt64 = 0x202, apic: LocalAPICState = LocalAPICState()) -> VCPUSnapshot {
+        vcpu(id, rip: rip, symbol: symbol, rflags: rflags, apic: apic)
+    }
+
+    /// Halted in the guest (in the idle loop, interrupts on) with these IRR vectors.
+    static func halted(_ id: Int, irr: [UInt8] = [], rflags: UInt64 = 0x246,
+                       events: VCPUEvents = VCPUEvents()) -> VCPUSnapshot {
+        vcpu(id, exit: 5, mp: .halted, rip: 0xffff_ffff_81a0_0000, symbol: "default_idle+0xe/0x20", rflags: rflags,
+             apic: LocalAPICState(apicID: UInt32(id), irr: irr), events: events)
+    }
+
+    /// Running user code (CPL 3) at a different place each time.
+    static func user(_ id: Int, sample: Int) -> VCPUSnapshot {
+        vcpu(id, rip: 0x7f00_0000_1000 + UInt64(sample) * 0x10000, cpl: 3)
+    }
+
+    /// Running kernel code in a different function each sample.
+    static func busy(_ id: Int, sample: Int) -> VCPUSnapshot {
+        let functions = ["do_syscall_64+0x5b/0x80", "copy_page+0x7/0x10", "clear_page_erms+0x7/0x10"]
+        return vcpu(id, rip: 0xffff_ffff_8100_0000 + UInt64(sample) * 0x10000, symbol: functions[sample % 3])
+    }
+
+    static func notAnswering(_ id: Int, thread: VCPUThreadState = .inGuest, entry: Double) -> VCPUSnapshot {
+        VCPUSnapshot(id: id, thread: thread, secondsSinceEntry: entry, secondsSinceExit: entry + 0.5,
+                     exitCount: 77, answered: false)
+    }
+
+    static func starved(_ id: Int, thread: VCPUThreadState = .stalledByInjection, entry: Double,
+                        irr: [UInt8] = []) -> VCPUSnapshot {
+        vcpu(id, thread: thread, entry: entry, exit: entry, apic: LocalAPICState(apicID: UInt32(id), irr: irr))
+    }
+
+    /// Three samples made by `vcpus(sample)`.
+    static func evidence(samples: Int = 3, events: [KernelEvent] = [], starvedAfter: Double = 10,
+                         _ vcpus: (Int) -> [VCPUSnapshot]) -> HangEvidence {
+        HangEvidence(samples: (0..<samples).map { i in
+            MachineSnapshot(uptimeSeconds: 60 + Double(i) * 0.2, consoleQuietSeconds: 30, vcpus: vcpus(i))
+        }, events: events, starvedAfterSeconds: starvedAfter)
+    }
+
+    /// The same vCPUs in every sample.
+    static func evidence(samples: Int = 3, events: [KernelEvent] = [], starvedAfter: Double = 10,
+                         _ vcpus: [VCPUSnapshot]) -> HangEvidence {
+        evidence(samples: samples, events: events, starvedAfter: starvedAfter) { _ in vcpus }
+    }
+
+    static func softLockup(cpu: Int, seconds: Int, function: String = "smp_call_function_many_cond",
+                           timestamp: Double = 57.23662) -> KernelEvent {
+        KernelEvent(kind: .softLockup, timestamp: timestamp, cpu: cpu, stuckSeconds: seconds, task: "swapper/0", pid: 1,
+                    headline: "watchdog: BUG: soft lockup - CPU#\(cpu) stuck for \(seconds)s! [swapper/0:1]",
+                    rip: KernelFrame(function: function, offset: 0xf1, size: 0x330),
+                    frames: [KernelFrame(function: "arch_unregister_cpu", offset: 0x20, size: 0x20, reliable: false),
+                             KernelFrame(function: "on_each_cpu_cond_mask", offset: 0x20, size: 0x40),
+                             KernelFrame(function: "text_poke_bp_batch", offset: 0xb7, size: 0x300),
+                             KernelFrame(function: "text_poke_finish", offset: 0x1b, size: 0x30),
+                             KernelFrame(function: "arch_jump_label_transform_apply", offset: 0x16, size: 0x30)])
+    }
+
+    static func rcuStall(stalled: [Int], detectedBy: Int, kind: KernelEvent.Kind = .rcuStall,
+                         timestamp: Double = 23.27922) -> KernelEvent {
+        KernelEvent(kind: kind, timestamp: timestamp, stalledCPUs: stalled, detectedBy: detectedBy,
+                    headline: "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:")
+    }
+}
+
+private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rule) }
+
+@Suite struct HangDiagnosisTests {
+    // MARK: Rule 1: not answering
+
+    @Test func aThreadThatDoesNotAnswerIsNamedWithWhereItIs() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(0), Make.halted(1), Make.halted(2),
+                                                      Make.notAnswering(3, entry: 41.2)]))
+        #expect(f.first == Finding(rule: .notAnswering, vcpus: [3], sentence:
+            "vCPU 3 did not answer the snapshot request: its thread has been in the guest for 41 s without returning to Kite"))
+        #expect(HangDiagnosis.isHang(f))
+    }
+
+    @Test func aThreadStuckHandlingAnExitSaysSo() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(0), Make.notAnswering(1, thread: .handlingExit, entry: 12)]))
+        #expect(f.first?.sentence
+            == "vCPU 1 did not answer the snapshot request: its thread has not entered the guest for 12 s: it is stuck handling an exit in Kite")
+    }
+
+    @Test func answeringThreadsAreNotReportedAsNotAnswering() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(0), Make.vcpu(1, entry: 41)]))
+        #expect(!rules(f).contains(.notAnswering))
+    }
+
+    // MARK: Rule 2: starved
+
+    @Test func aVCPUHeldOutOfTheGuestIsStarved() {
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 30, [Make.halted(0), Make.starved(1, entry: 30)]))
+        #expect(f.first == Finding(rule: .starved, vcpus: [1], sentence:
+            "vCPU 1 is runnable but its thread has not entered the guest for 30 s: Kite starved it (held by --inject stall-vcpu)"))
+    }
+
+    @Test func aStarvedVCPUWithAPendingVectorNamesTheVector() {
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 10,
+                                                     [Make.halted(0), Make.starved(2, thread: .handlingExit, entry: 30, irr: [0xfb])]))
+        #expect(f.first?.sentence == "vCPU 2 has vector 0xfb pending but its thread has not entered the guest for 30 s: Kite starved it")
+    }
+
+    @Test func aShortExitIsNotStarvation() {
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 10,
+                                                     [Make.halted(0), Make.starved(1, thread: .handlingExit, entry: 9.5)]))
+        #expect(!rules(f).contains(.starved))
+        #expect(!HangDiagnosis.isHang(f))
+    }
+
+    // MARK: Rule 3: halted with an interrupt pending
+
+    @Test func aHaltedVCPUWithAnIPIInItsIRRWasNotWoken() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.busy(0, sample: 0), Make.halted(2, irr: [0xfb])]))
+        #expect(f.first == Finding(rule: .haltedWithInterruptPending, vcpus: [2], sentence:
+            "vCPU 2 is halted with vector 0xfb pending in its IRR: an IPI reached the APIC but the vCPU was not woken"))
+    }
+
+    @Test func aVCPUThatHaltedWithInterruptsOffIsToldApart() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(1, irr: [0xfb], rflags: 0x46)]))
+        #expect(f.first?.rule == .haltedWithInterruptPending)
+        #expect(f.first?.sentence.contains("halted with interrupts disabled") == true)
+    }
+
+    @Test func aVectorPendingInOnlyOneSampleIsAWakeUpInProgress() {
+        let f = HangDiagnosis.findings(Make.evidence { i in [Make.halted(0, irr: i == 1 ? [0xfb] : [])] })
+        #expect(!rules(f).contains(.haltedWithInterruptPending))
+        #expect(rules(f) == [.allIdle])
+    }
+
+    @Test func aVectorBelowThePriorityIsNotDeliverable() {
+        var v = Make.halted(0, irr: [0x31])
+        v.apic?.ppr = 0xf0
+        let f = HangDiagnosis.findings(Make.evidence([v]))
+        #expect(!rules(f).contains(.haltedWithInterruptPending))
+    }
+
+    // MARK: Rule 4: a waiter, and whom it waits for
+
+    @Test func theIssueExampleSummary() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.spinning(0), Make.halted(1), Make.halted(2, irr: [0xfb]),
+                                                      Make.user(3, sample: 0)]))
+        #expect(HangDiagnosis.summary(f) == "vCPU 0 spins in smp_call_function_many_cond waiting for CPU 2; "
+            + "vCPU 2 is halted with vector 0xfb pending in its IRR: an IPI reached the APIC but the vCPU was not woken")
+        #expect(f.first { $0.rule == .waitingForIPI }?.vcpus == [0, 2])
+        // vCPU 1 is halted too, but the pending IPI of vCPU 2 explains the wait.
+        #expect(!rules(f).contains(.haltedNothingPending))
+    }
+
+    @Test func aWaiterWithNoSuspectWaitsForTheCPUsTheRCUStallNames() {
+        let f = HangDiagnosis.findings(Make.evidence(events: [Make.rcuStall(stalled: [1], detectedBy: 0)]) { i in
+            [Make.spinning(0, in: "csd_lock_wait.constprop.0+0x1c/0x40"), Make.busy(1, sample: i)]
+        })
+        #expect(f == [Finding(rule: .waitingForIPI, vcpus: [0, 1], sentence:
+            "vCPU 0 spins in csd_lock_wait.constprop.0 waiting for CPU 1 (named by the guest's RCU stall report)")])
+    }
+
+    @Test func aWaiterWithNoEvidenceSaysKiteCannotTell() {
+        let f = HangDiagnosis.findings(Make.evidence { i in [Make.spinning(0, in: "kick_all_cpus_sync+0x4c/0x80"),
+                                                             Make.busy(1, sample: i)] })
+        #expect(f.map(\.sentence) == ["vCPU 0 spins in kick_all_cpus_sync waiting for another CPU (Kite cannot tell which)"])
+        #expect(HangDiagnosis.isHang(f))
+    }
+
+    @Test func aVCPUMovingBetweenFunctionsIsNotAWaiter() {
+        let f = HangDiagnosis.findings(Make.evidence { i in
+            [Make.spinning(0, in: i == 2 ? "schedule+0x5a/0xd0" : Make.waitSymbol), Make.halted(1)]
+        })
+        #expect(!rules(f).contains(.waitingForIPI))
+        #expect(rules(f) == [.runningNormally])
+    }
+
+    @Test func userCodeIsNeverAWaiter() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.vcpu(0, symbol: Make.waitSymbol, cpl: 3), Make.halted(1)]))
+        #expect(!rules(f).contains(.waitingForIPI))
+    }
+
+    @Test func waitersInTheSameFunctionForTheSameCPUAreOneFinding() {
+        // hanghotplug4's shape: three vCPUs rendezvous in multi_cpu_stop; vCPU 2 is held out.
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 15, [
+            Make.spinning(0, in: "multi_cpu_stop+0x9a/0x160"), Make.spinning(1, in: "multi_cpu_stop+0x93/0x160"),
+            Make.starved(2, entry: 40), Make.spinning(3, in: "multi_cpu_stop+0x9a/0x160"),
+        ]))
+        #expect(rules(f) == [.starved, .waitingForIPI])
+        #expect(f[1] == Finding(rule: .waitingForIPI, vcpus: [0, 1, 3, 2],
+                                sentence: "vCPUs 0, 1 and 3 spin in multi_cpu_stop waiting for CPU 2"))
+        #expect(HangDiagnosis.summary(f).hasPrefix("vCPUs 0, 1 and 3 spin in multi_cpu_stop waiting for CPU 2; vCPU 2 is runnable"))
+    }
+
+    @Test func withoutSymbolsTheFunctionComesFromTheGuestsReport() {
+        let f = HangDiagnosis.findings(Make.evidence(events: [Make.softLockup(cpu: 1, seconds: 52)]) { i in
+            [Make.notAnswering(0, entry: 60), Make.spinning(1, in: nil, rip: 0xffff_ffff_8112_30f1 + UInt64(i) * 4)]
+        })
+        #expect(f.map(\.sentence).last
+            == "vCPU 1 spins in smp_call_function_many_cond (per the guest's console) waiting for CPU 0")
+    }
+
+    @Test func withoutSymbolsARIPThatMovesFarIsNotSpinning() {
+        let f = HangDiagnosis.findings(Make.evidence { i in
+            [Make.spinning(0, in: nil, rip: 0xffff_ffff_8100_0000 + UInt64(i) * 0x1000, rflags: 0x2)]
+        })
+        #expect(rules(f) == [.runningNormally])
+    }
+
+    @Test func aSingleSampleCountsAsSpinning() {
+        let f = HangDiagnosis.findings(Make.evidence(samples: 1, [Make.spinning(0), Make.halted(1, irr: [0xfb])]))
+        #expect(rules(f) == [.haltedWithInterruptPending, .waitingForIPI])
+    }
+
+    @Test func theIPIWaitListMatchesPrefixesAndClones() {
+        for name in ["smp_call_function_many_cond", "smp_call_function_single", "csd_lock_wait.constprop.0",
+                     "generic_exec_single", "on_each_cpu_cond_mask", "kick_all_cpus_sync", "native_flush_tlb_multi",
+                     "flush_tlb_mm_range", "multi_cpu_stop", "stop_machine_cpuslocked", "cpu_stopper_thread",
+                     "native_stop_other_cpus", "text_poke_bp_batch"] {
+            #expect(IPIWait.isWaitFunction(name), "\(name)")
+        }
+        for name in ["native_queued_spin_lock_slowpath", "default_idle", "flush_tlb_func", "schedule"] {
+            #expect(!IPIWait.isWaitFunction(name), "\(name)")
+        }
+    }
+
+    // MARK: Rule 5: polling the ICR
+
+    @Test func theSRSOSeedPollsTheICR() {
+        // QEMU/KVM with SRSO: vCPU 0 powers off, spinning in default_send_IPI_allbutself with
+        // interrupts off (EFLAGS 0x82) on the ICR's delivery-status bit.
+        let icr = LocalAPICState(icr: 0x000c_10fc)
+        let f = HangDiagnosis.findings(Make.evidence(events: [Make.rcuStall(stalled: [0], detectedBy: 1)]) { i in
+            [Make.spinning(0, in: "default_send_IPI_allbutself+0x2a/0x60", rflags: 0x82, apic: icr), Make.busy(1, sample: i)]
+        })
+        #expect(f.first == Finding(rule: .pollingICR, vcpus: [0], sentence:
+            "vCPU 0 polls the xAPIC ICR busy bit in default_send_IPI_allbutself: its IPI (vector 0xfc, ICR 0x000c10fc) stays 'send pending'"))
+        #expect(!rules(f).contains(.loopingInterruptsDisabled))
+        #expect(HangDiagnosis.summary(f).hasPrefix("vCPU 0 polls the xAPIC ICR busy bit"))
+    }
+
+    @Test func anICRThatShowsTheIPISentMeansTheGuestMisreadsIt() {
+        let f = HangDiagnosis.findings(Make.evidence([
+            Make.spinning(0, in: "default_send_IPI_allbutself+0x2a/0x60", rflags: 0x82, apic: LocalAPICState(icr: 0x000c_00fc)),
+        ]))
+        #expect(f.first?.rule == .pollingICR)
+        #expect(f.first?.sentence.contains("as sent: the guest misreads the busy bit") == true)
+    }
+
+    @Test func aSendPendingICRInAnUnknownFunctionIsPolling() {
+        let f = HangDiagnosis.findings(Make.evidence([
+            Make.spinning(0, in: "mystery_loop+0x10/0x40", apic: LocalAPICState(icr: 0x10fb)),
+        ]))
+        #expect(rules(f) == [.pollingICR])
+    }
+
+    @Test func anIdleICRInAnOrdinaryLoopIsNotPolling() {
+        let f = HangDiagnosis.findings(Make.evidence([
+            Make.spinning(0, in: "mystery_loop+0x10/0x40", apic: LocalAPICState(icr: 0x00fb)),
+        ]))
+        #expect(!rules(f).contains(.pollingICR))
+    }
+
+    // MARK: Rule 6: halted with nothing pending, but waited for
+
+    @Test func theLibkrunSeedWaiterAndTheCPUThatNeverWoke() {
+        // libkrun: vCPU 3 spins in smp_call_function_many_cond (kick_all_cpus_sync after a
+        // module load); vCPU 1 sits in WFI with nothing pending; the others run user code.
+        let f = HangDiagnosis.findings(Make.evidence(events: [Make.softLockup(cpu: 3, seconds: 443)]) { i in
+            [Make.user(0, sample: i), Make.halted(1), Make.user(2, sample: i),
+             Make.spinning(3, in: "smp_call_function_many_cond+0x18c/0x778")]
+        })
+        #expect(f == [
+            Finding(rule: .haltedNothingPending, vcpus: [1], sentence: "vCPU 1 is halted with nothing pending: the IPI never arrived"),
+            Finding(rule: .waitingForIPI, vcpus: [3, 1], sentence: "vCPU 3 spins in smp_call_function_many_cond waiting for CPU 1"),
+        ])
+        #expect(HangDiagnosis.summary(f) == "vCPU 3 spins in smp_call_function_many_cond waiting for CPU 1; "
+            + "vCPU 1 is halted with nothing pending: the IPI never arrived")
+    }
+
+    @Test func theRCUStallPicksWhichHaltedCPUNeverWoke() {
+        // libkrun, 4 CPUs: the RCU expedited stall names CPU 1; CPUs 0 and 2 are idle too.
+        let f = HangDiagnosis.findings(Make.evidence(events: [Make.rcuStall(stalled: [1], detectedBy: 3, kind: .rcuExpeditedStall)],
+                                                     [Make.halted(0), Make.halted(1), Make.halted(2), Make.spinning(3)]))
+        #expect(f.first == Finding(rule: .haltedNothingPending, vcpus: [1],
+                                   sentence: "vCPU 1 is halted with nothing pending: the IPI never arrived"))
+        #expect(f.last?.sentence == "vCPU 3 spins in smp_call_function_many_cond waiting for CPU 1")
+    }
+
+    @Test func severalHaltedCPUsAreOneFinding() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.spinning(0), Make.halted(1), Make.halted(2)]))
+        #expect(f.first?.sentence == "vCPUs 1 and 2 are halted with nothing pending: the IPI never arrived")
+        #expect(f.last?.sentence == "vCPU 0 spins in smp_call_function_many_cond waiting for CPUs 1 and 2")
+    }
+
+    @Test func haltedCPUsAreNotAccusedWhenAStarvedOneExplainsTheWait() {
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 15, [Make.spinning(0), Make.halted(1),
+                                                                        Make.starved(2, entry: 31), Make.halted(3)]))
+        #expect(!rules(f).contains(.haltedNothingPending))
+        #expect(f.last?.sentence == "vCPU 0 spins in smp_call_function_many_cond waiting for CPU 2")
+    }
+
+    @Test func haltedCPUsWithNobodyWaitingAreIdleNotLost() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(0), Make.halted(1)]))
+        #expect(!rules(f).contains(.haltedNothingPending))
+    }
+
+    // MARK: Rule 7: an NMI not taken
+
+    @Test func aHaltedVCPUWithAnNMIPendingHasNotTakenIt() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(0, events: VCPUEvents(nmiPending: true)), Make.busy(1, sample: 0)]))
+        #expect(f.contains(Finding(rule: .nmiNotTaken, vcpus: [0], sentence: "vCPU 0 has an NMI pending that it has not taken")))
+    }
+
+    @Test func anNMIInsideAnNMIHandlerSaysItIsBlocked() {
+        var v = Make.spinning(0, in: "mystery_loop+0x1/0x10", rflags: 0x2)
+        v.events = VCPUEvents(nmiPending: true, nmiMasked: true)
+        let f = HangDiagnosis.findings(Make.evidence([v]))
+        #expect(f.first?.sentence == "vCPU 0 has an NMI pending that it has not taken (NMIs are blocked: it is still inside an NMI handler)")
+    }
+
+    @Test func anNMIOnARunningVCPUOrInOneSampleIsNotReported() {
+        let running = HangDiagnosis.findings(Make.evidence { i in
+            var v = Make.busy(0, sample: i)
+            v.events = VCPUEvents(nmiPending: true)
+            return [v]
+        })
+        #expect(!rules(running).contains(.nmiNotTaken))
+        let once = HangDiagnosis.findings(Make.evidence { i in
+            [Make.halted(0, events: VCPUEvents(nmiPending: i == 0))]
+        })
+        #expect(!rules(once).contains(.nmiNotTaken))
+    }
+
+    // MARK: Rule 8: a loop with interrupts disabled
+
+    @Test func aLoopWithInterruptsOffIsReported() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(0),
+                                                      Make.spinning(1, in: "native_queued_spin_lock_slowpath+0x66/0x2e0", rflags: 0x46)]))
+        #expect(f == [Finding(rule: .loopingInterruptsDisabled, vcpus: [1],
+                              sentence: "vCPU 1 loops in native_queued_spin_lock_slowpath with interrupts disabled")])
+        #expect(HangDiagnosis.isHang(f))
+    }
+
+    @Test func aLoopWithInterruptsOnIsNotReported() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.spinning(1, in: "native_queued_spin_lock_slowpath+0x66/0x2e0")]))
+        #expect(rules(f) == [.runningNormally])
+    }
+
+    @Test func withoutSymbolsTheLoopIsAnAddress() {
+        // MachineRunTests' silent guest: vCPU 0 spins in ring 0 with IF=0, vCPU 1 never started.
+        var unstarted = Make.vcpu(1, mp: .waitingForSIPI)
+        unstarted.ripSymbol = nil
+        let f = HangDiagnosis.findings(Make.evidence([Make.spinning(0, in: nil, rip: 0x10_0040, rflags: 0x2), unstarted]))
+        #expect(f.map(\.sentence) == ["vCPU 0 loops at 0x100040 with interrupts disabled"])
+        #expect(f.first?.vcpus.first == 0)
+        #expect(HangDiagnosis.isHang(f))
+    }
+
+    @Test func aWaiterWaitsForTheCPUThatLoopsWithInterruptsOff() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.spinning(0), Make.halted(1),
+                                                      Make.spinning(2, in: "native_queued_spin_lock_slowpath+0x66/0x2e0", rflags: 0x46)]))
+        #expect(!rules(f).contains(.haltedNothingPending))
+        #expect(HangDiagnosis.summary(f) == "vCPU 0 spins in smp_call_function_many_cond waiting for CPU 2; "
+            + "vCPU 2 loops in native_queued_spin_lock_slowpath with interrupts disabled")
+    }
+
+    // MARK: Rule 9: the guest says so, Kite sees nothing
+
+    @Test func aGuestReportWithNothingStuckBlamesTheHost() {
+        let f = HangDiagnosis.findings(Make.evidence(events: [Make.rcuStall(stalled: [0], detectedBy: 1),
+                                                              Make.softLockup(cpu: 1, seconds: 52)]) { i in
+            [Make.busy(0, sample: i), Make.busy(1, sample: i + 1)]
+        })
+        #expect(f == [Finding(rule: .guestReportOnly, vcpus: [1], sentence:
+            "the guest reported a soft lockup on CPU 1 (stuck for 52 s in smp_call_function_many_cond), "
+                + "but every vCPU is running now: the host may have starved the whole VM")])
+        #expect(HangDiagnosis.isHang(f))
+    }
+
+    @Test func anRCUStallAloneIsDescribedWithItsDetector() {
+        let f = HangDiagnosis.findings(Make.evidence(events: [Make.rcuStall(stalled: [2], detectedBy: 0)],
+                                                     [Make.halted(0), Make.busy(1, sample: 0)]))
+        #expect(f.first?.sentence == "the guest reported an RCU stall on CPU 2 (detected by CPU 0), "
+            + "but no vCPU is stuck now: the host may have starved the whole VM")
+    }
+
+    @Test func aGuestReportIsNotRepeatedWhenARuleExplainsIt() {
+        let f = HangDiagnosis.findings(Make.evidence(events: [Make.softLockup(cpu: 0, seconds: 30)],
+                                                     [Make.spinning(0), Make.halted(1, irr: [0xfb])]))
+        #expect(!rules(f).contains(.guestReportOnly))
+    }
+
+    @Test func aWarningAloneIsNotAHang() {
+        let warning = KernelEvent(kind: .warning, cpu: 0, headline: "WARNING: CPU: 0 PID: 1 at kernel/foo.c:1 foo+0x1/0x2")
+        let f = HangDiagnosis.findings(Make.evidence(events: [warning], [Make.halted(0), Make.halted(1)]))
+        #expect(rules(f) == [.allIdle])
+        #expect(!HangDiagnosis.isHang(f))
+    }
+
+    @Test func theMostImportantReportIsACrashThenALockupThenTheLatest() {
+        let panic = KernelEvent(kind: .panic, headline: "Kernel panic - not syncing: softlockup: hung tasks")
+        #expect(HangDiagnosis.mostImportant([Make.softLockup(cpu: 1, seconds: 5), panic, Make.rcuStall(stalled: [0], detectedBy: 1)]) == panic)
+        let later = Make.softLockup(cpu: 1, seconds: 78, timestamp: 85.2)
+        #expect(HangDiagnosis.mostImportant([Make.softLockup(cpu: 1, seconds: 52), Make.rcuStall(stalled: [0], detectedBy: 1), later]) == later)
+    }
+
+    // MARK: Rule 10 and the healthy guest
+
+    @Test func anIdleGuestIsNotHung() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(0), Make.halted(1), Make.halted(2), Make.halted(3)]))
+        #expect(f == [Finding(rule: .allIdle, vcpus: [0, 1, 2, 3],
+                              sentence: "every vCPU is halted with nothing pending: the guest is idle, not hung")])
+        #expect(!HangDiagnosis.isHang(f))
+        #expect(HangDiagnosis.summary(f) == f[0].sentence)
+    }
+
+    @Test func anIdleGuestWithAnUnstartedCPUIsIdle() {
+        let f = HangDiagnosis.findings(Make.evidence([Make.halted(0), Make.vcpu(1, mp: .waitingForSIPI)]))
+        #expect(f.first?.sentence == "every vCPU is halted with nothing pending (vCPU 1 never started): the guest is idle, not hung")
+    }
+
+    @Test func aBusyGuestRunsNormally() {
+        let f = HangDiagnosis.findings(Make.evidence { i in [Make.busy(0, sample: i), Make.user(1, sample: i), Make.halted(2)] })
+        #expect(f == [Finding(rule: .runningNormally, vcpus: [0, 1, 2], sentence: "no vCPU looks stuck: 2 running, 1 halted")])
+        #expect(!HangDiagnosis.isHang(f))
+    }
+
+    // MARK: The real hang from Kite's own test bed
+
+    /// `Fixtures/kite-vsock2-stall.log`: 2 vCPUs; CPU 1 spins in smp_call_function_many_cond
+    /// (RIP smp_call_function_many_cond+0xf1/0x330, via on_each_cpu_cond_mask from
+    /// text_poke_bp_batch) while the RCU stall names CPU 0, which Kite did not run.
+    static let vsockStallEvents = [Make.rcuStall(stalled: [0], detectedBy: 1),
+                                   Make.softLockup(cpu: 1, seconds: 52)]
+
+    @Test func theVsockStallWithVCPU0NotAnswering() {
+        let f = HangDiagnosis.findings(Make.evidence(events: Self.vsockStallEvents) { _ in
+            [Make.notAnswering(0, entry: 57.9), Make.spinning(1, in: "smp_call_function_many_cond+0xf1/0x330")]
+        })
+        #expect(rules(f) == [.notAnswering, .waitingForIPI])
+        #expect(HangDiagnosis.summary(f) == "vCPU 1 spins in smp_call_function_many_cond waiting for CPU 0; "
+            + "vCPU 0 did not answer the snapshot request: its thread has been in the guest for 58 s without returning to Kite")
+        #expect(HangDiagnosis.isHang(f))
+    }
+
+    @Test func theVsockStallWithVCPU0Starved() {
+        let f = HangDiagnosis.findings(Make.evidence(events: Self.vsockStallEvents, starvedAfter: 15) { _ in
+            [Make.starved(0, thread: .handlingExit, entry: 34, irr: [0xfb]),
+             Make.spinning(1, in: "smp_call_function_many_cond+0xf1/0x330")]
+        })
+        #expect(HangDiagnosis.summary(f) == "vCPU 1 spins in smp_call_function_many_cond waiting for CPU 0; "
+            + "vCPU 0 has vector 0xfb pending but its thread has not entered the guest for 34 s: Kite starved it")
+    }
+
+    // MARK: Order, ids, wording
+
+    @Test func rootCausesComeBeforeWaitersAndContext() {
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 15, [
+            Make.spinning(0), Make.spinning(1, in: "native_queued_spin_lock_slowpath+0x66/0x2e0", rflags: 0x46),
+            Make.halted(2, irr: [0xfb], events: VCPUEvents(nmiPending: true)), Make.starved(3, entry: 20),
+        ]))
+        #expect(rules(f) == [.starved, .haltedWithInterruptPending, .nmiNotTaken, .waitingForIPI, .loopingInterruptsDisabled])
+        #expect(f.first { $0.rule == .waitingForIPI }?.sentence == "vCPU 0 spins in smp_call_function_many_cond waiting for CPUs 1, 2 and 3")
+    }
+
+    @Test func ruleIdsAreStableAndUnique() {
+        #expect(Finding.Rule.allCases.map(\.rawValue) == [
+            "vcpu-not-answering", "vcpu-starved", "halted-with-interrupt-pending", "polling-icr", "halted-nothing-pending",
+            "nmi-not-taken", "waiting-for-ipi", "looping-interrupts-disabled", "guest-report-only", "all-idle",
+            "running-normally",
+        ])
+        #expect(Finding.Rule.allCases.filter { !$0.meansHang } == [.allIdle, .runningNormally])
+    }
+
+    @Test func guestTextInASentenceCannotDriveATerminal() {
+        let hostile = Make.softLockup(cpu: 1, seconds: 5, function: "evil\u{1b}[2J\u{202e}fn")
+        let f = HangDiagnosis.findings(Make.evidence(events: [hostile]) { _ in
+            [Make.spinning(1, in: nil, rip: 0xffff_ffff_8100_0000, rflags: 0x2)]
+        })
+        let sentence = f.first?.sentence ?? ""
+        #expect(sentence == "vCPU 1 loops in evil\\x1b[2J\\u{202e}fn (per the guest's console) with interrupts disabled")
+        #expect(!sentence.unicodeScalars.contains { $0.value < 0x20 })
+    }
+
+    @Test func noSamplesNoFindings() {
+        #expect(HangDiagnosis.findings(HangEvidence(samples: [])).isEmpty)
+        #expect(HangDiagnosis.summary([]) == "")
+        #expect(!HangDiagnosis.isHang([]))
+    }
+}
