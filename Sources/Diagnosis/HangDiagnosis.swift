@@ -61,6 +61,15 @@ public struct Finding: Sendable, Equatable {
         /// "vCPU 0 has an NMI pending that it has not taken"
         case nmiNotTaken = "nmi-not-taken"
 
+        /// Halted with interrupts disabled in the paravirtual spinlock wait (kvm_wait's
+        /// halt), in every sample, while another vCPU spins in the spinlock slow path: only a
+        /// KVM_HC_KICK_CPU kick from the lock's releaser, or an NMI, can wake it. Seen in the
+        /// nested testbed during SMP bring-up.
+        /// "vCPU 0 sleeps with interrupts disabled in native_halt, a paravirtual spinlock wait
+        /// that only a KVM_HC_KICK_CPU kick or an NMI can end: the kick was lost, or the lock
+        /// is never released"
+        case sleepingInSpinlockWait = "pv-spinlock-sleeper"
+
         // MARK: Waiters: a vCPU that waits for another one.
 
         /// Spinning in a function that waits for other CPUs to answer an IPI (see
@@ -68,6 +77,10 @@ public struct Finding: Sendable, Equatable {
         /// `loopingInterruptsDisabled`) found, else for the CPUs the guest's RCU stall names.
         /// "vCPU 0 spins in smp_call_function_many_cond waiting for CPU 2"
         case waitingForIPI = "waiting-for-ipi"
+        /// Spinning in the queued spinlock slow path (see `SpinlockWait`), in every sample.
+        /// "vCPU 1 spins in __pv_queued_spin_lock_slowpath waiting for a spinlock (vCPU 0
+        /// sleeps in the paravirtual spinlock wait)"
+        case waitingForSpinlock = "waiting-for-spinlock"
 
         // MARK: Context: what else the snapshot shows.
 
@@ -92,9 +105,10 @@ public struct Finding: Sendable, Equatable {
 
         public var role: Role {
             switch self {
-            case .notAnswering, .starved, .haltedWithInterruptPending, .pollingICR, .haltedNothingPending, .nmiNotTaken:
+            case .notAnswering, .starved, .haltedWithInterruptPending, .pollingICR, .haltedNothingPending, .nmiNotTaken,
+                 .sleepingInSpinlockWait:
                 .rootCause
-            case .waitingForIPI:
+            case .waitingForIPI, .waitingForSpinlock:
                 .waiter
             case .loopingInterruptsDisabled, .guestReportOnly, .allIdle, .runningNormally:
                 .context
@@ -147,6 +161,18 @@ public enum IPIWait {
     }
 }
 
+/// The guest functions of Linux's paravirtual queued spinlocks: where a CPU spins for a
+/// contended lock, and where a waiter halts (interrupts off) until the releaser kicks it
+/// with KVM_HC_KICK_CPU. An offline CPU also halts in native_halt with interrupts off, so a
+/// halted vCPU counts as a spinlock sleeper only while another vCPU spins for a lock.
+public enum SpinlockWait {
+    public static let spinFunctionParts = ["queued_spin_lock_slowpath", "pv_wait_head", "pv_wait_node"]
+    public static let haltFunctions = ["kvm_wait", "native_halt", "pv_wait", "halt"]
+
+    public static func isSpinFunction(_ name: String) -> Bool { spinFunctionParts.contains { name.contains($0) } }
+    public static func isHaltFunction(_ name: String) -> Bool { haltFunctions.contains { name.hasPrefix($0) } }
+}
+
 public enum HangDiagnosis {
     /// Runs every rule over the evidence. Root causes come first, then the waiters, then
     /// context; never empty for at least one sample (a healthy guest gets `allIdle` or
@@ -162,9 +188,21 @@ public enum HangDiagnosis {
         var notAnswering: [VCPUHistory] = [], starved: [VCPUHistory] = [], haltedPending: [VCPUHistory] = []
         var icrPollers: [VCPUHistory] = [], waiters: [VCPUHistory] = [], loopers: [VCPUHistory] = []
         var haltedIdle: [VCPUHistory] = []
+        // A spinlock waiter asleep in the PV wait, and the vCPUs spinning for a lock meanwhile
+        // (without a sleeper, a lock spinner is judged by the other rules).
+        let spinsForALock = { (h: VCPUHistory) in h.isSpinning && (h.function.map(SpinlockWait.isSpinFunction) ?? false) }
+        let someoneSpinsForALock = histories.contains(where: spinsForALock)
+        let lockSleepers = histories.filter { h in
+            someoneSpinsForALock && h.latest.answered && !h.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds)
+                && h.isHaltedThroughout && h.interruptsDisabledThroughout
+                && (h.function.map(SpinlockWait.isHaltFunction) ?? false)
+        }
+        var lockSpinners: [VCPUHistory] = []
         for h in histories {
             if !h.latest.answered { notAnswering.append(h) }
             else if h.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds) { starved.append(h) }
+            else if lockSleepers.contains(where: { $0.id == h.id }) { continue }
+            else if !lockSleepers.isEmpty, spinsForALock(h) { lockSpinners.append(h) }
             else if h.isHaltedThroughout, h.pendingVectorThroughout != nil { haltedPending.append(h) }
             else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
             else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
@@ -174,7 +212,7 @@ public enum HangDiagnosis {
 
         // Who the waiters wait for: a vCPU found stuck, else one that loops with interrupts
         // off, else a halted one that the IPI never reached.
-        var suspects = Set((notAnswering + starved + haltedPending + icrPollers + loopers).map(\.id))
+        var suspects = Set((notAnswering + starved + haltedPending + icrPollers + loopers + lockSleepers).map(\.id))
         var neverWoken = haltedIdle.filter { consoleStalled.contains($0.id) }
         if neverWoken.isEmpty, !waiters.isEmpty, suspects.isEmpty { neverWoken = haltedIdle }
         suspects.formUnion(neverWoken.map(\.id))
@@ -187,7 +225,9 @@ public enum HangDiagnosis {
         if !neverWoken.isEmpty { findings.append(haltedNothingPendingFinding(neverWoken.map(\.id))) }
         let stuckElsewhere = Set((notAnswering + starved).map(\.id))
         findings += histories.filter { !stuckElsewhere.contains($0.id) && $0.hasUntakenNMI }.map(nmiNotTakenFinding)
+        findings += lockSleepers.map(sleepingInSpinlockWaitFinding)
         findings += waitingForIPIFindings(waiters, suspects: suspects, consoleStalled: consoleStalled)
+        findings += lockSpinners.map { waitingForSpinlockFinding($0, sleepers: lockSleepers.map(\.id)) }
         findings += loopers.map(loopingFinding)
 
         if findings.isEmpty, let event = mostImportant(hangEvents) {
@@ -332,6 +372,21 @@ public enum HangDiagnosis {
             return Finding(rule: .waitingForIPI, vcpus: ids + g.targets,
                            sentence: "\(Wording.vcpuList(ids)) \(verb) in \(g.function) \(g.phrase)")
         }
+    }
+
+    static func sleepingInSpinlockWaitFinding(_ h: VCPUHistory) -> Finding {
+        let place = h.function.map { h.describeFunction($0) } ?? "the halt"
+        return Finding(rule: .sleepingInSpinlockWait, vcpus: [h.id],
+                       sentence: "vCPU \(h.id) sleeps with interrupts disabled in \(place), a paravirtual spinlock wait "
+                           + "that only a KVM_HC_KICK_CPU kick or an NMI can end: the kick was lost, or the lock is never released")
+    }
+
+    static func waitingForSpinlockFinding(_ h: VCPUHistory, sleepers: [Int]) -> Finding {
+        let others = sleepers.filter { $0 != h.id }
+        let note = others.isEmpty ? ""
+            : " (\(Wording.vcpuList(others)) \(others.count == 1 ? "sleeps" : "sleep") in the paravirtual spinlock wait)"
+        return Finding(rule: .waitingForSpinlock, vcpus: [h.id] + others,
+                       sentence: "vCPU \(h.id) spins in \(h.describeFunction(h.function ?? "?")) waiting for a spinlock\(note)")
     }
 
     static func loopingFinding(_ h: VCPUHistory) -> Finding {

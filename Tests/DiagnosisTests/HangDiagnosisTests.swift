@@ -482,7 +482,8 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
     @Test func ruleIdsAreStableAndUnique() {
         #expect(Finding.Rule.allCases.map(\.rawValue) == [
             "vcpu-not-answering", "vcpu-starved", "halted-with-interrupt-pending", "polling-icr", "halted-nothing-pending",
-            "nmi-not-taken", "waiting-for-ipi", "looping-interrupts-disabled", "guest-report-only", "all-idle",
+            "nmi-not-taken", "pv-spinlock-sleeper", "waiting-for-ipi", "waiting-for-spinlock", "looping-interrupts-disabled",
+            "guest-report-only", "all-idle",
             "running-normally",
         ])
         #expect(Finding.Rule.allCases.filter { !$0.meansHang } == [.allIdle, .runningNormally])
@@ -502,5 +503,39 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(HangDiagnosis.findings(HangEvidence(samples: [])).isEmpty)
         #expect(HangDiagnosis.summary([]) == "")
         #expect(!HangDiagnosis.isHang([]))
+    }
+
+}
+
+/// A hang Kite's own snapshot caught in the nested testbed (4 vCPUs, SMP bring-up): vCPU 0
+/// halted with IF=0 in native_halt (kvm_wait) with the timer vector pending, vCPU 1 spinning
+/// with IF=0 in __pv_queued_spin_lock_slowpath, vCPUs 2 and 3 not started yet.
+@Suite struct SpinlockWaitTests {
+    static func bringUp(_ sample: Int, spinnerSymbol: String = "__pv_queued_spin_lock_slowpath+0x7e/0x2c0") -> [VCPUSnapshot] {
+        [Make.vcpu(0, exit: 30.9, mp: .halted, rip: 0xffff_ffff_8841_7a1a, symbol: "native_halt+0xa/0x10", rflags: 0x46,
+                   apic: LocalAPICState(apicID: 0, tpr: 0x10, ppr: 0x10, irr: [0xEC])),
+         Make.vcpu(1, exit: 30.9, rip: 0xffff_ffff_8841_89fe, symbol: spinnerSymbol, rflags: 0x46,
+                   apic: LocalAPICState(apicID: 1, tpr: 0x10, ppr: 0x10, irr: [0xEC])),
+         Make.vcpu(2, exit: 35, mp: .waitingForSIPI, rip: 0xfff0, rflags: 0x2),
+         Make.vcpu(3, exit: 35, mp: .waitingForSIPI, rip: 0xfff0, rflags: 0x2)]
+    }
+
+    @Test func lostKickDuringBringUp() {
+        let findings = HangDiagnosis.findings(Make.evidence { Self.bringUp($0) })
+        #expect(findings.map(\.rule) == [.sleepingInSpinlockWait, .waitingForSpinlock])
+        #expect(findings.first?.vcpus == [0])
+        #expect(findings.last?.vcpus == [1, 0])
+        #expect(HangDiagnosis.summary(findings) == "vCPU 1 spins in __pv_queued_spin_lock_slowpath waiting for a spinlock "
+            + "(vCPU 0 sleeps in the paravirtual spinlock wait); vCPU 0 sleeps with interrupts disabled in native_halt, "
+            + "a paravirtual spinlock wait that only a KVM_HC_KICK_CPU kick or an NMI can end: the kick was lost, "
+            + "or the lock is never released")
+        #expect(HangDiagnosis.isHang(findings))
+    }
+
+    /// An offline CPU halts in native_halt with IF=0 too: without a lock spinner it is not
+    /// a spinlock sleeper.
+    @Test func offlineCPUHaltedWithInterruptsOffIsNotASpinlockSleeper() {
+        let findings = HangDiagnosis.findings(Make.evidence { Self.bringUp($0, spinnerSymbol: "do_idle+0x1/0x2") })
+        #expect(!findings.contains { $0.rule == .sleepingInSpinlockWait || $0.rule == .waitingForSpinlock })
     }
 }

@@ -314,8 +314,14 @@ struct SymbolSource {
         mutating get {
             if !loaded {
                 loaded = true
-                if let p = path ?? KernelSymbolsDiscovery.locate(forKernel: kernelPath) {
-                    cached = try? KernelSymbols(contentsOf: p)
+                // --symbols, else the first candidate that holds symbols: Debian's image
+                // package ships a one-line placeholder System.map (the real one is in -dbg).
+                let candidates = path.map { [$0] } ?? KernelSymbolsDiscovery.candidatePaths(forKernel: kernelPath)
+                for p in candidates {
+                    if let table = try? KernelSymbols(contentsOf: p), table.count > 0 {
+                        cached = table
+                        break
+                    }
                 }
             }
             return cached
