@@ -212,7 +212,14 @@ public enum HangDiagnosis {
 
         // Who the waiters wait for: a vCPU found stuck, else one that loops with interrupts
         // off, else a halted one that the IPI never reached.
-        var suspects = Set((notAnswering + starved + haltedPending + icrPollers + loopers + lockSleepers).map(\.id))
+        // Strong suspects first: a vCPU Kite did not run, one that did not wake for a pending
+        // interrupt it could take, or one stuck sending. Only without those, the weak ones:
+        // a vCPU that loops or halts with interrupts off (an offline CPU parks halted with
+        // IF=0, and CPUs in a stop_machine() rendezvous loop with IF=0, while they wait too).
+        let haltedWithIF = haltedPending.filter { !$0.interruptsDisabledThroughout }
+        let haltedWithoutIF = haltedPending.filter { $0.interruptsDisabledThroughout }
+        var suspects = Set((notAnswering + starved + haltedWithIF + icrPollers + lockSleepers).map(\.id))
+        if suspects.isEmpty { suspects = Set((loopers + haltedWithoutIF).map(\.id)) }
         var neverWoken = haltedIdle.filter { consoleStalled.contains($0.id) }
         if neverWoken.isEmpty, !waiters.isEmpty, suspects.isEmpty { neverWoken = haltedIdle }
         suspects.formUnion(neverWoken.map(\.id))
@@ -314,7 +321,7 @@ public enum HangDiagnosis {
         let vector = Wording.hex(h.pendingVectorThroughout ?? 0)
         let sentence = h.interruptsDisabledThroughout
             ? "vCPU \(h.id) is halted with interrupts disabled and vector \(vector) pending in its IRR: "
-                + "the guest halted with IF=0, so the IPI cannot wake it"
+                + "it cannot take the interrupt (an offline CPU parks this way; an online one waits for an NMI or a PV kick)"
             : "vCPU \(h.id) is halted with vector \(vector) pending in its IRR: "
                 + "an IPI reached the APIC but the vCPU was not woken"
         return Finding(rule: .haltedWithInterruptPending, vcpus: [h.id], sentence: sentence)
@@ -446,13 +453,13 @@ public enum HangDiagnosis {
     }
 
     /// "a soft lockup on CPU 1 (stuck for 52 s in smp_call_function_many_cond)".
-    static func describe(_ e: KernelEvent) -> String {
+    public static func describe(_ e: KernelEvent) -> String {
         let name = e.kind.rawValue
         var s = (["a", "e", "i", "o", "u", "R", "N"].contains { name.hasPrefix($0) } ? "an " : "a ") + name
-        if let cpu = e.cpu {
+        if !e.stalledCPUs.isEmpty {
+            s += " on \(Wording.cpuList(e.stalledCPUs))"   // an RCU stall's "CPU: N" line is the reporter's
+        } else if let cpu = e.cpu {
             s += " on CPU \(cpu)"
-        } else if !e.stalledCPUs.isEmpty {
-            s += " on \(Wording.cpuList(e.stalledCPUs))"
         }
         var details: [String] = []
         if e.kind == .hungTask, let task = e.task {

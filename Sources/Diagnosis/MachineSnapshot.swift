@@ -39,8 +39,10 @@ public enum VCPUThreadState: String, Sendable, Equatable {
 public struct VCPUSnapshot: Sendable, Equatable {
     public var id: Int
     public var thread: VCPUThreadState
-    /// Seconds since the thread last entered KVM_RUN, and since the guest last made it come
-    /// back out (an exit the guest caused: port, MMIO, HLT, ...; Kite's own kicks do not count).
+    /// `secondsSinceEntry`: for a thread in the guest, how long it has been inside KVM_RUN;
+    /// for one out of it, how long since it left (it has not entered since).
+    /// `secondsSinceExit`: since the guest last made it come back out (an exit the guest
+    /// caused: port, MMIO, HLT, ...; Kite's own kicks do not count).
     public var secondsSinceEntry: Double
     public var secondsSinceExit: Double
     /// Exits to Kite the guest caused so far (kicks not counted).

@@ -26,6 +26,9 @@ final class VCPUThread: @unchecked Sendable {
     /// not counted). Monotonic ns; written by the vCPU thread, read by anyone.
     private let activity = Atomic<UInt8>(ThreadActivity.handlingExit.rawValue)
     private let lastEntry = Atomic<UInt64>(monotonicNanoseconds())
+    /// When KVM_RUN last returned, for any reason (kicks included): since then a thread that
+    /// is not in the guest has been out of it.
+    private let lastReturn = Atomic<UInt64>(monotonicNanoseconds())
     private let lastExit = Atomic<UInt64>(monotonicNanoseconds())
     private let exits = Atomic<UInt64>(0)
     /// Set by fault injection: the thread stops entering the guest.
@@ -103,6 +106,7 @@ final class VCPUThread: @unchecked Sendable {
                 control.stop(.vmmError("\(error)"))
                 return
             }
+            lastReturn.store(monotonicNanoseconds(), ordering: .relaxed)
             activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
             if case .interrupted = exit {} else {
                 // Kicks (snapshots, stop) are Kite's doing; only exits the guest caused count.
@@ -142,10 +146,13 @@ final class VCPUThread: @unchecked Sendable {
         }
     }
 
-    /// How the thread is doing, without asking it anything.
+    /// How the thread is doing, without asking it anything. `sinceEntry`: in the guest, how
+    /// long it has been inside KVM_RUN; out of it, how long since it left (it has not
+    /// entered since).
     func threadReport(now: UInt64) -> (state: VCPUThreadState, sinceEntry: Double, sinceExit: Double, exits: UInt64) {
         let state = ThreadActivity(rawValue: activity.load(ordering: .acquiring))?.state ?? .handlingExit
-        let entry = lastEntry.load(ordering: .relaxed), exit = lastExit.load(ordering: .relaxed)
+        let entry = state == .inGuest ? lastEntry.load(ordering: .relaxed) : lastReturn.load(ordering: .relaxed)
+        let exit = lastExit.load(ordering: .relaxed)
         return (state, Double(now &- min(entry, now)) / 1e9, Double(now &- min(exit, now)) / 1e9,
                 exits.load(ordering: .relaxed))
     }

@@ -153,7 +153,7 @@ final class HangWatchdog: @unchecked Sendable {
         guard let trigger = fresh.first(where: { Self.triggerKinds.contains($0.kind) }) else { return }
         if let last = lastAutomaticReport, Double(now - last) / 1e9 < Self.automaticReportInterval { return }
         lastAutomaticReport = now
-        publish(makeReport(trigger: "the guest reported " + describe(trigger)))
+        publish(makeReport(trigger: "the guest reported " + HangDiagnosis.describe(trigger)))
     }
 
     private func watchProgress() {
@@ -255,14 +255,6 @@ final class HangWatchdog: @unchecked Sendable {
                 syscallEntry)
     }
 
-    private func describe(_ e: KernelEvent) -> String {
-        var s = "a " + e.kind.rawValue
-        if e.kind == .panic || e.kind == .oops { s = "a " + e.kind.rawValue }
-        if let cpu = e.cpu { s += " on CPU \(cpu)" } else if !e.stalledCPUs.isEmpty {
-            s += " on CPU" + (e.stalledCPUs.count > 1 ? "s " : " ") + e.stalledCPUs.map(String.init).joined(separator: ",")
-        }
-        return s
-    }
 
     private func log(_ text: String) {
         var line = text
