@@ -72,7 +72,9 @@ public struct HangReport: Sendable {
             if let vector = e.exception { pending.append("exception \(Wording.hex(vector))") }
             if !pending.isEmpty { groups.append(pending.joined(separator: ", ")) }
         }
-        groups.append("entered \(Wording.seconds(v.secondsSinceEntry)) ago, guest exit \(Wording.seconds(v.secondsSinceExit)) ago, \(v.exitCount) exits")
+        let stay = v.thread == .inGuest ? "in KVM_RUN for \(Wording.seconds(v.secondsSinceEntry))"
+            : "out of the guest for \(Wording.seconds(v.secondsSinceEntry))"
+        groups.append("\(stay), last guest exit \(Wording.seconds(v.secondsSinceExit)) ago, \(v.exitCount) exits")
         return groups.joined(separator: "; ")
     }
 

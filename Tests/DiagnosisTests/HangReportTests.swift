@@ -35,11 +35,11 @@ import Testing
         #expect(vcpuLines[0].hasPrefix("  vCPU 0: in the guest, runnable; RIP smp_call_function_many_cond+0xf1/0x330 RSP 0xffffb0670000bc00 RFLAGS 0x202 (IF) CR3 0x19010000 CPL 0; "))
         #expect(vcpuLines[0].contains("APIC IRR - ISR - TMR -, ICR 0x2000000fb, TPR 0x0 PPR 0x0, timer 0xec periodic 1200/62500"))
         #expect(vcpuLines[0].contains("; NMI pending, injecting 0xec; "))
-        #expect(vcpuLines[0].hasSuffix("; entered 0.0 s ago, guest exit 0.3 s ago, 1000 exits"))
+        #expect(vcpuLines[0].hasSuffix("; in KVM_RUN for 0.0 s, last guest exit 0.3 s ago, 1000 exits"))
         #expect(vcpuLines[2].contains("halted; RIP default_idle+0xe/0x20"))
         #expect(vcpuLines[2].contains("APIC IRR 0x31,0xfb ISR"))
         #expect(vcpuLines[2].contains("RFLAGS 0x246 (IF)"))
-        #expect(vcpuLines[3] == "  vCPU 3: in the guest, did not answer; entered 41 s ago, guest exit 42 s ago, 77 exits")
+        #expect(vcpuLines[3] == "  vCPU 3: in the guest, did not answer; in KVM_RUN for 41 s, last guest exit 42 s ago, 77 exits")
     }
 
     @Test func textShowsEachConsoleReportWithItsTopFrames() {
