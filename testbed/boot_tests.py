@@ -390,7 +390,9 @@ def check_hang_log(lines, name, cpus):
         reasons.append("no finding says vCPU 2 was starved: " + "; ".join(f.get("sentence", "") for f in findings)[:300])
     if wait_functions is not None:
         waiters = [f for f in findings if "waiting for" in f.get("sentence", "") and f.get("vcpus", [2])[0] != 2]
-        if not any(any(w in f["sentence"] for w in wait_functions) for f in waiters):
+        # the waiter may be caught in the delay loop of the guest's own stall report, waiting
+        # for CPU 2's NMI backtrace: that is a wait for CPU 2 too
+        if not any(any(w in f["sentence"] for w in wait_functions + ["sent an NMI for a backtrace"]) for f in waiters):
             reasons.append("no finding names the function a waiting vCPU spins in: "
                            + "; ".join(f.get("sentence", "") for f in findings)[:300])
         elif not any(2 in f.get("vcpus", [])[1:] for f in waiters):

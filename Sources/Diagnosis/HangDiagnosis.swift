@@ -206,6 +206,7 @@ public enum HangDiagnosis {
             else if h.isHaltedThroughout, h.pendingVectorThroughout != nil { haltedPending.append(h) }
             else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
             else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
+            else if h.isSpinning, h.waitsPerConsole { waiters.append(h) }
             else if h.isSpinning, h.interruptsDisabledThroughout { loopers.append(h) }
             else if h.isHaltedThroughout, h.nothingPendingThroughout { haltedIdle.append(h) }
         }
@@ -357,9 +358,21 @@ public enum HangDiagnosis {
     static func waitingForIPIFindings(_ waiters: [VCPUHistory], suspects: Set<Int>, consoleStalled: Set<Int>) -> [Finding] {
         var groups: [(waiters: [VCPUHistory], function: String, targets: [Int], phrase: String)] = []
         for w in waiters {
-            let function = w.describeFunction(w.function ?? "?")
+            var function = w.describeFunction(w.function ?? "?")
+            if let f = w.function, !IPIWait.isWaitFunction(f) {
+                // Caught elsewhere (e.g. the delay loop of the guest's own stall report).
+                if let wait = w.consoleWaitFunction {
+                    function = Wording.terminalSafe(wait, limit: 80) + " (per the guest's lockup report; now in "
+                        + w.describeFunction(f) + ")"
+                } else {
+                    function = w.describeFunction(f) + " (the guest's stall report sent an NMI for a backtrace)"
+                }
+            }
             var targets = suspects.subtracting([w.id]).sorted()
             var phrase: String
+            if targets.isEmpty, w.consoleWaitFunction == nil, !w.nmiWaitTargets.isEmpty {
+                targets = w.nmiWaitTargets.sorted()
+            }
             if !targets.isEmpty {
                 phrase = "waiting for \(Wording.cpuList(targets))"
             } else {
@@ -491,6 +504,13 @@ struct VCPUHistory {
     let function: String?
     /// `function` came from the console, not from Kite's own symbols.
     let functionFromConsole: Bool
+    /// The IPI-wait function the guest's latest lockup / NMI backtrace report for this CPU
+    /// shows it in (its RIP or a reliable frame), when the samples catch it elsewhere, e.g.
+    /// in the delay loop of that very report.
+    let consoleWaitFunction: String?
+    /// The CPUs this CPU sent an NMI to for a backtrace (an RCU stall or lockup report), in
+    /// the guest's latest such report: the report's delay loop waits up to 10 s for them.
+    let nmiWaitTargets: [Int]
 
     init(id: Int, samples: [MachineSnapshot], events: [KernelEvent]) {
         self.id = id
@@ -507,7 +527,18 @@ struct VCPUHistory {
             function = events.last { $0.cpu == id && ripKinds.contains($0.kind) && $0.rip != nil }?.rip?.function
             functionFromConsole = function != nil
         }
+        let aboutMe = events.last { e in
+            e.cpu == id && [.softLockup, .hardLockup, .nmiBacktrace, .rcuKthreadStarved].contains(e.kind)
+        }
+        let frames = aboutMe.map { e in (e.rip.map { [$0] } ?? []) + e.frames.filter(\.reliable) } ?? []
+        consoleWaitFunction = frames.first { IPIWait.isWaitFunction($0.function) }?.function
+        nmiWaitTargets = events.last { $0.detectedBy == id && !$0.nmiTargets.isEmpty }?.nmiTargets.filter { $0 != id } ?? []
     }
+
+    /// Spinning somewhere else while the guest's own reports say it waits for other CPUs.
+    /// (Only when Kite's own symbols placed the vCPU: a function read from the same report
+    /// says nothing new.)
+    var waitsPerConsole: Bool { !functionFromConsole && (consoleWaitFunction != nil || !nmiWaitTargets.isEmpty) }
 
     /// The function's name for a sentence (guest text made safe for a terminal).
     func describeFunction(_ name: String) -> String {

@@ -213,6 +213,7 @@ public struct HangReport: Sendable {
             ("cpu", .optional(e.cpu, JSONValue.integer)),
             ("stalled_cpus", .integers(e.stalledCPUs)),
             ("detected_by", .optional(e.detectedBy, JSONValue.integer)),
+            ("nmi_targets", .integers(e.nmiTargets)),
             ("stuck_seconds", .optional(e.stuckSeconds, JSONValue.integer)),
             ("task", .optional(e.task, JSONValue.string)),
             ("pid", .optional(e.pid, JSONValue.integer)),

@@ -551,6 +551,30 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(f.first { $0.rule == .haltedWithInterruptPending }?.sentence.contains("an offline CPU parks this way") == true)
     }
 
+    /// Caught by the testbed: the waiter was sampled in the delay loop of the guest's own RCU
+    /// stall report (waiting for CPU 2's NMI backtrace), not in smp_call_function_many_cond.
+    @Test func aWaiterCaughtInTheStallReportsDelayLoopIsStillAWaiter() {
+        var lockup = KernelEvent(kind: .softLockup, cpu: 0, stuckSeconds: 45, headline: "watchdog: BUG: soft lockup - CPU#0 stuck for 45s!",
+                                 rip: KernelFrame(function: "smp_call_function_many_cond", offset: 0xf1, size: 0x330))
+        lockup.frames = [KernelFrame(function: "on_each_cpu_cond_mask", offset: 0x20, size: 0x40)]
+        var stall = KernelEvent(kind: .rcuStall, stalledCPUs: [2], detectedBy: 0, headline: "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:")
+        stall.nmiTargets = [2]
+        let delayLoop = { (events: [KernelEvent]) in
+            HangDiagnosis.findings(Make.evidence(events: events, starvedAfter: 15) { _ in
+                [Make.spinning(0, in: "delay_tsc+0x33/0xa0", rflags: 0x87), Make.halted(1), Make.starved(2, entry: 31, irr: [0xfd]),
+                 Make.halted(3)]
+            })
+        }
+        let both = delayLoop([lockup, stall])
+        #expect(both.first { $0.rule == .waitingForIPI }?.sentence == "vCPU 0 spins in smp_call_function_many_cond "
+            + "(per the guest's lockup report; now in delay_tsc) waiting for CPU 2")
+        let nmiOnly = delayLoop([stall])
+        #expect(nmiOnly.first { $0.rule == .waitingForIPI }?.vcpus == [0, 2])
+        #expect(nmiOnly.first { $0.rule == .waitingForIPI }?.sentence.contains("sent an NMI for a backtrace") == true)
+        // Without the guest's reports, the same samples show a loop, not a waiter.
+        #expect(!delayLoop([]).contains { $0.rule == .waitingForIPI })
+    }
+
     @Test func offlineCPUHaltedWithInterruptsOffIsNotASpinlockSleeper() {
         let findings = HangDiagnosis.findings(Make.evidence { Self.bringUp($0, spinnerSymbol: "do_idle+0x1/0x2") })
         #expect(!findings.contains { $0.rule == .sleepingInSpinlockWait || $0.rule == .waitingForSpinlock })
