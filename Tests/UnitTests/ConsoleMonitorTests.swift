@@ -37,5 +37,12 @@ import Testing
         #expect(events.map(\.kind) == [.softLockup])
         #expect(events.first?.cpu == 0 && events.first?.rip?.function == "smp_call_function_many_cond")
         #expect(m.takeEvents(closeAfterQuietSeconds: 0).isEmpty)   // handed over once
+        // The RCU watchdog's follow-up lines, which start no report of their own, are not
+        // progress either.
+        Self.feed(m, "[   60.406195] rcu: rcu_preempt kthread timer wakeup didn't happen for 2514 jiffies!\n"
+                  + "[   60.406195] rcu: \tPossible timer handling issue on cpu=3 timer-softirq=912\n")
+        #expect(m.secondsWithoutProgress >= 0.4)
+        Self.feed(m, "KITE-GUEST: modload round 8\n")
+        #expect(m.secondsWithoutProgress < 0.2)
     }
 }

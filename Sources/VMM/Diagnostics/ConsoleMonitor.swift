@@ -49,10 +49,15 @@ final class ConsoleMonitor: Sendable {
         }
     }
 
-    /// Closing lines of a trace ("</TASK>") end a report but are part of it.
+    /// Lines that belong to the guest's hang reporting even when the watcher does not make
+    /// them part of a report: closing lines of a trace ("</TASK>"), and the RCU and lockup
+    /// watchdogs' own follow-up lines ("rcu: rcu_preempt kthread timer wakeup didn't
+    /// happen ...", "rcu: \tPossible timer handling issue ...").
+    static let reportMarkers = ["</TASK>", "</NMI>", "</IRQ>", "rcu: ", "watchdog: ", "NMI backtrace", "Sending NMI"]
+
     private static func isTraceLine(_ line: [UInt8]) -> Bool {
         let text = String(decoding: line, as: UTF8.self)
-        return text.contains("</TASK>") || text.contains("</NMI>") || text.contains("</IRQ>")
+        return reportMarkers.contains { text.contains($0) }
     }
 
     /// The reports completed since the last call. A report still being printed is closed

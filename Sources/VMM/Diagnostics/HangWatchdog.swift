@@ -58,6 +58,9 @@ final class HangWatchdog: @unchecked Sendable {
     static let automaticReportInterval: Double = 60
     /// While the guest makes no progress, how often the snapshot is taken again.
     static let silentCheckInterval: Double = 5
+    /// A vCPU thread out of the guest this long is starved: a healthy exit is handled in
+    /// microseconds to milliseconds, and the diagnosis runs only when the guest looks stuck.
+    static let starvedAfterSeconds: Double = 1
     /// How long to wait for every vCPU thread to answer a snapshot request.
     static let answerTimeoutMilliseconds = 1000
     /// Samples per diagnosis, and the pause between them.
@@ -215,8 +218,7 @@ final class HangWatchdog: @unchecked Sendable {
         }
         let progressAt = monotonicNanoseconds() &- UInt64(monitor.secondsWithoutProgress * 1e9)
         let events = recentEvents.filter { $0.seen >= progressAt }.map(\.event)
-        let evidence = HangEvidence(samples: samples, events: events,
-                                    starvedAfterSeconds: Double(max(2, (settings.hangTimeout ?? 20) / 2)))
+        let evidence = HangEvidence(samples: samples, events: events, starvedAfterSeconds: Self.starvedAfterSeconds)
         let findings = HangDiagnosis.findings(evidence)
         return HangReport(trigger: trigger, snapshot: samples[samples.count - 1], events: events,
                           findings: findings, kaslrOffset: kaslr)
