@@ -53,7 +53,8 @@ import KVM
     @Test func helpDocumentsExitStatusesAndEscape() throws {
         let r = try Self.run(["run", "--help"])
         #expect(r.status == 0)
-        for s in ["Exit status", "powered off", "rebooted", "crashed", "hung", "Ctrl-A x", "file=PATH", "--cpus", "--memory"] {
+        for s in ["Exit status", "powered off", "rebooted", "crashed", "hung", "Ctrl-A x", "file=PATH", "--cpus", "--memory",
+                  "--hang-timeout", "--report", "--api-socket", "--symbols", "TESTING ONLY: inject a fault"] {
             #expect(r.stdout.contains(s), "help lacks \(s)")
         }
     }
