@@ -24,6 +24,8 @@ struct Run: ParsableCommand {
 
         Devices: virtio-mmio devices (--disk, --net, --rng, --console virtio) are described in the ACPI DSDT; the guest needs the virtio_mmio driver and the device's driver.
 
+        Hangs: Kite reads the guest's console for its lockup, RCU stall, hung task and panic reports; on one it prints a hang report on stderr: every vCPU's registers, local APIC, pending events and thread state, the guest's report, and a diagnosis naming the stuck vCPU. SIGUSR1 prints a report on demand, as does `kite inspect PATH` with --api-socket PATH.
+
         \(ExitStatus.helpText)
         """
     )
