@@ -275,7 +275,11 @@ public final class Machine {
         // Orderly stop: the watchdog (it talks to the vCPU threads) finishes first; then every
         // vCPU leaves KVM_RUN and its thread ends before we return.
         if watching { watchdog.stop() }
-        for t in started { t.vcpu.kick() }
+        if case .crash(let vcpu, _, _) = control.exitReason, !started.isEmpty {
+            // The other vCPUs are still there to read: what they were doing is the evidence.
+            watchdog.publish(watchdog.makeReport(trigger: "the guest crashed on vCPU \(vcpu)"))
+        }
+        for t in started { t.release(); t.vcpu.kick() }
         for t in started { t.join() }
         // Then the devices: the event thread finishes the request in hand and ends.
         deviceEvents.stop()

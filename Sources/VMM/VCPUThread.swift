@@ -33,6 +33,9 @@ final class VCPUThread: @unchecked Sendable {
     private let exits = Atomic<UInt64>(0)
     /// Set by fault injection: the thread stops entering the guest.
     private let stalled = Atomic<Bool>(false)
+    /// Set when the machine no longer needs this vCPU's state; until then a thread whose
+    /// loop has ended keeps answering snapshot requests (for the report on a crash).
+    private let released = Atomic<Bool>(false)
     /// Snapshot requests and answers, matched by a sequence number.
     private let mailbox = Mutex<SnapshotMailbox>(SnapshotMailbox())
 
@@ -104,7 +107,7 @@ final class VCPUThread: @unchecked Sendable {
             } catch {
                 activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
                 control.stop(.vmmError("\(error)"))
-                return
+                break
             }
             lastReturn.store(monotonicNanoseconds(), ordering: .relaxed)
             activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
@@ -115,6 +118,19 @@ final class VCPUThread: @unchecked Sendable {
             }
             handle(exit)
         }
+        // The machine is stopping: stay out of the guest, but let a final report (after a
+        // crash of another vCPU) still read this one, until `release()`.
+        activity.store(ThreadActivity.stopped.rawValue, ordering: .releasing)
+        var pause = timespec(tv_sec: 0, tv_nsec: 2_000_000)
+        while !released.load(ordering: .acquiring) {
+            answerSnapshotRequest()
+            nanosleep(&pause, nil)
+        }
+    }
+
+    /// Lets the thread end once the machine stops (call before `join`).
+    func release() {
+        released.store(true, ordering: .releasing)
     }
 
     // MARK: Diagnosis

@@ -165,9 +165,12 @@ import Testing
 
     @Test func crashReportsTheVCPUsRegisters() throws {
         // ud2 with the entry IDT (limit 0): the exception cannot be delivered.
-        let (r, _) = try Self.boot([0x0F, 0x0B], name: "crash")
+        let (r, _) = try Self.boot([0x0F, 0x0B], ["--cpus", "2"], name: "crash")
         #expect(r.status == ExitStatus.crash, "\(r.stderr)")
         #expect(r.stderr.contains("crashed on vCPU 0"))
         #expect(r.stderr.contains("rip=0x0000000000100200"))
+        // The other vCPUs are snapshotted too: their state at the crash is evidence.
+        #expect(r.stderr.contains("kite: hang report (the guest crashed on vCPU 0)"), "\(r.stderr)")
+        #expect(r.stderr.contains("vCPU 1: stopped, waiting for INIT/SIPI"), "\(r.stderr)")
     }
 }

@@ -182,8 +182,9 @@ final class HangWatchdog: @unchecked Sendable {
         }
     }
 
-    /// Prints a report on stderr and writes its JSON form to `--report`.
-    private func publish(_ report: HangReport) {
+    /// Prints a report on stderr and writes its JSON form to `--report`. (On the watchdog
+    /// thread, or after `stop()`.)
+    func publish(_ report: HangReport) {
         log(report.text())
         if let path = settings.reportPath { writeReport(report.json() + "\n", to: path) }
     }
@@ -225,7 +226,8 @@ final class HangWatchdog: @unchecked Sendable {
     }
 
     /// One snapshot of every vCPU: each thread is asked (and kicked out of the guest) and
-    /// answers from its own thread; one that does not answer in time is reported as such.
+    /// answers from its own thread (also after its loop ended, until released); one that
+    /// does not answer in time is reported as such.
     private func takeSnapshot() -> (MachineSnapshot, UInt64?) {
         // How each thread was doing before the request's kick disturbed it.
         let now = monotonicNanoseconds()
@@ -235,7 +237,7 @@ final class HangWatchdog: @unchecked Sendable {
         let deadline = monotonicNanoseconds() + UInt64(Self.answerTimeoutMilliseconds) * 1_000_000
         while true {
             for i in threads.indices where answers[i] == nil { answers[i] = threads[i].collectSnapshot(tickets[i]) }
-            if !answers.contains(where: { $0 == nil }) || monotonicNanoseconds() >= deadline || control.isStopping { break }
+            if !answers.contains(where: { $0 == nil }) || monotonicNanoseconds() >= deadline { break }
             pause(milliseconds: 2)
         }
         var syscallEntry: UInt64?
