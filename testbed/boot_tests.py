@@ -388,11 +388,15 @@ def check_hang_log(lines, name, cpus):
     findings = rep.get("findings", [])
     if not any(f.get("vcpus", [None])[0] == 2 and "starved" in f.get("sentence", "") for f in findings):
         reasons.append("no finding says vCPU 2 was starved: " + "; ".join(f.get("sentence", "") for f in findings)[:300])
-    # Under hot-plug the waiter can be a sleeping task (the hot-plug thread in
-    # wait_for_completion) while every other vCPU idles: then no vCPU spins, and the
-    # starved vCPU 2 is the whole story. Only then is a missing waiter accepted.
+    # The waiter can be a sleeping task (the hot-plug thread in wait_for_completion, a
+    # module load flushing work queued on CPU 2) while every other vCPU idles: then no vCPU
+    # spins, and the starved vCPU 2 with its pending IPI is the whole story. Only then is a
+    # report without a spinning waiter accepted (and said so in the output).
     others_idle = all(v.get("mp_state") == "halted" for v in rep.get("vcpus", []) if v.get("id") != 2)
-    if wait_functions is not None and not (mode == "hotplugloop" and others_idle):
+    if wait_functions is not None and others_idle:
+        print(f"INFO {name}: no vCPU spins; the waiting task sleeps (vCPU 2 has IRR "
+              f"{[v.get('apic', {}).get('irr') for v in rep.get('vcpus', []) if v.get('id') == 2]})", flush=True)
+    if wait_functions is not None and not others_idle:
         waiters = [f for f in findings if "waiting for" in f.get("sentence", "") and f.get("vcpus", [2])[0] != 2]
         # the waiter may be caught in the delay loop of the guest's own stall report, waiting
         # for CPU 2's NMI backtrace: that is a wait for CPU 2 too
