@@ -84,8 +84,9 @@ final class VCPUThread: @unchecked Sendable {
         thread = t
     }
 
-    /// Waits for the thread to finish (after `control.stop` and a kick).
+    /// Waits for the thread to finish (after `control.stop` and a kick); releases it first.
     func join() {
+        release()
         if let t = thread { pthread_join(t, nil); thread = nil }
     }
 
