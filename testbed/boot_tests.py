@@ -754,8 +754,10 @@ def main():
                       "the failure is intermittent", flush=True)
                 FLAKY.append((r.test.name, r.reason))
                 retry.append(r.test)
-        for t in not_started:  # the session died early: run these again, once
-            if t.tries < 2:
+        for t in not_started:  # the session died before these ran: that was not their try
+            t.tries -= 1
+            t.sessions_lost = getattr(t, "sessions_lost", 0) + 1
+            if t.sessions_lost < 2:
                 retry.append(t)
             else:
                 r = Result(t, False, "not run: testbed session ended before it started",

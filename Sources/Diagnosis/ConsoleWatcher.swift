@@ -22,7 +22,8 @@
 ///   the CPU the kthread waits for is doing; the kthread's own stack ("RCU grace-period
 ///   kthread stack dump:", always the kthread sleeping in its FQS loop) is skipped.
 /// - "Sending NMI from CPU 1 to CPUs 0:" records the targets in the current report's
-///   `nmiTargets` (and, for an RCU stall without "detected by", the sender as `detectedBy`);
+///   `nmiTargets` (and, for an RCU stall without "detected by" or an RCU kthread-starved
+///   report, the sender as `detectedBy`);
 ///   the sender becomes `detectedBy` of the "NMI backtrace for cpu N" reports that follow.
 ///   A target that never answers is shown by `nmiTargetsWithoutBacktrace(in:)`.
 /// - "rcu: INFO: rcu_preempt self-detected stall on CPU" is an `.rcuStall` whose stalled CPU
@@ -229,7 +230,10 @@ private struct ReportInProgress: Sendable {
         where !event.nmiTargets.contains(target) && event.nmiTargets.count < ConsoleWatcher.maximumCPUsPerList {
             event.nmiTargets.append(target)
         }
-        if event.kind == .rcuStall || event.kind == .rcuExpeditedStall, event.detectedBy == nil {
+        // An RCU stall without "detected by", or the kthread-starved part of one whose
+        // "Stack dump where RCU GP kthread last ran" sends the NMI: the sender is the CPU
+        // that waits for the backtrace.
+        if [.rcuStall, .rcuExpeditedStall, .rcuKthreadStarved].contains(event.kind), event.detectedBy == nil {
             event.detectedBy = request.sender
         }
     }

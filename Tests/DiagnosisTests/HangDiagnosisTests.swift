@@ -575,6 +575,28 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(!delayLoop([]).contains { $0.rule == .waitingForIPI })
     }
 
+    /// The CI run's hot-plug hang: the NMI request came inside the kthread-starved part of
+    /// the RCU stall report ("Stack dump where RCU GP kthread last ran: Sending NMI from CPU 0
+    /// to CPUs 2:"); vCPU 0 waits for it in delay_tsc.
+    @Test func anNMIRequestInTheKthreadStarvedReportMakesItsSenderAWaiter() {
+        let log = """
+        [   47.413074] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+        [   47.416991] \t(detected by 0, t=5252 jiffies, g=2313, q=132 ncpus=3)
+        [   47.416991] rcu: rcu_preempt kthread starved for 5252 jiffies! g2313 f0x2 RCU_GP_WAIT_FQS(5) ->state=0x200 ->cpu=2
+        [   47.416991] rcu: RCU grace-period kthread stack dump:
+        [   47.416991] rcu: Stack dump where RCU GP kthread last ran:
+        [   47.416991] Sending NMI from CPU 0 to CPUs 2:
+
+        """
+        let events = ConsoleWatcher.events(in: log)
+        #expect(events.last?.kind == .rcuKthreadStarved && events.last?.detectedBy == 0 && events.last?.nmiTargets == [2])
+        let f = HangDiagnosis.findings(Make.evidence(events: events, starvedAfter: 15) { _ in
+            [Make.spinning(0, in: "delay_tsc+0x33/0xa0", rflags: 0x87), Make.halted(1), Make.starved(2, entry: 31, irr: [0xfb]),
+             Make.halted(3)]
+        })
+        #expect(f.first { $0.rule == .waitingForIPI }?.vcpus == [0, 2])
+    }
+
     @Test func offlineCPUHaltedWithInterruptsOffIsNotASpinlockSleeper() {
         let findings = HangDiagnosis.findings(Make.evidence { Self.bringUp($0, spinnerSymbol: "do_idle+0x1/0x2") })
         #expect(!findings.contains { $0.rule == .sleepingInSpinlockWait || $0.rule == .waitingForSpinlock })
