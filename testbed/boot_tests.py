@@ -408,7 +408,7 @@ def check_hang_log(lines, name, cpus):
                            + "; ".join(f.get("sentence", "") for f in findings)[:300])
         elif not any(2 in f.get("vcpus", [])[1:] for f in waiters):
             reasons.append("the waiting vCPU is not said to wait for CPU 2")
-    else:
+    elif wait_functions is None:
         rcu = [e for e in rep.get("console_events", []) if e.get("kind", "").startswith("RCU") and 2 in e.get("stalled_cpus", [])]
         if not rcu:
             reasons.append("the report has no RCU stall naming CPU 2 from the guest's console")
