@@ -26,14 +26,21 @@ public final class ConsoleOutput: Sendable {
 
     public func write(_ bytes: [UInt8]) {
         monitor.observe(bytes)
-        bytes.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; return }
-                done += n
-            }
+        writeAll(fd, bytes)
+    }
+}
+
+/// Writes every byte to a blocking fd, retrying interrupted and short writes; false on error.
+@discardableResult
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    bytes.withUnsafeBytes { raw in
+        var done = 0
+        while done < raw.count {
+            let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
+            if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; return false }
+            done += n
         }
+        return true
     }
 }
 

@@ -270,13 +270,7 @@ final class HangWatchdog: @unchecked Sendable {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { log("kite: cannot write the report to \(path): \(String(cString: strerror(errno)))"); return }
-        let bytes = Array(text.utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
-            if n < 0 { if errno == EINTR { continue }; break }
-            done += n
-        }
+        writeAll(fd, Array(text.utf8))
         close(fd)
         if rename(temporary, path) != 0 { log("kite: cannot write the report to \(path): \(String(cString: strerror(errno)))") }
     }
