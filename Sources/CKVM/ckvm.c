@@ -11,6 +11,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) {
@@ -22,6 +23,16 @@ int ckvm_ioctl_val(int fd, unsigned long request, unsigned long value) {
     int r = ioctl(fd, request, value);
     return r < 0 ? -errno : r;
 }
+
+static unsigned long long ckvm_start_ns;
+
+__attribute__((constructor)) static void ckvm_note_process_start(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ckvm_start_ns = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+unsigned long long ckvm_process_start_ns(void) { return ckvm_start_ns; }
 
 static void ckvm_kick_handler(int signo) { (void)signo; }
 

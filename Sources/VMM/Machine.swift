@@ -20,6 +20,8 @@ public final class Machine {
         public static let i8042: UInt64 = 0x60
         public static let postCode: UInt64 = 0x80
         public static let acpiPower: UInt64 = 0x600
+        /// The boot timer (`BootTimer`): init writes 123 here.
+        public static let bootTimer: UInt64 = 0x440
     }
     /// Linux's ceiling for xAPIC IDs; beyond it the guest needs x2APIC IDs that the
     /// in-kernel IOAPIC cannot target without KVM_CAP_X2APIC_API (not enabled yet).
@@ -43,17 +45,20 @@ public final class Machine {
     let eventFDs: [EventFD]
     /// Hang reports, `kite inspect`, fault injection.
     let watchdog: HangWatchdog
+    /// Boot milestones, printed with `--boot-timing`.
+    let timeline: BootTimeline
 
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
                  threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD],
-                 inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?, watchdog: HangWatchdog) {
+                 inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?, watchdog: HangWatchdog, timeline: BootTimeline) {
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
         self.threads = threads; self.entry = entry
         self.deviceEvents = deviceEvents; self.eventFDs = eventFDs; self.inputSink = inputSink
         self.vsockHost = vsockHost
         self.watchdog = watchdog
+        self.timeline = timeline
     }
 
     /// Builds the machine: every check that can fail before the guest starts happens here
@@ -100,18 +105,28 @@ public final class Machine {
         case .stdio, .virtio: console = ConsoleOutput(fd: STDOUT_FILENO, ownsFD: false)
         case .file(let path): console = try ConsoleOutput(path: path)
         }
-        let serial = SerialPort(output: { console.write($0) }, interrupt: { [vm] level in
+        let timeline = BootTimeline()
+        let consoleWrite: @Sendable ([UInt8]) -> Void = { bytes in
+            timeline.mark(.firstConsoleByte)
+            console.write(bytes)
+        }
+        let serial = SerialPort(output: consoleWrite, interrupt: { [vm] level in
             try? vm.setInterruptLine(Ports.com1IRQ, level: level)
         })
         let i8042 = I8042(onReset: { control.stop(.reboot) })
         let power = ACPIPowerDevice(s5SleepType: acpi.s5SleepType, resetValue: acpi.resetValue,
                                     onPowerOff: { control.stop(.powerOff) }, onReset: { control.stop(.reboot) })
+        let bootTiming = config.bootTiming
+        let bootTimer = BootTimer(onMarker: {
+            if timeline.mark(.initMarker) && bootTiming { printLine(timeline.summary()) }
+        })
         let ports = try setup {
             try Bus(name: "port I/O", ranges: [
                 .init(base: Ports.com1, length: 8, device: serial),
                 .init(base: Ports.i8042, length: 5, device: i8042),
                 .init(base: Ports.postCode, length: 1, device: NullDevice()),
                 .init(base: Ports.acpiPower, length: 3, device: power),
+                .init(base: Ports.bootTimer, length: 1, device: bootTimer),
             ], report: log)
         }
         let deviceEvents = try DeviceEventLoop()
@@ -141,7 +156,7 @@ public final class Machine {
         if config.entropyDevice { virtioDevices.append(("virtio-rng", EntropyDevice())) }
         var virtioConsole: ConsoleDevice?
         if config.console == .virtio {
-            let device = ConsoleDevice(output: { console.write($0) })
+            let device = ConsoleDevice(output: consoleWrite)
             virtioConsole = device
             virtioDevices.append(("virtio-console", device))
         }
@@ -226,7 +241,8 @@ public final class Machine {
             let vcpu = try setup { try vm.createVCPU(id: id) }
             try setup { try X86VCPUSetup.configure(vcpu, cpuid: template.entries(forVCPU: id)) }
             if id == 0 { try setup { try X86VCPUSetup.enter(vcpu, at: entry) } }
-            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, control: control))
+            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, control: control,
+                                      timeline: id == 0 ? timeline : nil))
         }
 
         // 8. The hang watchdog (and its control socket, if asked for).
@@ -240,7 +256,7 @@ public final class Machine {
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
                        console: console, serial: serial, threads: threads, entry: entry,
                        deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink, vsockHost: vsockHost,
-                       watchdog: watchdog)
+                       watchdog: watchdog, timeline: timeline)
     }
 
     /// Runs the guest until it powers off, reboots, crashes or hangs, or Kite is told to stop;
@@ -285,6 +301,7 @@ public final class Machine {
         deviceEvents.stop()
         vsockHost?.close()
         input?.restore()
+        if config.bootTiming && timeline.milliseconds(to: .initMarker) == nil { printLine(timeline.summary()) }
         return control.exitReason ?? .vmmError("machine stopped without a reason")
     }
 

@@ -32,6 +32,9 @@ public struct MachineConfig: Sendable {
     public var vsock: VsockDeviceConfig?
     /// A virtio-rng device fed by the host's getrandom.
     public var entropyDevice = false
+    /// Print when the guest reached its first instruction, first console byte and the
+    /// boot timer's init marker (`--boot-timing`).
+    public var bootTiming = false
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).
     public var kvmPath: String = "/dev/kvm"
 

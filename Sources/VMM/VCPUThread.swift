@@ -20,6 +20,8 @@ final class VCPUThread: @unchecked Sendable {
     private let mmio: Bus
     private let control: MachineControl
     private var thread: pthread_t?
+    /// Marked when this vCPU first enters the guest (given to the boot vCPU only).
+    private let timeline: BootTimeline?
 
     /// What the thread is doing (a `VCPUThreadState`, encoded), when it last entered KVM_RUN,
     /// and when and how often the guest made it leave (port, MMIO, HLT, ... exits; kicks are
@@ -57,8 +59,9 @@ final class VCPUThread: @unchecked Sendable {
         var answer: VCPUStateReading?
     }
 
-    init(vcpu: VCPU, ports: Bus, mmio: Bus, control: MachineControl) {
+    init(vcpu: VCPU, ports: Bus, mmio: Bus, control: MachineControl, timeline: BootTimeline? = nil) {
         self.vcpu = vcpu
+        self.timeline = timeline
         self.ports = ports
         self.mmio = mmio
         self.control = control
@@ -94,6 +97,7 @@ final class VCPUThread: @unchecked Sendable {
         vcpu.attachCurrentThread()
         ckvm_set_thread_name("kite-vcpu\(vcpu.id)")
         defer { activity.store(ThreadActivity.stopped.rawValue, ordering: .releasing) }
+        var entered = false
         while !control.isStopping {
             answerSnapshotRequest()
             if stalled.load(ordering: .acquiring) {
@@ -103,6 +107,7 @@ final class VCPUThread: @unchecked Sendable {
             let exit: VCPUExit
             lastEntry.store(monotonicNanoseconds(), ordering: .relaxed)
             activity.store(ThreadActivity.inGuest.rawValue, ordering: .releasing)
+            if !entered { entered = true; timeline?.mark(.firstInstruction) }
             do {
                 exit = try vcpu.run()
             } catch {

@@ -88,6 +88,12 @@ struct Run: ParsableCommand {
                                valueName: "path"))
     var symbols: String?
 
+    @Flag(name: .customLong("boot-timing"),
+          help: ArgumentHelp("Print on stderr when the guest ran its first instruction, wrote its first console byte "
+                             + "and reached the init marker (the guest writes 123 to the boot timer, I/O port 0x440), "
+                             + "in ms since kite started."))
+    var bootTiming = false
+
     @Option(help: ArgumentHelp("TESTING ONLY: inject a fault. stall-vcpu=N@Ts stops running vCPU N T seconds after "
                                + "start, to reproduce a lost wake-up (repeatable).", valueName: "fault"))
     var inject: [String] = []
@@ -123,6 +129,7 @@ struct Run: ParsableCommand {
                                    memoryBytes: MemorySize.parse(memory)!, console: MachineConfig.parseConsole(console)!,
                                    hangTimeout: hangTimeout)
         config.entropyDevice = rng
+        config.bootTiming = bootTiming
         config.disks = try disk.map { try BlockDeviceConfig.parse($0) }
         config.networks = try net.map { try NetworkDeviceConfig.parse($0) }
         config.vsock = try vsock.map { try VsockDeviceConfig.parse($0) }

@@ -141,3 +141,19 @@ final class Recorder: Sendable {
         #expect(r.events.withLock { $0 } == ["off", "reset"])
     }
 }
+
+@Suite struct BootTimerTests {
+    final class Count: Sendable { let n = Mutex(0) }
+
+    @Test func onlyTheMagicByteAtOffsetZeroIsTheMarker() {
+        let count = Count()
+        let timer = BootTimer(onMarker: { count.n.withLock { $0 += 1 } })
+        timer.write(offset: 0, width: 1, value: 122)
+        timer.write(offset: 1, width: 1, value: 123)
+        #expect(count.n.withLock { $0 } == 0)
+        timer.write(offset: 0, width: 1, value: 123)
+        timer.write(offset: 0, width: 4, value: 0xFFFF_FF7B)   // low byte is what a byte port sees
+        #expect(count.n.withLock { $0 } == 2)
+        #expect(timer.read(offset: 0, width: 1) == 0)
+    }
+}

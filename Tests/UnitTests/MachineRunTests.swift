@@ -163,6 +163,41 @@ import Testing
         #expect(stderr.contains("stopped by signal 15"))
     }
 
+    /// The milestones of `--boot-timing` from a line like "... first guest instruction 4.1, ...".
+    static func bootTimings(_ stderr: String) -> [String: Double] {
+        guard let line = stderr.split(separator: "\n").first(where: { $0.hasPrefix("kite: boot timing") }),
+              let colon = line.range(of: "): ") else { return [:] }
+        var out: [String: Double] = [:]
+        for part in line[colon.upperBound...].components(separatedBy: ", ") {
+            guard let space = part.lastIndex(of: " ") else { continue }
+            out[String(part[..<space])] = Double(part[part.index(after: space)...])
+        }
+        return out
+    }
+
+    @Test func bootTimingReportsEachMilestoneInOrder() throws {
+        let marker = Self.out(0x440, 123)
+        let (r, console) = try Self.boot(Self.print("k") + marker + Self.powerOff, ["--boot-timing"], name: "boottiming")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(console == "k")
+        let t = Self.bootTimings(r.stderr)
+        let first = try #require(t["first guest instruction"], "\(r.stderr)")
+        let byte = try #require(t["first console byte"], "\(r.stderr)")
+        let initMarker = try #require(t["init marker"], "\(r.stderr)")
+        #expect(first > 0 && first <= byte && byte <= initMarker, "\(r.stderr)")
+        #expect(r.stderr.components(separatedBy: "kite: boot timing").count == 2)     // printed once
+    }
+
+    @Test func bootTimingSaysWhenTheMarkerNeverCame() throws {
+        let (r, _) = try Self.boot(Self.out(0x440, 7) + Self.powerOff, ["--boot-timing"], name: "boottiming-none")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("first console byte not reached, init marker not reached"), "\(r.stderr)")
+        #expect(Self.bootTimings(r.stderr)["first guest instruction"] != nil, "\(r.stderr)")
+        let (quiet, _) = try Self.boot(Self.out(0x440, 123) + Self.powerOff, name: "boottiming-off")
+        #expect(quiet.status == 0 && !quiet.stderr.contains("boot timing"), "\(quiet.stderr)")
+        #expect(!quiet.stderr.contains("unknown address 0x440"), "\(quiet.stderr)")
+    }
+
     @Test func crashReportsTheVCPUsRegisters() throws {
         // ud2 with the entry IDT (limit 0): the exception cannot be delivered.
         let (r, _) = try Self.boot([0x0F, 0x0B], ["--cpus", "2"], name: "crash")

@@ -20,6 +20,10 @@ int ckvm_install_kick_handler(int signo);
 /// pthread_kill wrapper; returns 0 or -errno.
 int ckvm_signal_thread(pthread_t thread, int signo);
 
+/// CLOCK_MONOTONIC in ns when the process started: taken by a constructor that runs
+/// before the Swift runtime and main (the zero of `kite run --boot-timing`).
+unsigned long long ckvm_process_start_ns(void);
+
 /// Names the calling thread (shown by ps -L and in /proc); truncated to 15 bytes.
 void ckvm_set_thread_name(const char *name);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); returns the fd or -errno.

@@ -260,11 +260,7 @@ final class HangWatchdog: @unchecked Sendable {
     }
 
 
-    private func log(_ text: String) {
-        var line = text
-        if !line.hasSuffix("\n") { line += "\n" }
-        _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
-    }
+    private func log(_ text: String) { printLine(text) }
 
     private func writeReport(_ text: String, to path: String) {
         let temporary = path + ".tmp"
