@@ -1,6 +1,6 @@
 /// The boot timer, after Firecracker's: the guest's init writes the magic byte 123 at
-/// offset 0 once it runs (`printf '\173' | dd of=/dev/port bs=1 seek=1088` for Kite's port
-/// 0x440), and Kite notes the time. Other values and offsets are ignored; reads are zero.
+/// offset 0 once it runs (`devmem 0xc0000000 8 123` at Kite's address), and Kite notes
+/// the time. Other values and offsets are ignored; reads are zero.
 public final class BootTimer: BusDevice {
     public static let magic: UInt8 = 123
     private let onMarker: @Sendable () -> Void

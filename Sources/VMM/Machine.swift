@@ -20,9 +20,10 @@ public final class Machine {
         public static let i8042: UInt64 = 0x60
         public static let postCode: UInt64 = 0x80
         public static let acpiPower: UInt64 = 0x600
-        /// The boot timer (`BootTimer`): init writes 123 here.
-        public static let bootTimer: UInt64 = 0x440
     }
+    /// The boot timer (`BootTimer`), at the bottom of the 32-bit MMIO hole: init writes 123
+    /// here (`devmem 0xc0000000 8 123`).
+    public static let bootTimerAddress: UInt64 = GuestLayout.mmioHoleStart
     /// Linux's ceiling for xAPIC IDs; beyond it the guest needs x2APIC IDs that the
     /// in-kernel IOAPIC cannot target without KVM_CAP_X2APIC_API (not enabled yet).
     public static let maxVCPUs = 254
@@ -126,12 +127,11 @@ public final class Machine {
                 .init(base: Ports.i8042, length: 5, device: i8042),
                 .init(base: Ports.postCode, length: 1, device: NullDevice()),
                 .init(base: Ports.acpiPower, length: 3, device: power),
-                .init(base: Ports.bootTimer, length: 1, device: bootTimer),
             ], report: log)
         }
         let deviceEvents = try DeviceEventLoop()
         var eventFDs: [EventFD] = []
-        var mmioRanges: [Bus.Range] = []
+        var mmioRanges: [Bus.Range] = [.init(base: bootTimerAddress, length: 1, device: bootTimer)]
         var acpiDevices: [ACPIMMIODevice] = []
         var virtioDevices: [(name: String, device: any VirtioDevice)] = []
         for (i, disk) in config.disks.enumerated() {

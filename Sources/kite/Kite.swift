@@ -90,7 +90,7 @@ struct Run: ParsableCommand {
 
     @Flag(name: .customLong("boot-timing"),
           help: ArgumentHelp("Print on stderr when the guest ran its first instruction, wrote its first console byte "
-                             + "and reached the init marker (the guest writes 123 to the boot timer, I/O port 0x440), "
+                             + "and reached the init marker (the guest writes 123 to the boot timer at guest address 0xc0000000, e.g. `devmem 0xc0000000 8 123`), "
                              + "in ms since kite started."))
     var bootTiming = false
 

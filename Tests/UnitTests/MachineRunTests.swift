@@ -175,8 +175,11 @@ import Testing
         return out
     }
 
+    /// `mov eax, 0xC0000000; mov byte [rax], value`: a write to the boot timer.
+    static func bootTimer(_ value: UInt8) -> [UInt8] { [0xB8, 0x00, 0x00, 0x00, 0xC0, 0xC6, 0x00, value] }
+
     @Test func bootTimingReportsEachMilestoneInOrder() throws {
-        let marker = Self.out(0x440, 123)
+        let marker = Self.bootTimer(123)
         let (r, console) = try Self.boot(Self.print("k") + marker + Self.powerOff, ["--boot-timing"], name: "boottiming")
         #expect(r.status == 0, "\(r.stderr)")
         #expect(console == "k")
@@ -189,13 +192,13 @@ import Testing
     }
 
     @Test func bootTimingSaysWhenTheMarkerNeverCame() throws {
-        let (r, _) = try Self.boot(Self.out(0x440, 7) + Self.powerOff, ["--boot-timing"], name: "boottiming-none")
+        let (r, _) = try Self.boot(Self.bootTimer(7) + Self.powerOff, ["--boot-timing"], name: "boottiming-none")
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("first console byte not reached, init marker not reached"), "\(r.stderr)")
         #expect(Self.bootTimings(r.stderr)["first guest instruction"] != nil, "\(r.stderr)")
-        let (quiet, _) = try Self.boot(Self.out(0x440, 123) + Self.powerOff, name: "boottiming-off")
+        let (quiet, _) = try Self.boot(Self.bootTimer(123) + Self.powerOff, name: "boottiming-off")
         #expect(quiet.status == 0 && !quiet.stderr.contains("boot timing"), "\(quiet.stderr)")
-        #expect(!quiet.stderr.contains("unknown address 0x440"), "\(quiet.stderr)")
+        #expect(!quiet.stderr.contains("unknown address"), "\(quiet.stderr)")
     }
 
     @Test func crashReportsTheVCPUsRegisters() throws {

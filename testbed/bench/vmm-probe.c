@@ -64,3 +64,218 @@ static void usage_error(const char *msg)
     exit(2);
 }
 
+/* Read /proc/CHILD/smaps: Rss and Pss summed over all mappings and over guest-sized ones. */
+static void measure_smaps(double marker_ms, char *out, size_t out_size)
+{
+    char path[64], maps[512] = "", *buf = NULL;
+    size_t cap = 0, used = 0;
+    long long rss_total = 0, rss_guest = 0, pss_total = 0, pss_guest = 0, kib;
+    unsigned long long start, end;
+    bool in_guest = false;
+    int hdr_len;
+
+    snprintf(path, sizeof path, "/proc/%d/smaps", (int)child);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        while (getline(&buf, &cap, f) > 0) {
+            hdr_len = 0;
+            if (sscanf(buf, "%llx-%llx %n", &start, &end, &hdr_len) == 2 && hdr_len > 0) {
+                /* Mapping header: "start-end perms offset dev inode [path]". */
+                in_guest = end > start && end - start >= guest_min_bytes;
+                if (in_guest && used + 24 < sizeof maps)
+                    used += snprintf(maps + used, sizeof maps - used, "%s%llu",
+                                     used ? "," : "", (end - start + MIB / 2) / MIB);
+            } else if (sscanf(buf, "Rss: %lld kB", &kib) == 1) {
+                rss_total += kib;
+                rss_guest += in_guest ? kib : 0;
+            } else if (sscanf(buf, "Pss: %lld kB", &kib) == 1) {
+                pss_total += kib;
+                pss_guest += in_guest ? kib : 0;
+            }
+        }
+        free(buf);
+        if (ferror(f))
+            rss_total = 0;
+        fclose(f);
+    }
+    if (rss_total <= 0) {  /* unreadable, or empty because the child is already gone */
+        snprintf(out, out_size, "PROBE marker_ms=%.1f rss_total_kib=-1 rss_guest_kib=-1 "
+                 "rss_vmm_kib=-1 guest_maps=none pss_vmm_kib=-1\n", marker_ms);
+        return;
+    }
+    snprintf(out, out_size, "PROBE marker_ms=%.1f rss_total_kib=%lld rss_guest_kib=%lld "
+             "rss_vmm_kib=%lld guest_maps=%s pss_vmm_kib=%lld\n", marker_ms, rss_total,
+             rss_guest, rss_total - rss_guest, used ? maps : "none", pss_total - pss_guest);
+}
+
+/* Echo the buffered line; on the first marker hit, measure first and report after it. */
+static void emit_line(double read_ms)
+{
+    char probe[768] = "";
+
+    if (!marker_seen && memmem(line, line_len, marker, marker_len)) {
+        marker_seen = true;
+        measure_smaps(read_ms, probe, sizeof probe);
+    }
+    fwrite(line, 1, line_len, stdout);
+    fputs("\n", stdout);
+    fputs(probe, stdout);
+    fflush(stdout);
+    line_len = 0;
+}
+
+/* Split output into lines; a line that would exceed MAX_LINE bytes is cut there. */
+static void feed(const char *p, size_t n, double read_ms)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            emit_line(read_ms);
+            continue;
+        }
+        if (line_len == MAX_LINE)
+            emit_line(read_ms);
+        line[line_len++] = p[i];
+    }
+}
+
+/* After the kill: echo what the child had already written (without blocking). */
+static void drain(int fd)
+{
+    char chunk[65536];
+    ssize_t n;
+
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    for (int i = 0; i < 64 && (n = read(fd, chunk, sizeof chunk)) > 0; i++)
+        feed(chunk, (size_t)n, ms_since_t0());
+}
+
+static double parse_number(const char *s, double min, double max, const char *what)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "bad %s '%.40s'", what, s);
+        usage_error(msg);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    double timeout = 0, mem_mib = 0;
+    int i;
+
+    for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i += 2) {
+        if (i + 1 >= argc)
+            usage_error("missing value after an option");
+        if (strcmp(argv[i], "--marker") == 0)
+            marker = argv[i + 1];
+        else if (strcmp(argv[i], "--guest-mem-mib") == 0)
+            mem_mib = parse_number(argv[i + 1], 1, 1 << 24, "--guest-mem-mib");
+        else if (strcmp(argv[i], "--timeout") == 0)
+            timeout = parse_number(argv[i + 1], 0.001, 1e6, "--timeout");
+        else
+            usage_error("unknown option");
+    }
+    if (!marker || !*marker || mem_mib == 0 || timeout == 0)
+        usage_error("--marker, --guest-mem-mib and --timeout are required");
+    if (i + 1 >= argc)
+        usage_error("missing -- CMD");
+    if (mem_mib != (unsigned long long)mem_mib)
+        usage_error("--guest-mem-mib must be a whole number");
+    char **cmd = &argv[i + 1];
+    marker_len = strlen(marker);
+    guest_min_bytes = (unsigned long long)mem_mib * MIB / 2;
+    if (guest_min_bytes < 128 * MIB)
+        guest_min_bytes = 128 * MIB;
+
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        perror("vmm-probe: pipe");
+        return 1;
+    }
+    fflush(stdout);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    child = fork();
+    if (child < 0) {
+        perror("vmm-probe: fork");
+        return 1;
+    }
+    if (child == 0) {
+        setsid();
+        int null_fd = open("/dev/null", O_RDONLY);
+        if (null_fd > 0) {
+            dup2(null_fd, 0);
+            close(null_fd);
+        }
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        execvp(cmd[0], cmd);
+        dprintf(2, "vmm-probe: cannot run %s: %s\n", cmd[0], strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+
+    /* Echo output until EOF or the deadline. */
+    double deadline_ms = timeout * 1e3;
+    bool timed_out = false, eof = false;
+    static char chunk[65536];
+    while (!eof && !timed_out) {
+        double left_ms = deadline_ms - ms_since_t0();
+        if (left_ms <= 0) {
+            timed_out = true;
+            break;
+        }
+        struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
+        int r = poll(&pfd, 1, (int)left_ms + 1);
+        if (r < 0 && errno != EINTR) {
+            perror("vmm-probe: poll");
+            timed_out = true;  /* cannot watch the child any more: stop it */
+        }
+        if (r <= 0)
+            continue;
+        ssize_t n = read(fds[0], chunk, sizeof chunk);
+        if (n > 0)
+            feed(chunk, (size_t)n, ms_since_t0());
+        else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+            eof = true;
+    }
+
+    /* Output closed: wait (still within the deadline) for the child to exit. */
+    int status = 0;
+    pid_t w = 0;
+    while (!timed_out && (w = waitpid(child, &status, WNOHANG)) == 0) {
+        if (ms_since_t0() >= deadline_ms)
+            timed_out = true;
+        else
+            nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+    }
+    if (timed_out) {
+        if (kill(-child, SIGKILL) != 0)
+            kill(child, SIGKILL);
+        drain(fds[0]);
+    }
+    if (line_len > 0)  /* last line without a newline */
+        emit_line(ms_since_t0());
+    if (timed_out) {
+        printf("PROBE timeout after=%g\n", timeout);
+        fflush(stdout);
+        while ((w = waitpid(child, &status, 0)) < 0 && errno == EINTR)
+            ;
+    }
+    double exit_ms = ms_since_t0();
+    close(fds[0]);
+
+    if (!marker_seen)
+        printf("PROBE marker_ms=none\n");
+    if (w < 0)
+        printf("PROBE exit_ms=%.1f status=unknown\n", exit_ms);
+    else if (WIFSIGNALED(status))
+        printf("PROBE exit_ms=%.1f signal=%d\n", exit_ms, WTERMSIG(status));
+    else
+        printf("PROBE exit_ms=%.1f status=%d\n", exit_ms, WEXITSTATUS(status));
+    fflush(stdout);
+    return 0;
+}
