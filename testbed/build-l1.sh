@@ -26,6 +26,7 @@ stamp_inputs() {
         "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox "$(command -v socat)" "$(command -v mkfs.ext4)" "$(command -v debugfs)"
     echo "extra: ${L1_EXTRA_BINS:-} | ${L1_EXTRA_DIRS:-}"
     for b in ${L1_EXTRA_BINS:-}; do cat "$b"; done
+    for d in ${L1_EXTRA_DIRS:-}; do find "$d" -type f -print0 | LC_ALL=C sort -z | xargs -0 -r cat; done
 }
 # The base image is cached by a hash of its inputs (several can coexist, e.g. for two
 # different kite binaries); builds are serialized, files replaced atomically.

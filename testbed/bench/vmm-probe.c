@@ -19,8 +19,9 @@
  *
  * If SECONDS pass first, the child's process group is killed with SIGKILL and
  * "PROBE timeout after=SECONDS" is printed before the exit line. All times are in
- * milliseconds since just before fork(). Exit status: 0 after a run (whatever the
- * child did), 1 on an internal error, 2 on bad arguments.
+ * milliseconds since just before fork(); exit_ms is when the child itself exited,
+ * even if a leftover process kept the output open longer. Exit status: 0 after a
+ * run (whatever the child did), 1 on an internal error, 2 on bad arguments.
  *
  * Build: gcc -O2 -static -Wall -Wextra -Werror -o vmm-probe vmm-probe.c
  */
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -217,6 +219,10 @@ int main(int argc, char **argv)
         _exit(127);
     }
     close(fds[1]);
+    /* A pidfd (Linux 5.3+) turns readable when the child exits, even while something
+       else still holds the pipe open; without one the exit is noticed when reaped. */
+    int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+    double exit_ms = -1;
 
     /* Echo output until EOF or the deadline. */
     double deadline_ms = timeout * 1e3;
@@ -228,13 +234,18 @@ int main(int argc, char **argv)
             timed_out = true;
             break;
         }
-        struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
-        int r = poll(&pfd, 1, (int)left_ms + 1);
+        struct pollfd pfd[2] = { { .fd = fds[0], .events = POLLIN },
+                                 { .fd = exit_ms < 0 ? pidfd : -1, .events = POLLIN } };
+        int r = poll(pfd, 2, (int)left_ms + 1);
         if (r < 0 && errno != EINTR) {
             perror("vmm-probe: poll");
             timed_out = true;  /* cannot watch the child any more: stop it */
         }
         if (r <= 0)
+            continue;
+        if (pfd[1].revents)
+            exit_ms = ms_since_t0();
+        if (!pfd[0].revents)
             continue;
         ssize_t n = read(fds[0], chunk, sizeof chunk);
         if (n > 0)
@@ -247,11 +258,15 @@ int main(int argc, char **argv)
     int status = 0;
     pid_t w = 0;
     while (!timed_out && (w = waitpid(child, &status, WNOHANG)) == 0) {
-        if (ms_since_t0() >= deadline_ms)
+        double left_ms = deadline_ms - ms_since_t0();
+        if (left_ms <= 0)
             timed_out = true;
-        else
-            nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+        else  /* sleeps until the exit with a pidfd, else 1 ms (poll ignores fd -1) */
+            poll(&(struct pollfd){ .fd = pidfd, .events = POLLIN }, 1,
+                 pidfd >= 0 ? (int)left_ms + 1 : 1);
     }
+    if (w > 0 && exit_ms < 0)
+        exit_ms = ms_since_t0();
     if (timed_out) {
         if (kill(-child, SIGKILL) != 0)
             kill(child, SIGKILL);
@@ -265,7 +280,8 @@ int main(int argc, char **argv)
         while ((w = waitpid(child, &status, 0)) < 0 && errno == EINTR)
             ;
     }
-    double exit_ms = ms_since_t0();
+    if (exit_ms < 0)
+        exit_ms = ms_since_t0();
     close(fds[0]);
 
     if (!marker_seen)
