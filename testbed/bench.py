@@ -103,11 +103,12 @@ def parse_session(lines):
             continue
         cur["console"].append(line)
         m = re.search(r"PROBE marker_ms=([\d.]+) rss_total_kib=(-?\d+) rss_guest_kib=(-?\d+) "
-                      r"rss_vmm_kib=(-?\d+) guest_maps=(\S+)(?: pss_vmm_kib=(-?\d+))?", line)
+                      r"rss_vmm_kib=(-?\d+) guest_maps=(\S+)(?: pss_vmm_kib=(-?\d+))?(?: anon_vmm_kib=(-?\d+))?", line)
         if m:
             cur.update(boot_ms=float(m.group(1)), rss_total_kib=int(m.group(2)),
                        rss_guest_kib=int(m.group(3)), rss_vmm_kib=int(m.group(4)),
-                       guest_maps=m.group(5), pss_vmm_kib=int(m.group(6)) if m.group(6) else None)
+                       guest_maps=m.group(5), pss_vmm_kib=int(m.group(6)) if m.group(6) else None,
+                       anon_vmm_kib=int(m.group(7)) if m.group(7) else -1)
         m = re.search(r"PROBE exit_ms=([\d.]+) (status=(-?\d+)|signal=(\d+))", line)
         if m:
             cur["exit_ms"] = float(m.group(1))
@@ -184,6 +185,7 @@ def summarize(runs, cpus_list):
                 "runs": len(rs), "booted": len(ok),
                 "boot_ms": median([r["boot_ms"] for r in ok]),
                 "rss_vmm_mib": median([r["rss_vmm_kib"] / 1024 for r in ok if r["rss_vmm_kib"] >= 0]),
+                "anon_vmm_mib": median([r["anon_vmm_kib"] / 1024 for r in ok if r.get("anon_vmm_kib", -1) >= 0]),
                 "ipi_median_us": median([r["ipi_median_ns"] / 1000 for r in rs if "ipi_median_ns" in r]),
                 "ipi_p99_us": median([r["ipi_p99_ns"] / 1000 for r in rs if "ipi_p99_ns" in r]),
                 "ipi_runs": sum("ipi_median_ns" in r for r in rs),
@@ -207,9 +209,11 @@ def markdown(summary, cpus_list, header):
         out.append(f"| {c} | {fmt(g(c, 'kite', 'boot_ms'), ' ms')} | {fmt(g(c, 'microvm', 'boot_ms'), ' ms')} | "
                    f"{fmt(g(c, 'pc', 'boot_ms'), ' ms')} | {ratio(g(c, 'kite', 'boot_ms'), g(c, 'microvm', 'boot_ms'))} | "
                    f"{ratio(g(c, 'kite', 'boot_ms'), g(c, 'pc', 'boot_ms'))} | {counts} |")
-    out += ["", "| vCPUs | VMM RSS kite | microvm | pc |", "|---:|---:|---:|---:|"]
+    out += ["", "| vCPUs | VMM RSS kite | microvm | pc | of which anonymous: kite | microvm | pc |",
+            "|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cpus_list:
-        out.append(f"| {c} | " + " | ".join(fmt(g(c, v, "rss_vmm_mib"), " MiB", 1) for v in VMMS) + " |")
+        out.append(f"| {c} | " + " | ".join(fmt(g(c, v, "rss_vmm_mib"), " MiB", 1) for v in VMMS) + " | "
+                   + " | ".join(fmt(g(c, v, "anon_vmm_mib"), " MiB", 1) for v in VMMS) + " |")
     out += ["", "| vCPUs | IPI median kite | microvm | pc | kite/microvm | kite/pc | "
                 "p99 kite | microvm | pc | runs k/µ/pc |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -9,6 +9,7 @@
  * /proc/PID/smaps is read and one line is printed:
  *
  *   PROBE marker_ms=T rss_total_kib=A rss_guest_kib=G rss_vmm_kib=V guest_maps=S,.. pss_vmm_kib=P
+ *         anon_vmm_kib=N   (N: the anonymous part of V, i.e. not file-backed pages)
  *
  * "Guest" mappings are those of at least max(128, N/2) MiB; guest_maps lists their
  * sizes in MiB (or "none"); the rss/pss fields are -1 if smaps cannot be read.
@@ -71,7 +72,7 @@ static void measure_smaps(double marker_ms, char *out, size_t out_size)
 {
     char path[64], maps[512] = "", *buf = NULL;
     size_t cap = 0, used = 0;
-    long long rss_total = 0, rss_guest = 0, pss_total = 0, pss_guest = 0, kib;
+    long long rss_total = 0, rss_guest = 0, pss_total = 0, pss_guest = 0, anon_vmm = 0, kib;
     unsigned long long start, end;
     bool in_guest = false;
     int hdr_len;
@@ -93,6 +94,8 @@ static void measure_smaps(double marker_ms, char *out, size_t out_size)
             } else if (sscanf(buf, "Pss: %lld kB", &kib) == 1) {
                 pss_total += kib;
                 pss_guest += in_guest ? kib : 0;
+            } else if (sscanf(buf, "Anonymous: %lld kB", &kib) == 1) {
+                anon_vmm += in_guest ? 0 : kib;
             }
         }
         free(buf);
@@ -102,12 +105,12 @@ static void measure_smaps(double marker_ms, char *out, size_t out_size)
     }
     if (rss_total <= 0) {  /* unreadable, or empty because the child is already gone */
         snprintf(out, out_size, "PROBE marker_ms=%.1f rss_total_kib=-1 rss_guest_kib=-1 "
-                 "rss_vmm_kib=-1 guest_maps=none pss_vmm_kib=-1\n", marker_ms);
+                 "rss_vmm_kib=-1 guest_maps=none pss_vmm_kib=-1 anon_vmm_kib=-1\n", marker_ms);
         return;
     }
     snprintf(out, out_size, "PROBE marker_ms=%.1f rss_total_kib=%lld rss_guest_kib=%lld "
-             "rss_vmm_kib=%lld guest_maps=%s pss_vmm_kib=%lld\n", marker_ms, rss_total,
-             rss_guest, rss_total - rss_guest, used ? maps : "none", pss_total - pss_guest);
+             "rss_vmm_kib=%lld guest_maps=%s pss_vmm_kib=%lld anon_vmm_kib=%lld\n", marker_ms, rss_total,
+             rss_guest, rss_total - rss_guest, used ? maps : "none", pss_total - pss_guest, anon_vmm);
 }
 
 /* Echo the buffered line; on the first marker hit, measure first and report after it. */
