@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import GuestMemory
 import X86Boot
@@ -23,6 +24,26 @@ import X86Boot
         #expect(throws: GuestMemoryError.self) { try m.read(at: GuestAddress(0x1FFF), count: 2) }
         #expect(throws: GuestMemoryError.self) { try m.read(at: GuestAddress(0x3000), count: 1) }
         #expect(m.size == 0x4000)
+    }
+
+    @Test func regionsAreHugePageAlignedAndAdvised() throws {
+        let m = try GuestMemory(layout: GuestLayout.ramRegions(size: 64 << 20))
+        for r in m.regions {
+            #expect(r.hostAddress % UInt(GuestMemory.hostAlignment) == 0)
+        }
+        // The kernel lists MADV_HUGEPAGE as "hg" among the VmFlags of the mapping holding the
+        // region (which may have merged with a neighbouring one of the same kind).
+        let lines = try #require(FileHandle(forReadingAtPath: "/proc/self/smaps")?.readDataToEndOfFile())
+            .split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
+        let r = m.regions[0]
+        let holding = lines.drop { line in
+            let range = line.split(separator: " ").first?.split(separator: "-").compactMap { UInt($0, radix: 16) } ?? []
+            return !(range.count == 2 && range[0] <= r.hostAddress && r.hostAddress + UInt(r.size) <= range[1])
+        }
+        let flags = try #require(holding.first { $0.hasPrefix("VmFlags:") }, "no mapping holds the region")
+        #expect(flags.split(separator: " ").contains("hg"), "\(flags)")
+        try m.store(UInt64(7), at: GuestAddress(m.regions[0].size - 8))
+        #expect(try m.load(UInt64.self, at: GuestAddress(m.regions[0].size - 8)) == 7)
     }
 
     @Test func overlappingRegionsAreRefused() {
