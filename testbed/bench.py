@@ -30,12 +30,15 @@ import argparse
 import json
 import os
 import platform
+import queue
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,6 +106,7 @@ def parse_session(lines):
         if cur is None:
             continue
         if "BENCH-DONE" in line:
+            cur["done"] = True
             cur = None
             continue
         cur["console"].append(line)
@@ -136,6 +140,9 @@ def parse_session(lines):
 
 
 def run_session(idx, plan, args, files, logdir):
+    """Runs `plan` in one testbed session. Returns (completed runs, host facts, wedged):
+    wedged when the session went silent (L1 itself stuck, seen with QEMU and kite alike)
+    and was killed; the caller then runs what is left in a new session."""
     job = os.path.join(logdir, f"session{idx}.job.sh")
     log = os.path.join(logdir, f"session{idx}.log")
     write_job(job, plan, args, files)
@@ -146,25 +153,43 @@ def run_session(idx, plan, args, files, logdir):
     desc = ", ".join(sorted({f"{c} vCPUs" for _, c, _ in plan}))
     print(f"# session {idx}: {len(plan)} runs ({desc}); console {log}", flush=True)
     t0 = time.monotonic()
-    subprocess.run([os.path.join(TESTBED, "run-job.sh"), job, log], stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen([os.path.join(TESTBED, "run-job.sh"), job, log], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: ([lines.put(l) for l in proc.stdout], lines.put(None)), daemon=True).start()
+    wedged, limit = False, 300                     # L1 boot and image build first
+    while True:
+        try:
+            raw = lines.get(timeout=limit)
+        except queue.Empty:
+            wedged = True
+            print(f"  TESTBED: the session was silent for {limit} s (L1 stuck); killing it", flush=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        if raw is None:
+            break
+        m = re.search(rb"BENCH-RUN vmm=\w+ cpus=(\d+) run=(\d+)", raw)
+        if m:   # a run is silent at most until its probe's deadline, then speaks
+            c = int(m.group(1))
+            limit = run_timeout(c, args.ipi_rounds if c >= 2 and int(m.group(2)) > 0 else 0) + 60
+        elif b"BENCH-DONE" in raw:
+            limit = 180
+    proc.wait()
+    time.sleep(0.5)   # run-job.sh's tee finishes the log
     with open(log, errors="replace") as f:
-        lines = [l.rstrip("\r\n") for l in f]
-    runs, host = parse_session(lines)
+        runs, host = parse_session([l.rstrip("\r\n") for l in f])
+    runs = [r for r in runs if r.get("done")]
     for r in runs:
         state = f"boot {r['boot_ms']:.0f} ms" if "boot_ms" in r else "no init marker"
         ipi = f", IPI median {r['ipi_median_ns'] / 1000:.1f} us" if "ipi_median_ns" in r else ""
         mem = f", VMM RSS {r['rss_vmm_kib'] / 1024:.1f} MiB" if r.get("rss_vmm_kib", -1) >= 0 else ""
         bad = f"  TROUBLE: {r['trouble'][0]}" if r["trouble"] else ""
-        print(f"  {r['vmm']:7} {r['cpus']:2} vCPUs {'warm-up' if r['run'] == 0 else 'run ' + str(r['run'])}: {state}{mem}{ipi}, "
-              f"exit {r.get('exit', '?')}{bad}", flush=True)
+        print(f"  {r['vmm']:7} {r['cpus']:2} vCPUs {'warm-up' if r['run'] == 0 else 'run ' + str(r['run'])}: "
+              f"{state}{mem}{ipi}, exit {r.get('exit', '?')}{bad}", flush=True)
     print(f"  ({time.monotonic() - t0:.0f} s)", flush=True)
-    missing = len(plan) - len(runs)
-    if missing:
-        print(f"  {missing} planned runs never started (the testbed session ended early)", flush=True)
     for r in runs:
         del r["console"]
-    return runs, host
+    return runs, host, wedged
 
 
 def median(xs):
@@ -308,15 +333,23 @@ def main():
     configs = [(c, args.runs) for c in cpus_list]
     if args.scaling:
         configs += [(c, args.scaling_runs) for c in (8, 32, 64) if c not in cpus_list]
-    all_runs, host, t_all = [], {}, time.monotonic()
-    # One testbed session per vCPU count: a testbed failure costs one configuration.
-    for idx, (c, runs) in enumerate(configs, 1):
+    all_runs, host, t_all, idx, lost = [], {}, time.monotonic(), 0, 0
+    # One testbed session per vCPU count: a testbed failure costs one configuration. When
+    # L1 gets stuck, what is left runs in a new session (with its own warm-up), twice at most.
+    for c, runs in configs:
         # A warm-up round first (run 0, not counted): in the testbed the first boot of a
         # session is up to 1.9 s faster than the rest (fresh L1 memory), whichever VMM it is.
-        plan = [(v, c, r) for r in range(0, runs + 1) for v in VMMS]   # A B C A B C ...
-        runs_done, h = run_session(idx, plan, args, files, logdir)
-        all_runs += runs_done
-        host = host or h
+        todo = [(v, c, r) for r in range(1, runs + 1) for v in VMMS]   # A B C A B C ...
+        for attempt in range(3):
+            idx += 1
+            done, h, wedged = run_session(idx, [(v, c, 0) for v in VMMS] + todo, args, files, logdir)
+            all_runs += [r for r in done if r["run"] > 0]
+            host = host or h
+            finished = {(r["vmm"], r["cpus"], r["run"]) for r in done}
+            todo = [p for p in todo if p not in finished]
+            if not todo or not wedged:
+                break
+        lost += len(todo)
     counts = sorted({c for c, _ in configs})
     summary = summarize(all_runs, counts)
     where = (f"testbed L1 (QEMU {host.get('qemu', '?').replace('_', ' ')} TCG, -smp {args.l1_smp}, "
@@ -325,7 +358,8 @@ def main():
     header = (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kite {commit}, {where} "
               f"{cpu_model} ({os.cpu_count()} CPUs); guest {args.memory} MiB, {args.ipi_rounds} IPI rounds, "
               f"medians of {args.runs} runs per VMM" + (f" ({args.scaling_runs} at 8/32/64 vCPUs)" if args.scaling else "")
-              + f"; {time.monotonic() - t_all:.0f} s in all.\n\n"
+              + f"; {time.monotonic() - t_all:.0f} s in all"
+              + (f"; {lost} planned runs never completed (testbed stuck)" if lost else "") + ".\n\n"
               f"Command: `python3 testbed/bench.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`".rstrip())
     md = markdown(summary, counts, header) + guest_features(all_runs)
     with open(os.path.join(logdir, "results.md"), "w") as f:
