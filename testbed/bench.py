@@ -27,6 +27,7 @@ Env: KITE_BIN (default .build/release/kite), QEMU (default qemu-system-x86_64),
 KITE_FORCE_L1=1, and what run-job.sh reads.
 """
 import argparse
+import glob
 import json
 import os
 import platform
@@ -107,6 +108,12 @@ def parse_session(lines):
             continue
         if "BENCH-DONE" in line:
             cur["done"] = True
+            # A guest that never powered off was reset or crashed: under QEMU with
+            # -no-reboot that is a silent exit status 0, so look for init's last word.
+            if not any("KITE-GUEST: poweroff" in l for l in cur["console"]):
+                cur["trouble"].append("the guest did not power off (reset, crash or hang)")
+            if cur["cpus"] >= 2 and cur["run"] > 0 and "ipi_median_ns" not in cur:   # as write_job asks
+                cur["trouble"].append("no IPI result")
             cur = None
             continue
         cur["console"].append(line)
@@ -196,6 +203,14 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def spread(xs):
+    return (min(xs), max(xs)) if xs else None
+
+
+def fmt_range(r, digits=0):
+    return "–" if r is None else f"{r[0]:.{digits}f}–{r[1]:.{digits}f}"
+
+
 def fmt(x, unit="", digits=0):
     return "–" if x is None else f"{x:.{digits}f}{unit}"
 
@@ -220,6 +235,8 @@ def summarize(runs, cpus_list):
                 "anon_vmm_mib": median([r["anon_vmm_kib"] / 1024 for r in ok if r.get("anon_vmm_kib", -1) >= 0]),
                 "ipi_median_us": median([r["ipi_median_ns"] / 1000 for r in rs if "ipi_median_ns" in r]),
                 "ipi_p99_us": median([r["ipi_p99_ns"] / 1000 for r in rs if "ipi_p99_ns" in r]),
+                "ipi_range_us": spread([r["ipi_median_ns"] / 1000 for r in rs if "ipi_median_ns" in r]),
+                "boot_range_ms": spread([r["boot_ms"] for r in ok]),
                 "ipi_runs": sum("ipi_median_ns" in r for r in rs),
                 "trouble": sum(bool(r["trouble"]) for r in rs),
                 "kite_first_instruction_ms": median([r["kite_first_instruction_ms"] for r in rs
@@ -246,9 +263,14 @@ def markdown(summary, cpus_list, header):
     for c in cpus_list:
         out.append(f"| {c} | " + " | ".join(fmt(g(c, v, "rss_vmm_mib"), " MiB", 1) for v in VMMS) + " | "
                    + " | ".join(fmt(g(c, v, "anon_vmm_mib"), " MiB", 1) for v in VMMS) + " |")
-    out += ["", "| vCPUs | IPI median kite | microvm | pc | kite/microvm | kite/pc | "
-                "p99 kite | microvm | pc | runs k/µ/pc |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out += ["", "Boot: range of the runs (ms)", "", "| vCPUs | kite | microvm | pc |", "|---:|---|---|---|"]
+    for c in cpus_list:
+        out.append(f"| {c} | " + " | ".join(fmt_range(g(c, v, "boot_range_ms")) for v in VMMS) + " |")
+    out += ["", "IPI round trip: median over the runs of each run's median and p99; the range of the "
+                "runs' medians shows how much runs differ", "",
+            "| vCPUs | IPI median kite | microvm | pc | kite/microvm | kite/pc | "
+                "p99 kite | microvm | pc | range of medians kite | microvm | pc | runs k/µ/pc |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
     for c in cpus_list:
         if c < 2:
             continue
@@ -257,7 +279,8 @@ def markdown(summary, cpus_list, header):
         counts = "/".join(str(g(c, v, "ipi_runs") or 0) for v in VMMS)
         out.append(f"| {c} | " + " | ".join(fmt(x, " µs", 1) for x in med) +
                    f" | {ratio(med[0], med[1])} | {ratio(med[0], med[2])} | " +
-                   " | ".join(fmt(x, " µs", 1) for x in p99) + f" | {counts} |")
+                   " | ".join(fmt(x, " µs", 1) for x in p99) + " | " +
+                   " | ".join(fmt_range(g(c, v, "ipi_range_us")) for v in VMMS) + f" | {counts} |")
     out += ["", "| vCPUs | kite: first instruction | first console byte | init marker (boot timer) |"
                 " runs with lockup/stall/timeout k/µ/pc |", "|---:|---:|---:|---:|---|"]
     for c in cpus_list:
@@ -270,12 +293,28 @@ def markdown(summary, cpus_list, header):
 
 def guest_features(runs):
     """What each VMM's guest reported about paravirtual features (from one run each)."""
-    out = ["", "What the guest kernel said about its VMM's paravirtual features (dmesg, one run each):", ""]
+    out = ["", "What the guest kernel said about its VMM's paravirtual features (dmesg, the run with the most vCPUs):", ""]
     for v in VMMS:
-        r = next((r for r in counted(runs) if r["vmm"] == v and r.get("guest_pv")), None)
+        # An SMP run: with one vCPU the guest switches its paravirtual spinlocks off.
+        r = max((r for r in counted(runs) if r["vmm"] == v and r.get("guest_pv")), key=lambda r: r["cpus"], default=None)
         if r:
             out.append(f"- {v}: " + "; ".join(r["guest_pv"]))
     return "\n".join(out) + "\n"
+
+
+def render(dirs):
+    """One report from the results.json of earlier runs (e.g. the main table and --scaling)."""
+    runs, headers = [], []
+    for d in dirs:
+        for log in sorted(glob.glob(os.path.join(d, "session*.log"))):
+            with open(log, errors="replace") as f:
+                got, _ = parse_session([l.rstrip("\r\n") for l in f])
+            runs += [r for r in got if r.get("done") and r["run"] > 0]
+        with open(os.path.join(d, "results.md")) as f:
+            headers.append(f.read().split("\n\n| vCPUs")[0].strip())
+    counts = sorted({r["cpus"] for r in runs})
+    print(markdown(summarize(runs, counts), counts, "\n\n".join(headers)) + guest_features(runs))
+    return 0
 
 
 def main():
@@ -289,7 +328,11 @@ def main():
     ap.add_argument("--memory", type=int, default=512, help="guest RAM in MiB (default 512)")
     ap.add_argument("--l1-smp", type=int, default=2, help="L1's CPUs, like the 2-core host (default 2)")
     ap.add_argument("--qemu", default=os.environ.get("QEMU", "qemu-system-x86_64"))
+    ap.add_argument("--render", nargs="+", metavar="DIR",
+                    help="run nothing: print one report from earlier runs' results.json files")
     args = ap.parse_args()
+    if args.render:
+        return render(args.render)
     try:
         cpus_list = sorted({int(c) for c in args.cpus.split(",") if c.strip()})
     except ValueError:

@@ -96,20 +96,10 @@ final class DeviceEventLoop: @unchecked Sendable {
     var nextHandle: Int { handlers.count }
 
     func start() throws {
-        var t = pthread_t()
-        // Sound: the retained reference is released exactly once, by the thread body.
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&t, nil, { arg in
-            let me = Unmanaged<DeviceEventLoop>.fromOpaque(arg!).takeRetainedValue()
-            ckvm_set_thread_name("kite-devices")
-            me.run()
-            return nil
-        }, arg)
-        if rc != 0 {
-            Unmanaged<DeviceEventLoop>.fromOpaque(arg).release()
-            throw SetupError("cannot start the device thread: \(String(cString: strerror(rc)))")
+        switch startKiteThread(name: "kite-devices", { [self] in run() }) {
+        case .success(let t): thread = t
+        case .failure(let e): throw SetupError("cannot start the device thread: \(e)")
         }
-        thread = t
     }
 
     /// Ends the thread after the handler it is running, and waits for it.

@@ -275,7 +275,10 @@ public final class Machine {
             do { try deviceEvents.start() } catch { control.stop(.vmmError("\(error)")) }
         }
         var started: [VCPUThread] = []
-        for t in threads where control.exitReason == nil {
+        // Every thread starts, even when vCPU 0 has already crashed or powered off: a
+        // thread that finds the machine stopping stays out of the guest but can still be
+        // read for the crash report.
+        for t in threads {
             do { try t.start(); started.append(t) } catch {
                 control.stop(.vmmError("\(error)"))
                 break

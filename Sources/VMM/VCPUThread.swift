@@ -68,23 +68,10 @@ final class VCPUThread: @unchecked Sendable {
     }
 
     func start() throws {
-        var attr = pthread_attr_t()
-        pthread_attr_init(&attr)
-        defer { pthread_attr_destroy(&attr) }
-        pthread_attr_setstacksize(&attr, 1 << 20)
-        var t = pthread_t()
-        // Sound: the retained reference is released exactly once, by the thread body.
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&t, &attr, { arg in
-            let me = Unmanaged<VCPUThread>.fromOpaque(arg!).takeRetainedValue()
-            me.runLoop()
-            return nil
-        }, arg)
-        if rc != 0 {
-            Unmanaged<VCPUThread>.fromOpaque(arg).release()
-            throw SetupError("cannot start the thread for vCPU \(vcpu.id): \(String(cString: strerror(rc)))")
+        switch startKiteThread(name: "kite-vcpu\(vcpu.id)", { [self] in runLoop() }) {
+        case .success(let t): thread = t
+        case .failure(let e): throw SetupError("cannot start the thread for vCPU \(vcpu.id): \(e)")
         }
-        thread = t
     }
 
     /// Waits for the thread to finish (after `control.stop` and a kick); releases it first.
@@ -95,7 +82,6 @@ final class VCPUThread: @unchecked Sendable {
 
     private func runLoop() {
         vcpu.attachCurrentThread()
-        ckvm_set_thread_name("kite-vcpu\(vcpu.id)")
         defer { activity.store(ThreadActivity.stopped.rawValue, ordering: .releasing) }
         var entered = false
         while !control.isStopping {

@@ -93,20 +93,10 @@ final class HangWatchdog: @unchecked Sendable {
     func start() throws {
         signalFD = ckvm_signalfd(SIGUSR1)
         startedAt = monotonicNanoseconds()
-        var t = pthread_t()
-        // Sound: the retained reference is released exactly once, by the thread body.
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&t, nil, { arg in
-            let me = Unmanaged<HangWatchdog>.fromOpaque(arg!).takeRetainedValue()
-            ckvm_set_thread_name("kite-watchdog")
-            me.loop()
-            return nil
-        }, arg)
-        if rc != 0 {
-            Unmanaged<HangWatchdog>.fromOpaque(arg).release()
-            throw SetupError("cannot start the hang watchdog thread: \(String(cString: strerror(rc)))")
+        switch startKiteThread(name: "kite-watchdog", { [self] in loop() }) {
+        case .success(let t): thread = t
+        case .failure(let e): throw SetupError("cannot start the hang watchdog thread: \(e)")
         }
-        thread = t
     }
 
     /// Stops the thread and waits for it (a report in progress finishes first).
