@@ -181,6 +181,8 @@ def run_session(idx, plan, args, files, logdir):
             limit = run_timeout(c, args.ipi_rounds if c >= 2 and int(m.group(2)) > 0 else 0) + 60
         elif b"BENCH-DONE" in raw:
             limit = 180
+        elif b"PROBE timeout" in raw:   # the probe has killed the VMM: it must report soon
+            limit = 60
     proc.wait()
     time.sleep(0.5)   # run-job.sh's tee finishes the log
     with open(log, errors="replace") as f:
@@ -395,7 +397,7 @@ def main():
         lost += len(todo)
     counts = sorted({c for c, _ in configs})
     summary = summarize(all_runs, counts)
-    where = (f"testbed L1 (QEMU {host.get('qemu', '?').replace('_', ' ')} TCG, -smp {args.l1_smp}, "
+    where = (f"testbed L1 ({host.get('qemu', 'QEMU ?').replace('_', ' ')} TCG, -smp {args.l1_smp}, "
              f"kernel {host.get('kernel', '?')}) on" if os.path.exists("/sys/module/kvm_pvm")
              or os.environ.get("KITE_FORCE_L1") else "directly on")
     header = (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kite {commit}, {where} "
