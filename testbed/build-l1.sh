@@ -4,7 +4,8 @@
 #   libraries, guest kernel + initramfs, /init; cached) + a small cpio with /job.sh.
 # Env: KITE_BIN (default .build/release/kite), L1_INITRD (output path),
 #      L1_EXTRA_BINS (host binaries to add with their libraries, e.g. a stand-in VMM),
-#      L1_EXTRA_DIRS (host directories copied verbatim, e.g. /usr/share/qemu).
+#      L1_EXTRA_DIRS (host directories copied to the same path, e.g. /usr/share/qemu, or
+#      to another with HOSTDIR=L1DIR; L1 mounts a fresh /tmp, so nothing can live there).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -26,7 +27,7 @@ stamp_inputs() {
         "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox "$(command -v socat)" "$(command -v mkfs.ext4)" "$(command -v debugfs)"
     echo "extra: ${L1_EXTRA_BINS:-} | ${L1_EXTRA_DIRS:-}"
     for b in ${L1_EXTRA_BINS:-}; do cat "$b"; done
-    for d in ${L1_EXTRA_DIRS:-}; do find "$d" -type f -print0 | LC_ALL=C sort -z | xargs -0 -r cat; done
+    for d in ${L1_EXTRA_DIRS:-}; do find "${d%%=*}" -type f -print0 | LC_ALL=C sort -z | xargs -0 -r cat; done
 }
 # The base image is cached by a hash of its inputs (several can coexist, e.g. for two
 # different kite binaries); builds are serialized, files replaced atomically.
@@ -44,7 +45,10 @@ if [ ! -f "$BASE" ]; then
     copy_with_libs "$(command -v mkfs.ext4)" "$W" /usr/bin/mkfs.ext4
     copy_with_libs "$(command -v debugfs)" "$W" /usr/bin/debugfs
     for b in ${L1_EXTRA_BINS:-}; do copy_with_libs "$b" "$W"; done
-    for d in ${L1_EXTRA_DIRS:-}; do mkdir -p "$W$(dirname "$d")"; cp -a "$d" "$W$(dirname "$d")/"; done
+    for d in ${L1_EXTRA_DIRS:-}; do
+        src="${d%%=*}"; dst="${d#*=}"
+        mkdir -p "$W$dst"; cp -a "$src/." "$W$dst/"
+    done
     cp "$KERNEL" "$W/guest/vmlinuz"
     cp "$VMLINUX" "$W/guest/vmlinux"
     # Symbols for hang reports; kite finds System.map-<release> next to the kernel itself.
