@@ -67,9 +67,14 @@ def counted(runs):
     return [r for r in runs if r["run"] > 0]
 
 
+def wants_ipi(cpus, run):
+    """The IPI test runs in counted runs of guests with two CPUs or more."""
+    return cpus >= 2 and run > 0
+
+
 def run_timeout(cpus, ipi_rounds):
     """Seconds a run may take before the probe kills it: boot grows with vCPUs under TCG."""
-    return 90 + 10 * cpus + (ipi_rounds // 500 if cpus >= 2 else 0)
+    return 90 + 10 * cpus + ipi_rounds // 500
 
 
 def write_job(path, plan, args, files):
@@ -83,7 +88,7 @@ def write_job(path, plan, args, files):
         f.write(f'echo "BENCH-HOST nproc=$(nproc) kernel=$(uname -r) '
                 f'qemu=$({shlex.quote(args.qemu)} --version | head -n1 | tr " " _)"\n')
         for vmm, cpus, run in plan:
-            ipi = args.ipi_rounds if cpus >= 2 and run > 0 else 0
+            ipi = args.ipi_rounds if wants_ipi(cpus, run) else 0
             cmdline = "console=ttyS0 quiet panic=-1 kite.test=bench" + (f" kite.ipi={ipi}" if ipi else "")
             cmd = vmm_command(vmm, cpus, args.memory, "$GUEST_KERNEL", initrd, cmdline, args.qemu)
             quoted = " ".join(c if c.startswith("$") else shlex.quote(c) for c in cmd)
@@ -115,7 +120,7 @@ def parse_session(lines):
             # -no-reboot that is a silent exit status 0, so look for init's last word.
             if not any("KITE-GUEST: poweroff" in l for l in cur["console"]):
                 cur["trouble"].append("the guest did not power off (reset, crash or hang)")
-            if cur["cpus"] >= 2 and cur["run"] > 0 and "ipi_median_ns" not in cur:   # as write_job asks
+            if wants_ipi(cur["cpus"], cur["run"]) and "ipi_median_ns" not in cur:
                 cur["trouble"].append("no IPI result")
             cur = None
             continue
@@ -156,7 +161,7 @@ def run_session(idx, plan, args, files, logdir):
     job = os.path.join(logdir, f"session{idx}.job.sh")
     log = os.path.join(logdir, f"session{idx}.log")
     write_job(job, plan, args, files)
-    budget = 120 + sum(run_timeout(c, args.ipi_rounds if c >= 2 else 0) + 10 for _, c, _ in plan)
+    budget = 120 + sum(run_timeout(c, args.ipi_rounds if wants_ipi(c, r) else 0) + 10 for _, c, r in plan)
     env = dict(os.environ, L1_SMP=str(args.l1_smp), JOB_TIMEOUT=str(budget),
                L1_EXTRA_BINS=shutil.which(args.qemu) or args.qemu,
                L1_EXTRA_DIRS=f"/usr/share/qemu /usr/share/seabios {files}={L1_FILES}")
@@ -181,7 +186,7 @@ def run_session(idx, plan, args, files, logdir):
         m = re.search(rb"BENCH-RUN vmm=\w+ cpus=(\d+) run=(\d+)", raw)
         if m:   # a run is silent at most until its probe's deadline, then speaks
             c = int(m.group(1))
-            limit = run_timeout(c, args.ipi_rounds if c >= 2 and int(m.group(2)) > 0 else 0) + 60
+            limit = run_timeout(c, args.ipi_rounds if wants_ipi(c, int(m.group(2))) else 0) + 60
         elif b"BENCH-DONE" in raw:
             limit = 180
         elif b"PROBE timeout" in raw:   # the probe has killed the VMM: it must report soon
@@ -408,7 +413,7 @@ def main():
               f"medians of {args.runs} runs per VMM" + (f" ({args.scaling_runs} at 8/32/64 vCPUs)" if args.scaling else "")
               + f"; {time.monotonic() - t_all:.0f} s in all"
               + (f"; {lost} planned runs never completed (testbed stuck)" if lost else "") + ".\n\n"
-              f"Command: `python3 testbed/bench.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`".rstrip())
+              f"Command: `{' '.join(['python3', 'testbed/bench.py'] + [shlex.quote(a) for a in sys.argv[1:]])}`")
     md = markdown(summary, counts, header) + guest_features(all_runs)
     with open(os.path.join(logdir, "results.md"), "w") as f:
         f.write(md)
