@@ -235,7 +235,8 @@ public final class Machine {
         // 7. vCPUs: CPUID, MSRs, APIC; the boot vCPU gets the entry state, the others wait
         //    in the in-kernel APIC for INIT/SIPI.
         let supported = try setup { try kvm.supportedCPUID() }
-        let template = CPUIDTemplate(supported: supported, vcpuCount: config.cpus)
+        let template = CPUIDTemplate(supported: supported, vcpuCount: config.cpus,
+                                     tscDeadlineTimer: kvm.capability(KVM_CAP_TSC_DEADLINE_TIMER) > 0)
         var threads: [VCPUThread] = []
         for id in 0..<config.cpus {
             let vcpu = try setup { try vm.createVCPU(id: id) }

@@ -7,10 +7,16 @@ import KVM
 public struct CPUIDTemplate: Sendable {
     public let supported: [CPUIDEntry]
     public let vcpuCount: Int
+    /// Offer the local APIC's TSC-deadline timer mode (CPUID.1:ECX[24]). KVM emulates it in
+    /// the in-kernel APIC but leaves it out of KVM_GET_SUPPORTED_CPUID; the VMM sets the bit
+    /// when KVM_CAP_TSC_DEADLINE_TIMER says so (QEMU and Firecracker do the same). Without it
+    /// Linux programs the APIC timer through its divide and count registers.
+    public let tscDeadlineTimer: Bool
 
-    public init(supported: [CPUIDEntry], vcpuCount: Int) {
+    public init(supported: [CPUIDEntry], vcpuCount: Int, tscDeadlineTimer: Bool = false) {
         self.supported = supported
         self.vcpuCount = vcpuCount
+        self.tscDeadlineTimer = tscDeadlineTimer
     }
 
     /// KVM paravirtual feature bits in leaf 0x40000001 EAX.
@@ -54,6 +60,7 @@ public struct CPUIDTemplate: Sendable {
                 e.ebx = (apicID << 24) | (max(logical, 1) << 16) | (e.ebx & 0xFFFF)
                 e.ecx |= 1 << 31                   // running under a hypervisor
                 e.ecx |= 1 << 21                   // x2APIC (KVM emulates it in the in-kernel APIC)
+                if tscDeadlineTimer { e.ecx |= 1 << 24 } else { e.ecx &= ~(UInt32(1) << 24) }
                 e.ecx &= ~(UInt32(1) << 5)         // no VMX: Kite does not offer nested virtualization
                 if n > 1 { e.edx |= 1 << 28 } else { e.edx &= ~(UInt32(1) << 28) } // HTT: multi-core package
             case 0x4:

@@ -76,6 +76,16 @@ let amdSupported: [CPUIDEntry] = [
         #expect(l1.ecx & (1 << 21) != 0)          // x2APIC
     }
 
+    @Test(arguments: [false, true])
+    func tscDeadlineTimerIsOfferedOnlyWhenKVMHasIt(available: Bool) throws {
+        var host = amdSupported
+        host[host.firstIndex { $0.function == 1 }!].ecx |= 1 << 24   // a host table that claims it anyway
+        let e = CPUIDTemplate(supported: host, vcpuCount: 2, tscDeadlineTimer: available).entries(forVCPU: 1)
+        let l1 = try #require(leaf(e, 1))
+        #expect((l1.ecx & (1 << 24) != 0) == available)
+        #expect(l1.ecx & (1 << 21) != 0)          // x2APIC untouched
+    }
+
     @Test func pvFeaturesTheHostLacksAreNotInvented() throws {
         var host = amdSupported
         host[8].eax = 1 << 3                      // only kvmclock2
