@@ -574,11 +574,17 @@ struct VCPUHistory {
 
     /// Runnable in ring 0 in every sample, with RIP in one function: the same function by
     /// symbol, every sample in an IPI-wait function, or (without symbols) within 256 bytes.
+    /// A CPU that waits for an IPI with interrupts on still takes its timer tick and prints
+    /// its own lockup report, so a sample may land in a handler: the latest sample and most
+    /// of the samples in one IPI-wait function count as spinning there too.
     var isSpinning: Bool {
         guard throughout({ $0.thread == .inGuest && $0.mpState == .runnable && $0.registers?.cpl == 0 }) else { return false }
         let functions = answered.compactMap(\.ripFunction)
         if functions.count == answered.count {
-            return Set(functions).count == 1 || functions.allSatisfy(IPIWait.isWaitFunction)
+            if Set(functions).count == 1 || functions.allSatisfy(IPIWait.isWaitFunction) { return true }
+            guard let last = functions.last, IPIWait.isWaitFunction(last),
+                  latest.registers?.interruptsEnabled == true else { return false }
+            return functions.filter(IPIWait.isWaitFunction).count * 2 > functions.count
         }
         let rips = answered.compactMap { $0.registers?.rip }
         guard let low = rips.min(), let high = rips.max() else { return false }

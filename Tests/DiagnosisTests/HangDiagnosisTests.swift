@@ -175,6 +175,36 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
             "vCPU 0 spins in csd_lock_wait.constprop.0 waiting for CPU 1 (named by the guest's RCU stall report)")])
     }
 
+    /// hangmodload4 in CI: one of the three samples caught the waiter in its timer tick.
+    @Test func aWaiterCaughtOnceInAnInterruptHandlerIsStillAWaiter() {
+        let f = HangDiagnosis.findings(Make.evidence { i in
+            [Make.halted(0),
+             i == 1 ? Make.spinning(1, in: "sysvec_apic_timer_interrupt+0x0/0xa0", rip: 0xffff_ffff_81a0_1000)
+                    : Make.spinning(1),
+             Make.starved(2, entry: 30, irr: [0xfc]), Make.halted(3)]
+        })
+        #expect(f.first { $0.rule == .waitingForIPI }?.sentence
+            == "vCPU 1 spins in smp_call_function_many_cond waiting for CPU 2")
+    }
+
+    @Test(arguments: [0, 2])
+    func oneSampleInAWaitFunctionOrALatestSampleElsewhereIsNoWaiter(waitSamplesFrom: Int) {
+        // Samples 0..<waitSamplesFrom elsewhere, the rest in the wait function: with
+        // waitSamplesFrom 2 only the latest sample waits; the reversed case is below.
+        let f = HangDiagnosis.findings(Make.evidence { i in
+            [Make.halted(0),
+             i >= waitSamplesFrom ? Make.spinning(1) : Make.spinning(1, in: "copy_page+0x7/0x10", rip: 0xffff_ffff_81b0_0000),
+             Make.starved(2, entry: 30, irr: [0xfc])]
+        })
+        #expect(rules(f).contains(.waitingForIPI) == (waitSamplesFrom == 0))
+        let reversed = HangDiagnosis.findings(Make.evidence { i in
+            [Make.halted(0),
+             i < 2 ? Make.spinning(1) : Make.spinning(1, in: "copy_page+0x7/0x10", rip: 0xffff_ffff_81b0_0000),
+             Make.starved(2, entry: 30, irr: [0xfc])]
+        })
+        #expect(!rules(reversed).contains(.waitingForIPI))   // the latest sample left the wait
+    }
+
     @Test func aWaiterWithNoEvidenceSaysKiteCannotTell() {
         let f = HangDiagnosis.findings(Make.evidence { i in [Make.spinning(0, in: "kick_all_cpus_sync+0x4c/0x80"),
                                                              Make.busy(1, sample: i)] })
