@@ -112,8 +112,9 @@ class Test:
     KITE_ARGS = {"rng": "--rng", "hvc": "--console virtio",
                  "netifs": "--net tap=kitea0,mac=06:00:00:00:00:10 --net tap=kitea1,mac=06:00:00:00:00:11"}
 
-    def __init__(self, name, kind, cpus, l1_smp=1, cmdline_extra=""):
-        self.name, self.kind, self.cpus, self.l1_smp = name, kind, cpus, l1_smp
+    def __init__(self, name, kind, cpus, cmdline_extra=""):
+        self.name, self.kind, self.cpus = name, kind, cpus
+        self.l1_smp = boot_l1_smp(cpus) if kind in ("boot", "pvh") else 1
         self.deadline = max(1, round(DEADLINES.get(name, DEFAULT_DEADLINES[kind]) * Test.scale))
         mode, self.expect_status, self.kernel = Test.KINDS[kind]
         if kind == "hang":
@@ -125,7 +126,7 @@ class Test:
         self.tries = 0
 
 
-# How many CPUs L1 gets. Only the short SMP boots (bootN, pvhN for 2 to 15 vCPUs: seconds each)
+# How many CPUs L1 gets (Test sets it). Only the short SMP boots (bootN, pvhN for 2 to 15 vCPUs)
 # run in a two-CPU L1, where two vCPUs really run at the same time. Every test that keeps a
 # guest busy for tens of seconds runs in a one-CPU L1: the two-CPU L1 fails under nested load
 # by itself (soft lockups and RCU stalls in L1's own kernel on a CPU running L2, "stack guard
@@ -137,9 +138,9 @@ def boot_l1_smp(cpus):
 
 def build_matrix(args):
     cpus_list = [int(c) for c in args.cpus_list.split(",")] if args.cpus_list else [1, 2, 4, 10, 16, 32]
-    tests = [Test(f"boot{n}", "boot", n, l1_smp=boot_l1_smp(n)) for n in cpus_list]
+    tests = [Test(f"boot{n}", "boot", n) for n in cpus_list]
     tests.append(Test("seeds4", "seeds", 4))
-    tests.append(Test("pvh2", "pvh", 2, l1_smp=boot_l1_smp(2)))
+    tests.append(Test("pvh2", "pvh", 2))
     tests.append(Test("reboot2", "reboot", 2))                          # ACPI reset register
     tests.append(Test("rebootkbd2", "reboot", 2, cmdline_extra="reboot=k"))  # i8042 pulse reset
     tests.append(Test("input2", "input", 2))
@@ -155,7 +156,7 @@ def build_matrix(args):
     tests += [Test(name, "hang", 4) for name in Test.HANG_LOADS]
     tests.append(Test("healthy4", "healthy", 4))
     if args.extended:
-        tests += [Test("boot64", "boot", 64, l1_smp=1)]
+        tests += [Test("boot64", "boot", 64)]
     if args.only:
         want = set(args.only.split(","))
         unknown = want - {t.name for t in tests}
@@ -165,7 +166,7 @@ def build_matrix(args):
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
-            tests.append(Test(name, m.group(1), n, l1_smp=boot_l1_smp(n) if m.group(1) in ("boot", "pvh") else 1))
+            tests.append(Test(name, m.group(1), n))
         tests = [t for t in tests if t.name in want]
     if args.l1_smp:
         for t in tests:
