@@ -72,6 +72,11 @@ def wants_ipi(cpus, run):
     return cpus >= 2 and run > 0
 
 
+def ipi_rounds_for(cpus, run, rounds):
+    """The IPI rounds this run asks its guest for (0: no IPI test)."""
+    return rounds if wants_ipi(cpus, run) else 0
+
+
 def run_timeout(cpus, ipi_rounds):
     """Seconds a run may take before the probe kills it: boot grows with vCPUs under TCG."""
     return 90 + 10 * cpus + ipi_rounds // 500
@@ -88,7 +93,7 @@ def write_job(path, plan, args, files):
         f.write(f'echo "BENCH-HOST nproc=$(nproc) kernel=$(uname -r) '
                 f'qemu=$({shlex.quote(args.qemu)} --version | head -n1 | tr " " _)"\n')
         for vmm, cpus, run in plan:
-            ipi = args.ipi_rounds if wants_ipi(cpus, run) else 0
+            ipi = ipi_rounds_for(cpus, run, args.ipi_rounds)
             cmdline = "console=ttyS0 quiet panic=-1 kite.test=bench" + (f" kite.ipi={ipi}" if ipi else "")
             cmd = vmm_command(vmm, cpus, args.memory, "$GUEST_KERNEL", initrd, cmdline, args.qemu)
             quoted = " ".join(c if c.startswith("$") else shlex.quote(c) for c in cmd)
@@ -161,7 +166,7 @@ def run_session(idx, plan, args, files, logdir):
     job = os.path.join(logdir, f"session{idx}.job.sh")
     log = os.path.join(logdir, f"session{idx}.log")
     write_job(job, plan, args, files)
-    budget = 120 + sum(run_timeout(c, args.ipi_rounds if wants_ipi(c, r) else 0) + 10 for _, c, r in plan)
+    budget = 120 + sum(run_timeout(c, ipi_rounds_for(c, r, args.ipi_rounds)) + 10 for _, c, r in plan)
     env = dict(os.environ, L1_SMP=str(args.l1_smp), JOB_TIMEOUT=str(budget),
                L1_EXTRA_BINS=shutil.which(args.qemu) or args.qemu,
                L1_EXTRA_DIRS=f"/usr/share/qemu /usr/share/seabios {files}={L1_FILES}")
@@ -186,7 +191,7 @@ def run_session(idx, plan, args, files, logdir):
         m = re.search(rb"BENCH-RUN vmm=\w+ cpus=(\d+) run=(\d+)", raw)
         if m:   # a run is silent at most until its probe's deadline, then speaks
             c = int(m.group(1))
-            limit = run_timeout(c, args.ipi_rounds if wants_ipi(c, int(m.group(2))) else 0) + 60
+            limit = run_timeout(c, ipi_rounds_for(c, int(m.group(2)), args.ipi_rounds)) + 60
         elif b"BENCH-DONE" in raw:
             limit = 180
         elif b"PROBE timeout" in raw:   # the probe has killed the VMM: it must report soon
