@@ -575,8 +575,8 @@ struct VCPUHistory {
     /// Runnable in ring 0 in every sample, with RIP in one function: the same function by
     /// symbol, every sample in an IPI-wait function, or (without symbols) within 256 bytes.
     /// A CPU that waits for an IPI with interrupts on still takes its timer tick and prints
-    /// its own lockup report, so a sample may land in a handler: the latest sample and most
-    /// of the samples in one IPI-wait function count as spinning there too.
+    /// its own lockup report, so a sample may land in a handler: the latest sample in an
+    /// IPI-wait function and most of the samples in IPI-wait functions count as spinning too.
     var isSpinning: Bool {
         guard throughout({ $0.thread == .inGuest && $0.mpState == .runnable && $0.registers?.cpl == 0 }) else { return false }
         let functions = answered.compactMap(\.ripFunction)
