@@ -56,6 +56,15 @@ void ckvm_set_thread_name(const char *name) {
     pthread_setname_np(pthread_self(), buf);
 }
 
+int ckvm_join_thread(pthread_t thread, int milliseconds) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += milliseconds / 1000;
+    deadline.tv_nsec += (long)(milliseconds % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) { deadline.tv_sec += 1; deadline.tv_nsec -= 1000000000L; }
+    return -pthread_timedjoin_np(thread, NULL, &deadline);
+}
+
 int ckvm_epoll_create(void) {
     int fd = epoll_create1(EPOLL_CLOEXEC);
     return fd < 0 ? -errno : fd;

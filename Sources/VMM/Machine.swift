@@ -260,6 +260,10 @@ public final class Machine {
                        watchdog: watchdog, timeline: timeline)
     }
 
+    /// How long every vCPU thread together gets to leave KVM_RUN and end once the machine
+    /// stops; a kicked thread takes microseconds, a thread stuck in the host kernel never.
+    static let vcpuStopSeconds: UInt64 = 10
+
     /// Runs the guest until it powers off, reboots, crashes or hangs, or Kite is told to stop;
     /// then stops every vCPU, in order, before returning.
     public func run(input: TerminalInput?) -> MachineExit {
@@ -300,7 +304,15 @@ public final class Machine {
             watchdog.publish(watchdog.makeReport(trigger: "the guest crashed on vCPU \(vcpu)"))
         }
         for t in started { t.release(); t.vcpu.kick() }
-        for t in started { t.join() }
+        let joinDeadline = monotonicNanoseconds() + Self.vcpuStopSeconds * 1_000_000_000
+        for t in started {
+            let left = Int32(max(0, Int64(joinDeadline) - Int64(monotonicNanoseconds())) / 1_000_000)
+            if !t.join(withinMilliseconds: left) {
+                let since = t.threadReport(now: monotonicNanoseconds())
+                printLine("kite: vCPU \(t.vcpu.id)'s thread did not stop within \(Self.vcpuStopSeconds) s of the machine's stop "
+                          + "(\(since.state.rawValue) for \(Int(since.sinceEntry)) s): exiting without it")
+            }
+        }
         // Then the devices: the event thread finishes the request in hand and ends.
         deviceEvents.stop()
         vsockHost?.close()

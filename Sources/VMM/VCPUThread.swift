@@ -75,9 +75,18 @@ final class VCPUThread: @unchecked Sendable {
     }
 
     /// Waits for the thread to finish (after `control.stop` and a kick); releases it first.
-    func join() {
+    /// Gives up after `milliseconds` and returns false if the thread is still running: a
+    /// thread that does not come back out of KVM_RUN (stuck in the host kernel) must not keep
+    /// Kite from exiting with what it knows.
+    @discardableResult
+    func join(withinMilliseconds milliseconds: Int32) -> Bool {
         release()
-        if let t = thread { pthread_join(t, nil); thread = nil }
+        guard let t = thread else { return true }
+        var rc = ckvm_join_thread(t, milliseconds)
+        while rc == -EINTR { rc = ckvm_join_thread(t, milliseconds) }
+        guard rc != -ETIMEDOUT else { return false }
+        thread = nil
+        return true
     }
 
     private func runLoop() {

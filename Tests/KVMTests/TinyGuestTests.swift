@@ -127,7 +127,7 @@ import Glibc
         let finished = Self.waitForStop(control, seconds: 20)
         control.stop(.vmmError("test timed out"))
         for t in threads { t.vcpu.kick() }
-        for t in threads { t.join() }
+        for t in threads { #expect(t.join(withinMilliseconds: 10_000)) }
         #expect(finished, "the guests did not finish within 20 s")
         #expect(control.exitReason == .powerOff)
         // AP started ('A'), took the IPI ('I'), and the BSP saw the acknowledgement ('B').
@@ -148,9 +148,29 @@ import Glibc
         #expect(!Self.waitForStop(control, seconds: 1))   // still spinning in the guest
         control.stop(.stopped(signal: SIGTERM))
         vcpu.kick()
-        t.join()                                          // returns only if the kick worked
+        #expect(t.join(withinMilliseconds: 10_000))       // ends only if the kick worked
         #expect(control.exitReason == .stopped(signal: SIGTERM))
         #expect(try vcpu.registers().rip == 0x1000)
+    }
+
+    @Test func joinGivesUpOnAThreadThatStaysInTheGuest() throws {
+        // A stop without a kick leaves the thread inside KVM_RUN, as a thread stuck in the
+        // host kernel would be: the join must time out instead of waiting forever.
+        let spin: [UInt8] = [0xEB, 0xFE]            // jmp .
+        let (_, vm, _) = try Self.makeVM(program: spin)
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let vcpu = try vm.createVCPU(id: 0)
+        try Self.enterRealMode(vcpu, at: 0x1000)
+        let bus = try Bus(name: "none", ranges: [], report: { _ in })
+        let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, control: control)
+        try t.start()
+        #expect(!Self.waitForStop(control, seconds: 1))
+        control.stop(.stopped(signal: SIGTERM))
+        #expect(!t.join(withinMilliseconds: 300))
+        #expect(t.threadReport(now: monotonicNanoseconds()).state == .inGuest)
+        vcpu.kick()
+        #expect(t.join(withinMilliseconds: 10_000))
     }
 
     @Test func undeliverableExceptionIsACrashWithRegisters() throws {
@@ -170,7 +190,7 @@ import Glibc
         let stopped = Self.waitForStop(control, seconds: 10)
         control.stop(.vmmError("timeout"))
         vcpu.kick()
-        t.join()
+        #expect(t.join(withinMilliseconds: 10_000))
         #expect(stopped)
         guard case .crash(let id, let reason, let report) = control.exitReason else {
             Issue.record("expected a crash, got \(String(describing: control.exitReason))")

@@ -26,6 +26,9 @@ unsigned long long ckvm_process_start_ns(void);
 
 /// Names the calling thread (shown by ps -L and in /proc); truncated to 15 bytes.
 void ckvm_set_thread_name(const char *name);
+/// pthread_timedjoin_np with a relative timeout: 0 once the thread has ended (and is
+/// joined), -ETIMEDOUT if it is still running after `milliseconds`, or another -errno.
+int ckvm_join_thread(pthread_t thread, int milliseconds);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); returns the fd or -errno.
 int ckvm_eventfd(void);
 /// A non-blocking signalfd for SIGINT and SIGTERM (which the caller must block);
