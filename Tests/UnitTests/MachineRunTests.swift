@@ -141,6 +141,48 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: socket), "the socket file is removed at exit")
     }
 
+    /// Runs `kite run` on `code` for `seconds`, then SIGTERM; returns the exit status and stderr.
+    static func runFor(_ seconds: Double, _ code: [UInt8], _ extra: [String], name: String) throws -> (Int32, String) {
+        let kernel = try CLITests.temp("entry-\(name)", makeBzImage(entryCode: code))
+        let console = FileManager.default.temporaryDirectory.appendingPathComponent("kite-console-\(getpid())-\(name)").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLITests.kite)
+        p.arguments = ["run", "--kernel", kernel, "--memory", "64M", "--console", "file=\(console)"] + extra
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        usleep(UInt32(seconds * 1_000_000))
+        kill(p.processIdentifier, SIGTERM)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, stderr)
+    }
+
+    @Test func silentGuestThatIsNotStuckIsDescribedOnceAndKeepsRunning() throws {
+        // vCPU 0 loops with interrupts enabled (no rule calls that stuck: it could be working);
+        // vCPU 1 was never started. Silent past --hang-timeout 1, for two checks 5 s apart.
+        let (status, stderr) = try Self.runFor(7.5, Self.print("up\n") + [0xFB] + Self.spin,   // sti; jmp .
+                                               ["--hang-timeout", "1", "--cpus", "2"], name: "quiet-running")
+        #expect(status == 143, "\(stderr)")
+        #expect(stderr.components(separatedBy: "but the guest is not judged hung").count == 2, "once: \(stderr)")
+        #expect(stderr.contains("no vCPU looks stuck"), "\(stderr)")
+        // What each vCPU was doing, as in a hang report.
+        #expect(stderr.contains("vCPU 0: in the guest, runnable; RIP") && stderr.contains("(IF)"), "\(stderr)")
+        #expect(stderr.contains("vCPU 1: in the guest, waiting for INIT/SIPI"), "\(stderr)")
+        #expect(!stderr.contains("kite: the guest hung"), "\(stderr)")
+    }
+
+    @Test func silentIdleGuestGetsOneLine() throws {
+        // hlt with interrupts off: every vCPU halted (or never started), nothing pending.
+        let (status, stderr) = try Self.runFor(3, Self.print("up\n") + [0xF4] + Self.spin,     // hlt; jmp .
+                                               ["--hang-timeout", "1", "--cpus", "2"], name: "quiet-idle")
+        #expect(status == 143, "\(stderr)")
+        let notices = stderr.split(separator: "\n").filter { $0.contains("but the guest is not judged hung") }
+        #expect(notices.count == 1, "\(stderr)")
+        #expect(notices.first?.contains("the guest is idle, not hung") == true, "\(stderr)")
+        #expect(!stderr.contains("vCPU 0:"), "one line, no per-vCPU lines: \(stderr)")
+    }
+
     @Test func sigtermStopsEveryVCPUAndExits143() throws {
         let kernel = try CLITests.temp("entry-spin", makeBzImage(entryCode: Self.print("up\n") + Self.spin))
         let console = FileManager.default.temporaryDirectory.appendingPathComponent("kite-console-\(getpid())-term").path

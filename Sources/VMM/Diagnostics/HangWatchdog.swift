@@ -49,6 +49,9 @@ final class HangWatchdog: @unchecked Sendable {
     private var recentEvents: [(seen: UInt64, event: KernelEvent)] = []
     private var lastAutomaticReport: UInt64?
     private var lastSilentCheck: UInt64 = 0
+    /// Whether the current stretch without progress has had its report although the guest
+    /// was not judged hung (one per stretch: a quiet guest is told about once, not every 5 s).
+    private var quietStretchReported = false
 
     static let tickMilliseconds: Int32 = 500
     /// Console reports that start an automatic report.
@@ -152,14 +155,36 @@ final class HangWatchdog: @unchecked Sendable {
     private func watchProgress() {
         guard let timeout = settings.hangTimeout else { return }
         let stalled = monitor.secondsWithoutProgress
-        guard stalled >= Double(timeout) else { return }
+        guard stalled >= Double(timeout) else {
+            quietStretchReported = false
+            return
+        }
         let now = monotonicNanoseconds()
         guard Double(now - lastSilentCheck) / 1e9 >= Self.silentCheckInterval else { return }
         lastSilentCheck = now
         let report = makeReport(trigger: "no progress on the console for \(Int(stalled)) s")
-        guard report.isHang else { return }
+        guard report.isHang else {
+            // Not stuck by any rule, but silent past the timeout: say what the vCPUs are doing,
+            // once per quiet stretch, so a silent guest never goes unexplained. Kite keeps running.
+            if !quietStretchReported {
+                quietStretchReported = true
+                log(Self.quietNotice(report, seconds: Int(stalled)))
+            }
+            return
+        }
         publish(report)
         control.stop(.hang(seconds: timeout, summary: HangDiagnosis.summary(report.findings)))
+    }
+
+    /// What Kite says of a guest that has made no progress for `seconds` but is not judged
+    /// hung: one line for an idle guest, else the whole report (every vCPU's state) under a
+    /// heading that says Kite goes on.
+    static func quietNotice(_ report: HangReport, seconds: Int) -> String {
+        let headline = "kite: no progress on the console for \(seconds) s, but the guest is not judged hung: "
+            + report.summary + " (Kite keeps running; said once until the console moves again)"
+        if report.findings.contains(where: { $0.rule == .allIdle }) { return headline }
+        return headline + "\n" + report.text().split(separator: "\n", omittingEmptySubsequences: false)
+            .dropFirst(2).joined(separator: "\n")
     }
 
     // MARK: Reports
