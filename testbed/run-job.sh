@@ -6,7 +6,8 @@
 # Usage: run-job.sh JOBFILE [LOG]
 # Env: KITE_BIN (kite binary, default .build/release/kite), JOB_TIMEOUT (s, default 1800),
 #      L1_SMP (default 2), L1_MEM (default 4096m), L1_APPEND (extra L1 kernel args),
-#      KITE_FORCE_L1=1 (use L1 even with hardware virtualization).
+#      KITE_FORCE_L1=1 (use L1 even with hardware virtualization), L1_MONITOR (a Unix socket
+#      path for QEMU's human monitor of L1: `info registers -a` shows where L1's CPUs are).
 # Markers: "L1: kvm ready" / "HOST: kvm ready" before the job, "L1: job done status=N" /
 #          "HOST: job done status=N" after it; "L1: FAIL ..." when the testbed is broken.
 set -euo pipefail
@@ -44,9 +45,11 @@ run_l1() {
     RUN_INITRD="$(mktemp "$CACHE/l1/run.XXXXXX.cpio.gz")"
     trap 'rm -f "$RUN_INITRD"' EXIT
     L1_INITRD="$RUN_INITRD" "$KITE_ROOT/testbed/build-l1.sh" "$JOB" >/dev/null
+    local monitor=()
+    [ -n "${L1_MONITOR:-}" ] && monitor=(-monitor "unix:$L1_MONITOR,server=on,wait=off")
     timeout --foreground -k 10 "$JOB_TIMEOUT" \
         qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "${L1_SMP:-2}" -m "${L1_MEM:-4096m}" \
-        -display none -nodefaults -no-reboot -serial stdio \
+        -display none -nodefaults -no-reboot -serial stdio "${monitor[@]}" \
         -kernel "$KERNEL" -initrd "$RUN_INITRD" \
         -append "console=ttyS0 quiet panic=-1 ${L1_APPEND:-}" || rc=$?
     [ "$rc" -eq 124 ] && echo "L1: FAIL testbed timed out after ${JOB_TIMEOUT}s"
