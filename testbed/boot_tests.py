@@ -11,6 +11,11 @@ testbed/run-job.sh) when this host has no usable hardware virtualization, else d
     python3 testbed/boot_tests.py --cpus-list 1,3,8
     python3 testbed/boot_tests.py --l1-smp 2       # every test in a two-CPU L1 (see boot_l1_smp)
 
+The bring-up tests (issue 10) boot 32 vCPUs with BRINGUP_CMDLINE under kite and, as the
+control, under QEMU/KVM in the same L1 sessions ("CONTROL PASS/FAIL qemu-...", never counted
+as a failure); "SIDE BY SIDE" lines compare the two. --extended runs them five times each in
+a one-CPU and in a two-CPU L1.
+
 Env: KITE_BIN (default .build/release/kite), KITE_FORCE_L1=1, and what run-job.sh reads.
 Prints one line per test ("PASS name (12.3 s)" / "FAIL name: reason"), then exactly
 "N passed, N failed"; exits 1 if any test failed. Failures of the testbed itself (L1
@@ -26,6 +31,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,10 +47,14 @@ DEADLINES = {
     "boot64": 900,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240}
+DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
+# L1's init prints "L1: alive ..." every 10 s while its kernel still schedules its own tasks.
+# Silence (no line at all) for this long means L1 itself is stuck (with one CPU: held in the L2 guest, or its
+# kernel wedged), which no VMM inside it can report: the session is killed as a testbed failure.
+L1_HEARTBEAT_LIMIT = 90
 BATCH_SIZE = 6            # most L2 boots per L1 session
 TAIL_LINES = 40
 
@@ -91,7 +101,18 @@ class Test:
         # No false alarm: 10 minutes of the same load with the watchdog armed, kite inspect
         # on the side; the guest powers off by itself.
         "healthy": ("modload", 0, "$GUEST_KERNEL"),
+        # Issue 10: 32 vCPUs brought up, modules loaded, every CPU hot-plugged three times
+        # (31 more bring-ups each round), power-off; with the guest's own lockup and RCU stall
+        # detectors on short fuses (BRINGUP_CMDLINE) and kite's hang watchdog armed. Run under
+        # kite and, as the control, under QEMU/KVM in the same L1 (vmm="qemu").
+        "bringup": ("seeds", 0, "$GUEST_KERNEL"),
     }
+    BRINGUP_CMDLINE = "panic=-1 rcupdate.rcu_cpu_stall_timeout=10 watchdog_thresh=5"
+    # The control VMM: what issue 10's report compared kite with, with the same kernel,
+    # initramfs, memory and command line. -no-reboot: a guest reset ends QEMU (status 0,
+    # without the guest's "poweroff" line, so the check fails it).
+    QEMU = ("qemu-system-x86_64 -enable-kvm -cpu host -m {memory} -smp {cpus} -nodefaults -display none "
+            "-no-reboot -serial stdio -kernel \"$GUEST_KERNEL\" -initrd \"$GUEST_INITRD\" -append {cmdline}")
     # hang test name -> (guest init mode, what the waiting vCPUs may spin in, or None when
     # no vCPU needs to wait: the idle guest's hang shows as an RCU stall)
     HANG_LOADS = {
@@ -112,9 +133,11 @@ class Test:
     KITE_ARGS = {"rng": "--rng", "hvc": "--console virtio",
                  "netifs": "--net tap=kitea0,mac=06:00:00:00:00:10 --net tap=kitea1,mac=06:00:00:00:00:11"}
 
-    def __init__(self, name, kind, cpus, cmdline_extra=""):
-        self.name, self.kind, self.cpus = name, kind, cpus
-        self.l1_smp = boot_l1_smp(cpus) if kind in ("boot", "pvh") else 1
+    def __init__(self, name, kind, cpus, cmdline_extra="", vmm="kite", l1_smp=None):
+        self.name, self.kind, self.cpus, self.vmm = name, kind, cpus, vmm
+        self.l1_smp = l1_smp or (boot_l1_smp(cpus) if kind in ("boot", "pvh") else 1)
+        if kind == "bringup":
+            cmdline_extra = (Test.BRINGUP_CMDLINE + " " + cmdline_extra).strip()
         self.deadline = max(1, round(DEADLINES.get(name, DEFAULT_DEADLINES[kind]) * Test.scale))
         mode, self.expect_status, self.kernel = Test.KINDS[kind]
         if kind == "hang":
@@ -155,6 +178,7 @@ def build_matrix(args):
     tests.append(Test("disksync2", "disksync", 2))
     tests += [Test(name, "hang", 4) for name in Test.HANG_LOADS]
     tests.append(Test("healthy4", "healthy", 4))
+    tests += bringup_tests(args.extended)
     if args.extended:
         tests += [Test("boot64", "boot", 64)]
     if args.only:
@@ -172,6 +196,41 @@ def build_matrix(args):
         for t in tests:
             t.l1_smp = args.l1_smp
     return tests
+
+
+BRINGUP_RUNS_EXTENDED = 5
+
+
+def bringup_tests(extended):
+    """Issue 10's guard: 32 vCPUs with BRINGUP_CMDLINE under kite and under QEMU, side by
+    side in the same L1 sessions. By default once each in a one-CPU L1; --extended: five
+    runs each in a one-CPU and in a two-CPU L1. The QEMU runs are the control (CONTROL lines,
+    never a failure): a failure that QEMU shows too in the same kind of L1 is the testbed's."""
+    runs = BRINGUP_RUNS_EXTENDED if extended else 1
+    smps = (1, 2) if extended else (1,)
+    tests = []
+    for smp in smps:
+        base = "bringup32" + ("-smp2" if smp == 2 else "")
+        for i in range(1, runs + 1):
+            suffix = f".{i}" if i > 1 else ""
+            tests.append(Test(base + suffix, "bringup", 32, l1_smp=smp))
+            tests.append(Test("qemu-" + base + suffix, "bringup", 32, vmm="qemu", l1_smp=smp))
+    return tests
+
+
+def side_by_side(results):
+    """'bringup32 (L1 -smp 1): kite 5/5, qemu 5/5' per group of bring-up tests."""
+    groups = {}
+    for r in results:
+        t = r.test
+        if t.kind != "bringup":
+            continue
+        key = t.name.removeprefix("qemu-").split(".")[0]
+        counts = groups.setdefault((key, t.l1_smp), {"kite": [0, 0], "qemu": [0, 0]})
+        counts[t.vmm][0] += r.ok
+        counts[t.vmm][1] += 1
+    return [f"{key} (L1 -smp {smp}): kite {c['kite'][0]}/{c['kite'][1]}, qemu {c['qemu'][0]}/{c['qemu'][1]}"
+            for (key, smp), c in groups.items()]
 
 
 # ---- checking one L2 console ----------------------------------------------------------
@@ -242,6 +301,20 @@ def write_job(path, tests):
     with open(path, "w") as f:
         f.write("# generated by testbed/boot_tests.py\n")
         for t in tests:
+            if t.vmm == "qemu":
+                f.write("kite_job %s %d %s\n" % (t.name, t.deadline, Test.QEMU.format(
+                    memory=GUEST_MEMORY, cpus=t.cpus, cmdline=shlex.quote(t.cmdline))))
+                continue
+            if t.kind == "bringup":
+                # kite's hang watchdog armed, its JSON report printed afterwards for the log
+                report = f"$TMPDIR/{t.name}.report.json"
+                script = ('"$@"; rc=$?; '
+                          f'[ -e {report} ] && echo "KITE-REPORT: $(tr -d "\\n" <{report})"; exit $rc')
+                f.write("kite_job %s %d sh -c %s bringup \"$KITE\" run --kernel \"%s\" --initrd \"$GUEST_INITRD\" "
+                        "--cmdline %s --cpus %d --memory %s --hang-timeout 60 --report %s\n" % (
+                            t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
+                            t.cpus, GUEST_MEMORY, report))
+                continue
             if t.kind in ("hang", "healthy"):
                 write_watchdog_job(f, t)
                 continue
@@ -541,14 +614,59 @@ def guest_log_path(logdir, t):
     return os.path.join(logdir, f"{t.name}.log" if t.tries <= 1 else f"{t.name}.try{t.tries}.log")
 
 
+def l1_monitor(path, command, timeout=10):
+    """Sends one command to QEMU's human monitor of L1 (run-job.sh's L1_MONITOR) and returns
+    its answer, or an error line; never waits longer than `timeout`."""
+    import socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            data = b""
+            while not data.endswith(b"(qemu) "):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            sock.sendall(command.encode() + b"\n")
+            data = b""
+            while not data.endswith(b"(qemu) "):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        text = data.decode("utf-8", "replace").replace("\r", "")
+        return text.removesuffix("(qemu) ").split("\n", 1)[-1]   # drop the echoed command
+    except OSError as e:
+        return f"(L1 monitor {path}: {e})"
+
+
+def l1_cpu_places(registers):
+    """'CPU 0 at RIP ffffffff81234567 (CPL 0, HLT=0)' for each CPU in `info registers -a`."""
+    out, cpu = [], None
+    for ln in registers.splitlines():
+        m = re.match(r"^CPU#(\d+)", ln)
+        if m:
+            cpu = m.group(1)
+        m = re.search(r"[RE]IP=([0-9a-f]+) .*CPL=(\d).*HLT=(\d)", ln)
+        if m and cpu is not None:
+            out.append(f"CPU {cpu} at RIP {m.group(1)} (CPL {m.group(2)}, HLT={m.group(3)})")
+    return out
+
+
 def run_session(tests, idx, logdir, args):
     """Run tests in one testbed session. Returns (results, tests_not_started)."""
     job = os.path.join(logdir, f"session{idx}.job.sh")
     slog = os.path.join(logdir, f"session{idx}.console.log")
     write_job(job, tests)
     smp = tests[0].l1_smp
-    env = dict(os.environ, L1_SMP=str(smp),
+    monitor = f"/tmp/kite-l1-{os.getpid()}-{idx}.monitor"
+    env = dict(os.environ, L1_SMP=str(smp), L1_MONITOR=monitor,
                JOB_TIMEOUT=str(L1_READY_TIMEOUT + sum(t.deadline + 15 for t in tests) + 60))
+    if any(t.vmm == "qemu" for t in tests):
+        # the control VMM, with its firmware and option ROMs, inside L1
+        env["L1_EXTRA_BINS"] = (env.get("L1_EXTRA_BINS", "") + " " + (shutil.which("qemu-system-x86_64") or "")).strip()
+        env["L1_EXTRA_DIRS"] = (env.get("L1_EXTRA_DIRS", "") + " /usr/share/qemu /usr/share/seabios").strip()
     print(f"# session {idx}: {' '.join(t.name for t in tests)} (L1 -smp {smp}; "
           f"console {slog})", flush=True)
     proc = subprocess.Popen([os.path.join(TESTBED, "run-job.sh"), job, slog],
@@ -570,6 +688,8 @@ def run_session(tests, idx, logdir, args):
     cur, cur_start, cur_timeout = None, None, False
     t0 = time.monotonic()
     killed_reason = None
+    heartbeat = None   # when L1 last printed anything, once it has said "L1: alive" (never on a host)
+    last_alive = None
 
     def kill():
         try:
@@ -598,7 +718,10 @@ def run_session(tests, idx, logdir, args):
         elif t.kind == "healthy":
             reasons += check_healthy_log(lines, t.cpus)
         else:
-            reasons += check_guest_log(lines, t.kind, t.cpus, args.allow_xstate_warning)
+            # QEMU passes the emulated CPU's inconsistent XSAVE leaf on (kite builds its own),
+            # so its guests always print the fpu__init_system_xstate WARNING.
+            reasons += check_guest_log(lines, "seeds" if t.kind == "bringup" else t.kind, t.cpus,
+                                       args.allow_xstate_warning or t.vmm == "qemu")
         return Result(t, not reasons, "; ".join(reasons), elapsed, log=glog)
 
     while True:
@@ -609,11 +732,25 @@ def run_session(tests, idx, logdir, args):
             limit = cur_start + cur.deadline + HOST_SLACK
         else:
             limit = now + 120  # between tests: L1 must keep talking
+        l1_stopped = heartbeat is not None and heartbeat + L1_HEARTBEAT_LIMIT < limit
+        if l1_stopped:
+            limit = heartbeat + L1_HEARTBEAT_LIMIT
         try:
             line = q.get(timeout=max(0.1, limit - now))
         except queue.Empty:
             if not ready:
                 killed_reason = f"L1 never printed 'L1: kvm ready' within {L1_READY_TIMEOUT} s"
+            elif l1_stopped:
+                # Where L1's CPUs are, twice a second apart, before the session is killed.
+                samples = [l1_monitor(monitor, "info registers -a")]
+                time.sleep(1)
+                samples.append(l1_monitor(monitor, "info registers -a"))
+                with open(os.path.join(logdir, f"session{idx}.l1-registers.txt"), "w") as f:
+                    f.write("\n---- 1 s later ----\n".join(samples))
+                places = "; ".join(" then ".join(p) for p in zip(*(l1_cpu_places(x) for x in samples)))
+                killed_reason = (f"L1 stopped: no output and no 'L1: alive' heartbeat for {L1_HEARTBEAT_LIMIT} s, "
+                                 f"so L1's kernel no longer ran its own tasks (last heartbeat: {last_alive}); "
+                                 f"L1's {places or 'CPUs could not be read'} (session{idx}.l1-registers.txt)")
             elif cur:
                 killed_reason = "deadline"
             else:
@@ -625,6 +762,13 @@ def run_session(tests, idx, logdir, args):
         m = re.match(r"^([A-Za-z0-9_.-]+)\| ?(.*)$", line)
         if m and m.group(1) in by_name:
             guest_logs.setdefault(m.group(1), []).append(m.group(2))
+            continue
+        # Any line is news from L1's user space; "L1: alive" makes sure one comes every 10 s.
+        if line.startswith("L1: alive "):
+            last_alive = line.strip()
+        if last_alive:
+            heartbeat = time.monotonic()
+        if line.startswith("L1: alive "):
             continue
         l1_tail = (l1_tail + [line])[-TAIL_LINES:]
         if re.search(r"^(L1|HOST): kvm ready", line):
@@ -652,6 +796,10 @@ def run_session(tests, idx, logdir, args):
     except subprocess.TimeoutExpired:
         kill()
         proc.wait()
+    try:
+        os.unlink(monitor)
+    except OSError:
+        pass
 
     if cur:  # a test was running when the session ended
         if killed_reason == "deadline" and not l1_trouble:
@@ -688,11 +836,13 @@ FLAKY = []
 
 
 def report(r):
+    # The control VMM's runs are evidence about the testbed, never a failure of kite's.
+    control = "CONTROL " if r.test.vmm != "kite" else ""
     if r.ok:
-        print(f"PASS {r.test.name} ({r.elapsed:.1f} s)", flush=True)
+        print(f"{control}PASS {r.test.name} ({r.elapsed:.1f} s)", flush=True)
         return
     tb = "TESTBED FAILURE: " if r.testbed else ""
-    print(f"FAIL {r.test.name}: {tb}{r.reason}", flush=True)
+    print(f"{control}FAIL {r.test.name}: {tb}{r.reason}", flush=True)
     if r.log:
         print(f"  log: {r.log} (last {TAIL_LINES} lines)")
         for ln in tail(r.log):
@@ -703,7 +853,8 @@ def report(r):
 
 def report_testbed_batch(tests, why, slog):
     for i, t in enumerate(tests):
-        print(f"FAIL {t.name}: TESTBED FAILURE: {why}", flush=True)
+        control = "CONTROL " if t.vmm != "kite" else ""
+        print(f"{control}FAIL {t.name}: TESTBED FAILURE: {why}", flush=True)
         FAILED_REPORTED.add(t.name)
     print(f"  L1 console: {slog} (last {TAIL_LINES} lines)")
     for ln in tail(slog):
@@ -761,8 +912,8 @@ def main():
         res, not_started = run_session(batch, session, logdir, args)
         retry = []
         for r in res:
-            if r.ok or r.test.tries >= 2:
-                results.append(r)
+            if r.ok or r.test.tries >= 2 or r.test.vmm != "kite":
+                results.append(r)   # the control VMM's runs are counted as they come
             elif r.testbed:
                 # The nested testbed itself failed (L1's kernel panicked or hung, which Kite
                 # cannot cause from user space): say so and run that test once more.
@@ -790,6 +941,13 @@ def main():
 
     order = {t.name: i for i, t in enumerate(tests)}
     results.sort(key=lambda r: order[r.test.name])
+    for line in side_by_side(results):
+        print(f"SIDE BY SIDE {line}")
+    controls = [r for r in results if r.test.vmm != "kite"]
+    if controls:
+        print(f"# QEMU control runs: {sum(r.ok for r in controls)} of {len(controls)} passed "
+              "(evidence about the testbed; not counted below)")
+    results = [r for r in results if r.test.vmm == "kite"]
     passed = sum(r.ok for r in results)
     failed = len(results) - passed
     for name, reason in FLAKY:
