@@ -135,42 +135,45 @@ import Glibc
         #expect(try memory.read(at: GuestAddress(0x500), count: 2) == [1, 1])
     }
 
-    @Test func kickStopsAVCPUThatNeverExits() throws {
+    /// A started vCPU thread whose guest spins (`jmp .`) without ever exiting. The VM and
+    /// its memory come back too: the caller keeps them alive while the vCPU runs.
+    static func startSpinningVCPU() throws -> (VCPUThread, VCPU, MachineControl, (VirtualMachine, GuestMemory)) {
         let spin: [UInt8] = [0xEB, 0xFE]            // jmp .
-        let (_, vm, _) = try Self.makeVM(program: spin)
+        let (_, vm, memory) = try makeVM(program: spin)
         _ = ckvm_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let vcpu = try vm.createVCPU(id: 0)
-        try Self.enterRealMode(vcpu, at: 0x1000)
+        try enterRealMode(vcpu, at: 0x1000)
         let bus = try Bus(name: "none", ranges: [], report: { _ in })
         let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, control: control)
         try t.start()
-        #expect(!Self.waitForStop(control, seconds: 1))   // still spinning in the guest
-        control.stop(.stopped(signal: SIGTERM))
-        vcpu.kick()
-        #expect(t.join(withinMilliseconds: 10_000))       // ends only if the kick worked
-        #expect(control.exitReason == .stopped(signal: SIGTERM))
+        return (t, vcpu, control, (vm, memory))
+    }
+
+    @Test func kickStopsAVCPUThatNeverExits() throws {
+        let (t, vcpu, control, machine) = try Self.startSpinningVCPU()
+        withExtendedLifetime(machine) {
+            #expect(!Self.waitForStop(control, seconds: 1))   // still spinning in the guest
+            control.stop(.stopped(signal: SIGTERM))
+            vcpu.kick()
+            #expect(t.join(withinMilliseconds: 10_000))       // ends only if the kick worked
+            #expect(control.exitReason == .stopped(signal: SIGTERM))
+        }
         #expect(try vcpu.registers().rip == 0x1000)
     }
 
     @Test func joinGivesUpOnAThreadThatStaysInTheGuest() throws {
         // A stop without a kick leaves the thread inside KVM_RUN, as a thread stuck in the
         // host kernel would be: the join must time out instead of waiting forever.
-        let spin: [UInt8] = [0xEB, 0xFE]            // jmp .
-        let (_, vm, _) = try Self.makeVM(program: spin)
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
-        let control = try MachineControl()
-        let vcpu = try vm.createVCPU(id: 0)
-        try Self.enterRealMode(vcpu, at: 0x1000)
-        let bus = try Bus(name: "none", ranges: [], report: { _ in })
-        let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, control: control)
-        try t.start()
-        #expect(!Self.waitForStop(control, seconds: 1))
-        control.stop(.stopped(signal: SIGTERM))
-        #expect(!t.join(withinMilliseconds: 300))
-        #expect(t.threadReport(now: monotonicNanoseconds()).state == .inGuest)
-        vcpu.kick()
-        #expect(t.join(withinMilliseconds: 10_000))
+        let (t, vcpu, control, machine) = try Self.startSpinningVCPU()
+        withExtendedLifetime(machine) {
+            #expect(!Self.waitForStop(control, seconds: 1))
+            control.stop(.stopped(signal: SIGTERM))
+            #expect(!t.join(withinMilliseconds: 300))
+            #expect(t.threadReport(now: monotonicNanoseconds()).state == .inGuest)
+            vcpu.kick()
+            #expect(t.join(withinMilliseconds: 10_000))
+        }
     }
 
     @Test func undeliverableExceptionIsACrashWithRegisters() throws {
