@@ -77,6 +77,28 @@ public struct ConsoleWatcher: Sendable {
     /// Ends any report still being collected (e.g. when the console has been quiet for a
     /// while or the machine stops) and returns it. A last line without a newline is read
     /// first, as if it had one.
+    /// Whether a console line has the shape of a piece of a kernel report (a register or
+    /// "RIP:" line, a call-trace frame, a context marker such as "<TASK>", "Call Trace:",
+    /// "Modules linked in:", "CPU: N PID: N ...", "Hardware name:", "Stopper:", "Workqueue:",
+    /// a "cut here" or "end trace" line), whichever report it belongs to. When two CPUs
+    /// report at once their lines interleave and a watcher following one report loses the
+    /// other's, so the hang watchdog asks this too before it counts a line as progress.
+    public static func isReportShaped(_ raw: String) -> Bool {
+        var raw = Substring(raw)
+        while let last = raw.last, last.isNewline { raw = raw.dropLast() }   // "\r\n" is one Character
+        guard let line = ConsoleLine(String(raw)) else { return false }
+        let text = line.text
+        if text.isEmpty { return false }
+        for prefix in ["Call Trace:", "Call trace:", "Modules linked in:", "Hardware name:", "Stopper:",
+                       "Workqueue:", "---[ end trace", "------------[ cut here ]"] where text.hasPrefix(prefix) {
+            return true
+        }
+        // "FS:  0000000000000000(0000) GS:ff34...(0000) knlGS:0" is a register line too.
+        return ContextMarker(text) != nil || instructionPointerText(text) != nil
+            || isRegisterLine(text) || isRegisterLine(Substring(text.filter { $0 != "(" && $0 != ")" }))
+            || KernelFrame(traceLine: text) != nil || CPULine(text)?.pid != nil
+    }
+
     public mutating func flush() -> [KernelEvent] {
         var completed: [KernelEvent] = []
         escape = .none

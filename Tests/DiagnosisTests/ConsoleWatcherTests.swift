@@ -808,3 +808,32 @@ private extension Array {
     /// The single element, or nil when there are none or several.
     var only: Element? { count == 1 ? first : nil }
 }
+
+@Suite struct ReportShapedLineTests {
+    @Test func piecesOfAReportAreReportShaped() {
+        for line in [
+            "[   84.032947]  </TASK>", "[   84.341676] Modules linked in:",
+            "[   84.363357] CPU: 1 PID: 20 Comm: migration/1 Tainted: G             L     6.1.0-57-cloud-amd64 #1",
+            "[   84.408760] Stopper: multi_cpu_stop+0x0/0x120 <- stop_machine_from_inactive_cpu+0x11d/0x180",
+            "[   84.449134] RIP: 0010:rcu_momentary_eqs+0x0/0x70", "[   84.472786] Code: 47 2d 8e e8 12 0b 8f 00",
+            "[   84.556858] RSP: 0018:ff6ac10a800bbe70 EFLAGS: 00000246",
+            "[   84.761039] FS:  0000000000000000(0000) GS:ff3408e0fe680000(0000) knlGS:0000000000000000",
+            "[   84.864833] PKRU: 55555554", "[   84.880013] Call Trace:", "[   84.910948]  multi_cpu_stop+0xbb/0x120",
+            "[   84.931459]  ? stop_machine_yield+0x10/0x10", "[  224.3] Hardware name: QEMU Standard PC (i440FX + PIIX, 1996)",
+            "[  1.5] ---[ end trace 0000000000000000 ]---", "[  84.9]  kthread+0xda/0x100\r\n",
+        ] {
+            #expect(ConsoleWatcher.isReportShaped(line), "\(line)")
+        }
+    }
+
+    @Test func ordinaryLinesAreNot() {
+        for line in [
+            "KITE-GUEST: hotplug round 4", "[  128.853084] smpboot: CPU 23 is now offline",
+            "[    0.179573] ACPI: INT_SRC_OVR (bus 0 bus_irq 9 global_irq 9 high level)",
+            "[    7.6] DMA: preallocated 128 KiB GFP_KERNEL pool for atomic allocations",
+            "[    2.2] smp: Brought up 1 node, 32 CPUs", "", "[   26.7] PCI: CLS 0 bytes, default 64",
+        ] {
+            #expect(!ConsoleWatcher.isReportShaped(line), "\(line)")
+        }
+    }
+}

@@ -39,7 +39,8 @@ final class ConsoleMonitor: Sendable {
                 let events = s.watcher.feed(s.line)
                 s.completed.append(contentsOf: events)
                 if s.completed.count > Self.maxKeptEvents { s.completed.removeFirst(s.completed.count - Self.maxKeptEvents) }
-                if s.watcher.pending != nil || Self.isTraceLine(s.line) {
+                if s.watcher.pending != nil || Self.isTraceLine(s.line)
+                    || ConsoleWatcher.isReportShaped(String(decoding: s.line, as: UTF8.self)) {
                     s.lastProgress = s.progressBeforeLine
                 } else {
                     s.lastProgress = now
