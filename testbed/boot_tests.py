@@ -114,12 +114,15 @@ class Test:
     QEMU = ("qemu-system-x86_64 -enable-kvm -cpu host -m {memory} -smp {cpus} -nodefaults -display none "
             "-no-reboot -serial stdio -kernel \"$GUEST_KERNEL\" -initrd \"$GUEST_INITRD\" -append {cmdline}")
     # hang test name -> (guest init mode, what the waiting vCPUs may spin in, or None when
-    # no vCPU needs to wait: the idle guest's hang shows as an RCU stall)
+    # no vCPU needs to wait: the idle guest's hang shows as an RCU stall). The stall can also
+    # catch vCPU 2 holding a spinlock (a runqueue lock, inside the scheduler): then the others
+    # wait for it in the spinlock slow path.
     HANG_LOADS = {
         "hangmodload4": ("modload", ["smp_call_function", "on_each_cpu", "text_poke", "flush_tlb",
-                                     "kick_all_cpus_sync", "csd_lock_wait", "stop_machine", "multi_cpu_stop"]),
+                                     "kick_all_cpus_sync", "csd_lock_wait", "stop_machine", "multi_cpu_stop",
+                                     "spin_lock_slowpath"]),
         "hanghotplug4": ("hotplugloop", ["multi_cpu_stop", "stop_machine", "smp_call_function", "on_each_cpu",
-                                         "cpuhp", "flush_tlb", "csd_lock_wait"]),
+                                         "cpuhp", "flush_tlb", "csd_lock_wait", "spin_lock_slowpath"]),
         "hangidle4": ("busy2", None),
     }
     HANG_STALL_AT = 30       # s after kite starts; the guests are in their loops by then

@@ -64,7 +64,8 @@ public struct Finding: Sendable, Equatable {
         /// Halted with interrupts disabled in the paravirtual spinlock wait (kvm_wait's
         /// halt), in every sample, while another vCPU spins in the spinlock slow path: only a
         /// KVM_HC_KICK_CPU kick from the lock's releaser, or an NMI, can wake it. Seen in the
-        /// nested testbed during SMP bring-up.
+        /// nested testbed during SMP bring-up. Only while every vCPU is being run: with one
+        /// that is not (starved, not answering), the sleeper waits for it like the spinners.
         /// "vCPU 0 sleeps with interrupts disabled in native_halt, a paravirtual spinlock wait
         /// that only a KVM_HC_KICK_CPU kick or an NMI can end: the kick was lost, or the lock
         /// is never released"
@@ -77,9 +78,11 @@ public struct Finding: Sendable, Equatable {
         /// `loopingInterruptsDisabled`) found, else for the CPUs the guest's RCU stall names.
         /// "vCPU 0 spins in smp_call_function_many_cond waiting for CPU 2"
         case waitingForIPI = "waiting-for-ipi"
-        /// Spinning in the queued spinlock slow path (see `SpinlockWait`), in every sample.
-        /// "vCPU 1 spins in __pv_queued_spin_lock_slowpath waiting for a spinlock (vCPU 0
-        /// sleeps in the paravirtual spinlock wait)"
+        /// Spinning in the queued spinlock slow path (see `SpinlockWait`), in every sample,
+        /// while another vCPU sleeps in the paravirtual spinlock wait or is not being run (then
+        /// that one probably holds the lock).
+        /// "vCPU 1 spins in __pv_queued_spin_lock_slowpath waiting for a spinlock, probably held
+        /// by CPU 2 (not running) (vCPU 0 sleeps in the paravirtual spinlock wait)"
         case waitingForSpinlock = "waiting-for-spinlock"
 
         // MARK: Context: what else the snapshot shows.
@@ -197,12 +200,15 @@ public enum HangDiagnosis {
                 && h.isHaltedThroughout && h.interruptsDisabledThroughout
                 && (h.function.map(SpinlockWait.isHaltFunction) ?? false)
         }
+        // vCPUs that are not being run (their thread does not answer, or stays out of the
+        // guest): a spinlock that others wait for is most likely held by one of them.
+        let notRun = histories.filter { !$0.latest.answered || $0.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds) }
         var lockSpinners: [VCPUHistory] = []
         for h in histories {
             if !h.latest.answered { notAnswering.append(h) }
             else if h.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds) { starved.append(h) }
             else if lockSleepers.contains(where: { $0.id == h.id }) { continue }
-            else if !lockSleepers.isEmpty, spinsForALock(h) { lockSpinners.append(h) }
+            else if !lockSleepers.isEmpty || !notRun.isEmpty, spinsForALock(h) { lockSpinners.append(h) }
             else if h.isHaltedThroughout, h.pendingVectorThroughout != nil { haltedPending.append(h) }
             else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
             else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
@@ -219,7 +225,11 @@ public enum HangDiagnosis {
         // IF=0, and CPUs in a stop_machine() rendezvous loop with IF=0, while they wait too).
         let haltedWithIF = haltedPending.filter { !$0.interruptsDisabledThroughout }
         let haltedWithoutIF = haltedPending.filter { $0.interruptsDisabledThroughout }
-        var suspects = Set((notAnswering + starved + haltedWithIF + icrPollers + lockSleepers).map(\.id))
+        // A sleeper in the paravirtual spinlock wait is a root cause (a lost kick) only while
+        // every vCPU runs; otherwise it waits, like the lock's spinners, for a vCPU not run.
+        let sleepersAreRootCauses = notRun.isEmpty
+        var suspects = Set((notAnswering + starved + haltedWithIF + icrPollers
+                            + (sleepersAreRootCauses ? lockSleepers : [])).map(\.id))
         if suspects.isEmpty { suspects = Set((loopers + haltedWithoutIF).map(\.id)) }
         var neverWoken = haltedIdle.filter { consoleStalled.contains($0.id) }
         if neverWoken.isEmpty, !waiters.isEmpty, suspects.isEmpty { neverWoken = haltedIdle }
@@ -233,9 +243,11 @@ public enum HangDiagnosis {
         if !neverWoken.isEmpty { findings.append(haltedNothingPendingFinding(neverWoken.map(\.id))) }
         let stuckElsewhere = Set((notAnswering + starved).map(\.id))
         findings += histories.filter { !stuckElsewhere.contains($0.id) && $0.hasUntakenNMI }.map(nmiNotTakenFinding)
-        findings += lockSleepers.map(sleepingInSpinlockWaitFinding)
+        if sleepersAreRootCauses { findings += lockSleepers.map(sleepingInSpinlockWaitFinding) }
         findings += waitingForIPIFindings(waiters, suspects: suspects, consoleStalled: consoleStalled)
-        findings += lockSpinners.map { waitingForSpinlockFinding($0, sleepers: lockSleepers.map(\.id)) }
+        findings += lockSpinners.map {
+            waitingForSpinlockFinding($0, sleepers: lockSleepers.map(\.id), likelyHolders: notRun.map(\.id))
+        }
         findings += loopers.map(loopingFinding)
 
         if findings.isEmpty, let event = mostImportant(hangEvents) {
@@ -401,12 +413,16 @@ public enum HangDiagnosis {
                            + "that only a KVM_HC_KICK_CPU kick or an NMI can end: the kick was lost, or the lock is never released")
     }
 
-    static func waitingForSpinlockFinding(_ h: VCPUHistory, sleepers: [Int]) -> Finding {
+    /// `likelyHolders`: vCPUs that are not being run, one of which probably holds the lock
+    /// (the snapshot cannot say which CPU holds a queued spinlock).
+    static func waitingForSpinlockFinding(_ h: VCPUHistory, sleepers: [Int], likelyHolders: [Int] = []) -> Finding {
         let others = sleepers.filter { $0 != h.id }
+        let holders = likelyHolders.filter { $0 != h.id }
+        let held = holders.isEmpty ? "" : ", probably held by \(Wording.cpuList(holders)) (not running)"
         let note = others.isEmpty ? ""
             : " (\(Wording.vcpuList(others)) \(others.count == 1 ? "sleeps" : "sleep") in the paravirtual spinlock wait)"
-        return Finding(rule: .waitingForSpinlock, vcpus: [h.id] + others,
-                       sentence: "vCPU \(h.id) spins in \(h.describeFunction(h.function ?? "?")) waiting for a spinlock\(note)")
+        return Finding(rule: .waitingForSpinlock, vcpus: [h.id] + holders + others,
+                       sentence: "vCPU \(h.id) spins in \(h.describeFunction(h.function ?? "?")) waiting for a spinlock\(held)\(note)")
     }
 
     static func loopingFinding(_ h: VCPUHistory) -> Finding {

@@ -502,7 +502,7 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
 
     @Test func rootCausesComeBeforeWaitersAndContext() {
         let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 15, [
-            Make.spinning(0), Make.spinning(1, in: "native_queued_spin_lock_slowpath+0x66/0x2e0", rflags: 0x46),
+            Make.spinning(0), Make.spinning(1, in: "update_fast_timekeeper+0x66/0x2e0", rflags: 0x46),
             Make.halted(2, irr: [0xfb], events: VCPUEvents(nmiPending: true)), Make.starved(3, entry: 20),
         ]))
         #expect(rules(f) == [.starved, .haltedWithInterruptPending, .nmiNotTaken, .waitingForIPI, .loopingInterruptsDisabled])
@@ -625,6 +625,28 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
              Make.halted(3)]
         })
         #expect(f.first { $0.rule == .waitingForIPI }?.vcpus == [0, 2])
+    }
+
+    /// The hanghotplug4 retry in a loaded CI run: the stall caught vCPU 2 inside the
+    /// scheduler with IF=0, holding a runqueue lock; vCPU 1 spins for that lock and vCPUs 0
+    /// and 3 sleep in the paravirtual spinlock wait. They all wait for vCPU 2: no kick was
+    /// lost, Kite starved the lock's holder.
+    @Test func spinlockWaitersWaitForTheVCPUThatIsNotRun() {
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 15) { _ in
+            [Make.vcpu(0, exit: 8, mp: .halted, symbol: "native_halt+0xa/0x10", rflags: 0x46,
+                       apic: LocalAPICState(apicID: 0, tpr: 0x10, ppr: 0x10)),
+             Make.spinning(1, in: "__pv_queued_spin_lock_slowpath+0x7e/0x370", rflags: 0x46),
+             Make.starved(2, entry: 31, irr: [0xfb]),
+             Make.vcpu(3, exit: 31, mp: .halted, symbol: "native_halt+0xa/0x10", rflags: 0x46,
+                       apic: LocalAPICState(apicID: 3, tpr: 0x10, ppr: 0x10, irr: [0xEC]))]
+        })
+        #expect(!f.contains { $0.rule == .sleepingInSpinlockWait }, "\(f)")
+        let waiter = f.first { $0.rule == .waitingForSpinlock }
+        #expect(waiter?.vcpus == [1, 2, 0, 3])
+        #expect(waiter?.sentence == "vCPU 1 spins in __pv_queued_spin_lock_slowpath waiting for a spinlock, probably held "
+            + "by CPU 2 (not running) (vCPUs 0 and 3 sleep in the paravirtual spinlock wait)")
+        #expect(HangDiagnosis.summary(f).hasPrefix(waiter?.sentence ?? "-"))
+        #expect(HangDiagnosis.summary(f).contains("vCPU 2 has vector 0xfb pending"), "\(HangDiagnosis.summary(f))")
     }
 
     @Test func offlineCPUHaltedWithInterruptsOffIsNotASpinlockSleeper() {
