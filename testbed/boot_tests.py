@@ -234,7 +234,7 @@ def side_by_side(results):
         counts[t.vmm][0] += r.ok
         counts[t.vmm][1] += 1
     return [f"{key} (L1 -smp {smp}): kite {c['kite'][0]}/{c['kite'][1]}, qemu {c['qemu'][0]}/{c['qemu'][1]}"
-            for (key, smp), c in groups.items()]
+            for (key, smp), c in groups.items() if c["qemu"][1]]   # only where the control ran
 
 
 # ---- checking one L2 console ----------------------------------------------------------
