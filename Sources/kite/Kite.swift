@@ -70,7 +70,8 @@ struct Run: ParsableCommand {
 
     @Option(name: .customLong("hang-timeout"),
             help: ArgumentHelp("Stop with exit status 5 when the guest has printed nothing but hang reports for this "
-                               + "many seconds and the hang watchdog finds it stuck (an idle guest is not hung).",
+                               + "many seconds and the hang watchdog finds it stuck (an idle guest is not hung; a quiet "
+                               + "guest that is not stuck is described once on stderr and keeps running).",
                                valueName: "seconds"))
     var hangTimeout: Int?
 
