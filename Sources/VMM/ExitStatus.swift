@@ -1,3 +1,5 @@
+import Devices
+
 /// How `kite run` ends, and the process exit status for each. Documented in `--help`.
 public enum MachineExit: Equatable, Sendable {
     case powerOff
@@ -11,6 +13,9 @@ public enum MachineExit: Equatable, Sendable {
     case stopped(signal: Int32)
     /// Kite itself failed while the guest ran.
     case vmmError(String)
+    /// The guest wrote `value` to the isa-debug-exit port (`--test-devices`): status
+    /// (value << 1) | 1, as under QEMU, in place of the statuses above.
+    case debugExit(value: UInt64)
 
     public var status: Int32 {
         switch self {
@@ -20,6 +25,7 @@ public enum MachineExit: Equatable, Sendable {
         case .hang: ExitStatus.hang
         case .stopped(let signal): signal == 0 ? ExitStatus.escape : 128 + signal
         case .vmmError: ExitStatus.vmmError
+        case .debugExit(let value): DebugExitDevice.exitStatus(forValue: value)
         }
     }
 }
@@ -46,5 +52,8 @@ public enum ExitStatus {
            watchdog found it stuck (the hang report is printed on stderr)
       6    stopped with the console escape sequence
       130  SIGINT; 143 SIGTERM (vCPUs and devices are stopped in order first)
+    With --test-devices, a guest write of V to port 0xf4 (isa-debug-exit) ends
+    kite with status (V << 1) | 1 (modulo 256), as under QEMU; these statuses
+    then overlap the ones above, so read them as the test kernel defines them.
     """
 }

@@ -20,7 +20,19 @@ public final class Machine {
         public static let i8042: UInt64 = 0x60
         public static let postCode: UInt64 = 0x80
         public static let acpiPower: UInt64 = 0x600
+        /// QEMU's fw_cfg: selector, then data.
+        public static let firmwareConfig: UInt64 = 0x510
+        /// `--test-devices`: isa-debug-exit, and pc-testdev's scratch register (two
+        /// windows), flush-page port and 24 interrupt lines.
+        public static let debugExit: UInt64 = 0xF4
+        public static let testScratch: UInt64 = 0xE0
+        public static let testFlushPage: UInt64 = 0xE4
+        public static let testScratchBytes: UInt64 = 0xE8
+        public static let testInterruptLines: UInt64 = 0x2000
     }
+    /// pc-testdev's device memory (`--test-devices`): 64 KiB in the MMIO hole, above the
+    /// local APIC and below KVM's private pages.
+    public static let testDeviceMemoryAddress: UInt64 = 0xFF00_0000
     /// The boot timer (`BootTimer`), at the bottom of the 32-bit MMIO hole: init writes 123
     /// here (`devmem 0xc0000000 8 123`).
     public static let bootTimerAddress: UInt64 = GuestLayout.mmioHoleStart
@@ -81,7 +93,7 @@ public final class Machine {
         }
         let kernel = try setup { try FileImage(path: config.kernelPath) }
         let initrd = try config.initrdPath.map { p in try setup { try FileImage(path: p) } }
-        _ = try setup { try KernelFormat.detect(kernel) }
+        let format = try setup { try KernelFormat.detect(kernel) }
 
         // 2. The VM and its memory.
         let vm = try setup { try kvm.createVM() }
@@ -121,17 +133,31 @@ public final class Machine {
         let bootTimer = BootTimer(onMarker: {
             if timeline.mark(.initMarker) && bootTiming { printLine(timeline.summary()) }
         })
-        let ports = try setup {
-            try Bus(name: "port I/O", ranges: [
-                .init(base: Ports.com1, length: 8, device: serial),
-                .init(base: Ports.i8042, length: 5, device: i8042),
-                .init(base: Ports.postCode, length: 1, device: NullDevice()),
-                .init(base: Ports.acpiPower, length: 3, device: power),
-            ], report: log)
+        var portRanges: [Bus.Range] = [
+            .init(base: Ports.com1, length: 8, device: serial),
+            .init(base: Ports.i8042, length: 5, device: i8042),
+            .init(base: Ports.postCode, length: 1, device: NullDevice()),
+            .init(base: Ports.acpiPower, length: 3, device: power),
+            .init(base: Ports.firmwareConfig, length: 2,
+                  device: FirmwareConfig(cpus: config.cpus, ramBytes: config.memoryBytes)),
+        ]
+        var mmioRanges: [Bus.Range] = [.init(base: bootTimerAddress, length: 1, device: bootTimer)]
+        if config.testDevices {
+            let scratch = TestScratchRegister()
+            portRanges += [
+                .init(base: Ports.debugExit, length: 4, device: DebugExitDevice(onExit: { control.stop(.debugExit(value: $0)) })),
+                .init(base: Ports.testScratch, length: 4, device: scratch.window()),
+                .init(base: Ports.testFlushPage, length: 4, device: TestFlushPage()),
+                .init(base: Ports.testScratchBytes, length: 4, device: scratch.window()),
+                .init(base: Ports.testInterruptLines, length: UInt64(TestInterruptLines.count),
+                      device: TestInterruptLines(setLine: { [vm] line, level in try? vm.setInterruptLine(line, level: level) })),
+            ]
+            mmioRanges.append(.init(base: testDeviceMemoryAddress, length: UInt64(TestDeviceMemory.size),
+                                    device: TestDeviceMemory()))
         }
+        let ports = try setup { try Bus(name: "port I/O", ranges: portRanges, report: log) }
         let deviceEvents = try DeviceEventLoop()
         var eventFDs: [EventFD] = []
-        var mmioRanges: [Bus.Range] = [.init(base: bootTimerAddress, length: 1, device: bootTimer)]
         var acpiDevices: [ACPIMMIODevice] = []
         var virtioDevices: [(name: String, device: any VirtioDevice)] = []
         for (i, disk) in config.disks.enumerated() {
@@ -225,7 +251,7 @@ public final class Machine {
 
         // 6. Kernel, initrd, command line; entry tables.
         let entry = try setup {
-            try KernelLoader.load(kernel: kernel, initrd: initrd, commandLine: config.commandLine,
+            try KernelLoader.load(kernel: kernel, initrd: initrd, commandLine: config.commandLine ?? format.defaultCommandLine,
                                   memory: memory, rsdp: tables.rsdpAddress)
         }
         var longMode = false

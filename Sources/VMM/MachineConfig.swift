@@ -13,7 +13,9 @@ public struct MachineConfig: Sendable {
 
     public var kernelPath: String
     public var initrdPath: String?
-    public var commandLine: String
+    /// The kernel command line; nil = the kernel format's default (`console=ttyS0` for
+    /// Linux, nothing for a multiboot kernel).
+    public var commandLine: String?
     public var cpus: Int
     public var memoryBytes: UInt64
     public var console: Console
@@ -35,10 +37,13 @@ public struct MachineConfig: Sendable {
     /// Print when the guest reached its first instruction, first console byte and the
     /// boot timer's init marker (`--boot-timing`).
     public var bootTiming = false
+    /// QEMU's devices for test kernels: isa-debug-exit at port 0xf4 and pc-testdev
+    /// (`--test-devices`).
+    public var testDevices = false
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).
     public var kvmPath: String = "/dev/kvm"
 
-    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "console=ttyS0",
+    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String? = nil,
                 cpus: Int = 1, memoryBytes: UInt64 = 512 << 20, console: Console = .stdio, hangTimeout: Int? = nil) {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath

@@ -8,11 +8,12 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
     case initrdTooLarge(initrd: UInt64, available: UInt64)
     case memoryTooSmall(needed: UInt64, have: UInt64)
     case kernelOutsideRAM(String)
+    case kernelOverlapsBootData(String)
 
     public var description: String {
         switch self {
         case .cannotRead(let p, let r): return "cannot read \(p): \(r)"
-        case .notAKernel(let s): return "not a Linux kernel: \(s)"
+        case .notAKernel(let s): return "not a kernel Kite can boot: \(s)"
         case .truncatedKernel(let s): return "kernel image is truncated: \(s)"
         case .unsupportedKernel(let s): return "unsupported kernel: \(s)"
         case .commandLineTooLong(let l, let m):
@@ -22,6 +23,7 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
         case .memoryTooSmall(let n, let h):
             return "guest memory \(mib(h)) is too small for this kernel (needs at least \(mib(n))); raise --memory"
         case .kernelOutsideRAM(let s): return "kernel does not fit in guest RAM: \(s)"
+        case .kernelOverlapsBootData(let s): return "kernel would overwrite Kite's boot data: \(s)"
         }
     }
 }

@@ -1,14 +1,18 @@
 import GuestMemory
 
+/// A piece of a kernel file loaded at a guest-physical address: `fileSize` bytes from
+/// `fileOffset`, then zeros up to `memorySize` (the bss).
+public struct LoadSegment: Equatable, Sendable {
+    public var fileOffset: UInt64
+    public var fileSize: UInt64
+    public var address: UInt64
+    public var memorySize: UInt64
+}
+
 /// An uncompressed x86-64 ELF vmlinux entered through its PVH note
 /// (XEN_ELFNOTE_PHYS32_ENTRY): 32-bit protected mode, paging off, EBX = hvm_start_info.
 public struct ELFKernel: Sendable {
-    public struct Segment: Equatable, Sendable {
-        public var fileOffset: UInt64
-        public var fileSize: UInt64
-        public var address: UInt64
-        public var memorySize: UInt64
-    }
+    public typealias Segment = LoadSegment
 
     public static let pvhEntryNoteType: UInt32 = 18 // XEN_ELFNOTE_PHYS32_ENTRY
     public let segments: [Segment]

@@ -104,6 +104,10 @@ public enum EntryState {
         case .pvh32(let rip, let startInfo):
             r.rip = rip
             r.rbx = startInfo
+        case .multiboot32(let rip, let info):
+            r.rip = rip
+            r.rax = UInt64(MultibootKernel.bootloaderMagic)
+            r.rbx = info
         }
         return r
     }

@@ -9,6 +9,13 @@ public enum GuestLayout {
     public static let idt: UInt64 = 0x520
     /// PVH hvm_start_info, followed by its module list and memory map.
     public static let pvhStartInfo: UInt64 = 0x6000
+    /// The multiboot information block, its module list and memory map (a kernel is one
+    /// format or the other, so it shares the page with PVH's start info).
+    public static let multibootInfo: UInt64 = 0x6000
+    public static let multibootInfoRoom = 0x1000
+    /// The multiboot command line, boot loader name and module name.
+    public static let multibootStrings: UInt64 = 0x20000
+    public static let multibootStringsRoom = 0x10000
     /// boot_params, the "zero page" of the Linux boot protocol.
     public static let zeroPage: UInt64 = 0x7000
     /// Initial stack top used at entry.

@@ -3,6 +3,8 @@ import SystemPackage
 /// A kernel or initrd file read piecewise, so large images go straight into guest RAM
 /// without a copy on the VMM's heap.
 public protocol ImageSource {
+    /// The file's name as given (a multiboot kernel sees it as argument 0).
+    var name: String { get }
     var size: UInt64 { get }
     /// Reads exactly `buffer.count` bytes at `offset`, or throws.
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
@@ -37,6 +39,7 @@ public final class FileImage: ImageSource {
     public let path: String
     public let size: UInt64
     private let fd: FileDescriptor
+    public var name: String { path }
 
     public init(path: String) throws {
         do {

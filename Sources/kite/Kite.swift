@@ -16,9 +16,9 @@ struct Kite: ParsableCommand {
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Boot a Linux kernel in a new virtual machine.",
+        abstract: "Boot a Linux kernel (or a multiboot test kernel) in a new virtual machine.",
         discussion: """
-        The kernel is a bzImage (Linux x86 boot protocol, 64-bit entry) or an uncompressed ELF vmlinux with a PVH entry note; the format is detected. The guest's first serial port (ttyS0, 0x3f8, IRQ 4) is the console: add console=ttyS0 to --cmdline.
+        The kernel is a bzImage (Linux x86 boot protocol, 64-bit entry), an uncompressed ELF vmlinux with a PVH entry note, or a multiboot (version 1) kernel such as kvm-unit-tests' .flat files (ELF32, or with the header's address fields); the format is detected. The guest's first serial port (ttyS0, 0x3f8, IRQ 4) is the console: add console=ttyS0 to --cmdline. A multiboot kernel gets "KERNEL ARGS" as its command line, --initrd as its one module, and QEMU's fw_cfg (ports 0x510-0x511: CPU count, RAM size) is there for it to read.
 
         Console: with --console stdio (the default) the guest's console is on stdout and stdin is its input; when stdin is a terminal it is put in raw mode and Ctrl-A x quits (Ctrl-A Ctrl-A sends a Ctrl-A). --console file=PATH writes the console to PATH and reads no input. --console virtio puts the console on a virtio-console (use console=hvc0), with stdin as its input.
 
@@ -30,14 +30,15 @@ struct Run: ParsableCommand {
         """
     )
 
-    @Option(help: ArgumentHelp("Kernel image: bzImage or ELF vmlinux (PVH).", valueName: "path"))
+    @Option(help: ArgumentHelp("Kernel image: bzImage, ELF vmlinux (PVH) or multiboot.", valueName: "path"))
     var kernel: String
 
-    @Option(help: ArgumentHelp("Initial ramdisk loaded for the kernel.", valueName: "path"))
+    @Option(help: ArgumentHelp("Initial ramdisk loaded for the kernel (a multiboot kernel's module).", valueName: "path"))
     var initrd: String?
 
-    @Option(help: ArgumentHelp("Kernel command line.", valueName: "string"))
-    var cmdline: String = "console=ttyS0"
+    @Option(help: ArgumentHelp("Kernel command line (default: console=ttyS0; none for a multiboot kernel).",
+                               valueName: "string"))
+    var cmdline: String?
 
     @Option(help: ArgumentHelp("Number of vCPUs (1 to the host KVM's limit, at most 254).", valueName: "n"))
     var cpus: Int = 1
@@ -95,6 +96,12 @@ struct Run: ParsableCommand {
                              + "in ms since kite started."))
     var bootTiming = false
 
+    @Flag(name: .customLong("test-devices"),
+          help: ArgumentHelp("FOR TEST KERNELS (kvm-unit-tests): add QEMU's isa-debug-exit at port 0xf4 (a write of V "
+                             + "ends kite with status (V << 1) | 1, overriding the statuses below) and pc-testdev "
+                             + "(ports 0xe0-0xeb, interrupt lines at 0x2000-0x2017, 64 KiB at 0xff000000)."))
+    var testDevices = false
+
     @Option(help: ArgumentHelp("TESTING ONLY: inject a fault. stall-vcpu=N@Ts stops running vCPU N T seconds after "
                                + "start, to reproduce a lost wake-up (repeatable).", valueName: "fault"))
     var inject: [String] = []
@@ -130,6 +137,7 @@ struct Run: ParsableCommand {
                                    memoryBytes: MemorySize.parse(memory)!, console: MachineConfig.parseConsole(console)!,
                                    hangTimeout: hangTimeout)
         config.entropyDevice = rng
+        config.testDevices = testDevices
         config.bootTiming = bootTiming
         config.disks = try disk.map { try BlockDeviceConfig.parse($0) }
         config.networks = try net.map { try NetworkDeviceConfig.parse($0) }
@@ -159,6 +167,7 @@ struct Run: ParsableCommand {
         case .stopped(let signal):
             printError(signal == 0 ? "kite: stopped from the console" : "kite: stopped by signal \(signal)")
         case .vmmError(let message): printError("kite: \(message)")
+        case .debugExit: break   // the status is the test kernel's answer
         }
         throw ExitCode(outcome.status)
     }

@@ -34,8 +34,12 @@ import KVM
                       stdout: String(decoding: o, as: UTF8.self))
     }
 
+    static func tempPath(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("kite-cli-\(getpid())-\(name)").path
+    }
+
     static func temp(_ name: String, _ bytes: [UInt8]) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kite-cli-\(getpid())-\(name)").path
+        let path = tempPath(name)
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         return path
     }
@@ -54,7 +58,8 @@ import KVM
         let r = try Self.run(["run", "--help"])
         #expect(r.status == 0)
         for s in ["Exit status", "powered off", "rebooted", "crashed", "hung", "Ctrl-A x", "file=PATH", "--cpus", "--memory",
-                  "--hang-timeout", "--report", "--api-socket", "--symbols", "TESTING ONLY: inject a fault"] {
+                  "--hang-timeout", "--report", "--api-socket", "--symbols", "TESTING ONLY: inject a fault",
+                  "--test-devices", "FOR TEST KERNELS", "multiboot", "(V << 1) | 1"] {
             #expect(r.stdout.contains(s), "help lacks \(s)")
         }
     }
@@ -95,7 +100,7 @@ import KVM
     @Test func kernelProblems() throws {
         try Self.expectSetupError(["run", "--kernel", "/nonexistent/bzImage"], "cannot read /nonexistent/bzImage")
         let notKernel = try Self.temp("text", Array(repeating: 0x41, count: 9000))
-        try Self.expectSetupError(["run", "--kernel", notKernel], "not a Linux kernel")
+        try Self.expectSetupError(["run", "--kernel", notKernel], "not a kernel Kite can boot")
         var truncated = makeBzImage()
         truncated.removeLast(0x8000)
         try Self.expectSetupError(["run", "--kernel", Self.temp("trunc", truncated)], "truncated")
