@@ -69,13 +69,16 @@ public final class TestInterruptLines: BusDevice {
     }
 }
 
-/// pc-testdev's "flush page" port (0xe4): QEMU re-protects the host page behind the
-/// written guest address so that KVM must fault it in again. Kite maps guest RAM once and
-/// does nothing here; the guest sees no difference.
+/// pc-testdev's "flush page" port (0xe4): a 32-bit write of a guest-physical address makes
+/// KVM fault that page in again on its next access (the event-injection tests use it to
+/// make a fault happen while an event is delivered). Other widths are ignored, as by QEMU.
 public final class TestFlushPage: BusDevice {
-    public init() {}
+    private let flush: @Sendable (UInt64) -> Void
+    public init(flush: @escaping @Sendable (UInt64) -> Void) { self.flush = flush }
     public func read(offset: UInt64, width: Int) -> UInt64 { 0 }
-    public func write(offset: UInt64, width: Int, value: UInt64) {}
+    public func write(offset: UInt64, width: Int, value: UInt64) {
+        if offset == 0 && width == 4 { flush(value & 0xFFFF_FFFF) }
+    }
 }
 
 /// pc-testdev's 64 KiB of device memory at 0xff000000, for the instruction-emulation tests:

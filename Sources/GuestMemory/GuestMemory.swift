@@ -142,6 +142,22 @@ public final class GuestMemory: @unchecked Sendable {
         return T(littleEndian: src.loadUnaligned(as: T.self))
     }
 
+    /// Makes KVM fault the page holding `address` in again on the guest's next access, as
+    /// QEMU's pc-testdev "flush page" does (for kvm-unit-tests' event-injection tests), and
+    /// keeps its contents. QEMU protects the page PROT_NONE and back, during which a host
+    /// access faults; Kite adds PROT_EXEC to the page and takes it away, which invalidates
+    /// KVM's mapping just the same (any protection change does) while the page stays
+    /// readable and writable throughout. False when the page is not RAM or mprotect fails.
+    @discardableResult
+    public func refault(pageAt address: GuestAddress) -> Bool {
+        let page = address.raw & ~0xFFF
+        guard let buffer = try? hostBuffer(at: GuestAddress(page), length: 0x1000),
+              let start = buffer.baseAddress else { return false }
+        // Sound: the page lies inside a live mapping (hostBuffer's check); only its protection changes.
+        guard mprotect(start, 0x1000, PROT_READ | PROT_WRITE | PROT_EXEC) == 0 else { return false }
+        return mprotect(start, 0x1000, PROT_READ | PROT_WRITE) == 0
+    }
+
     /// Zeroes [address, address+length).
     public func zero(at address: GuestAddress, length: UInt64) throws {
         let dst = try hostBuffer(at: address, length: length)

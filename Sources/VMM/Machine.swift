@@ -147,7 +147,8 @@ public final class Machine {
             portRanges += [
                 .init(base: Ports.debugExit, length: 4, device: DebugExitDevice(onExit: { control.stop(.debugExit(value: $0)) })),
                 .init(base: Ports.testScratch, length: 4, device: scratch.window()),
-                .init(base: Ports.testFlushPage, length: 4, device: TestFlushPage()),
+                .init(base: Ports.testFlushPage, length: 4,
+                      device: TestFlushPage(flush: { [memory] address in memory.refault(pageAt: GuestAddress(address)) })),
                 .init(base: Ports.testScratchBytes, length: 4, device: scratch.window()),
                 .init(base: Ports.testInterruptLines, length: UInt64(TestInterruptLines.count),
                       device: TestInterruptLines(setLine: { [vm] line, level in try? vm.setInterruptLine(line, level: level) })),

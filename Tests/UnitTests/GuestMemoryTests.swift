@@ -59,4 +59,16 @@ import X86Boot
         #expect(big[0].base == 0 && big[0].size == GuestLayout.mmioHoleStart)
         #expect(big[1].base == 1 << 32 && big[1].size == (4 << 30) - GuestLayout.mmioHoleStart)
     }
+
+    @Test func refaultKeepsThePageAndItsAccess() throws {
+        let m = try GuestMemory(layout: [(0, 1 << 20)])
+        try m.write([1, 2, 3], at: GuestAddress(0x5FFF))
+        #expect(m.refault(pageAt: GuestAddress(0x5123)))
+        #expect(m.refault(pageAt: GuestAddress(0x6000)))
+        #expect(try m.read(at: GuestAddress(0x5FFF), count: 3) == [1, 2, 3])
+        try m.write([9], at: GuestAddress(0x5000))                   // still writable
+        #expect(try m.load(UInt8.self, at: GuestAddress(0x5000)) == 9)
+        #expect(!m.refault(pageAt: GuestAddress(1 << 20)))           // not RAM
+        #expect(!m.refault(pageAt: GuestAddress(UInt64.max)))
+    }
 }

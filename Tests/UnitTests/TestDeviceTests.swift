@@ -106,6 +106,15 @@ import Testing
         #expect(lines.read(offset: 0, width: 1) == 0)
     }
 
+    @Test func flushPageTakesThirtyTwoBitAddressesOnly() {
+        let flushed = Mutex<[UInt64]>([])
+        let port = TestFlushPage(flush: { a in flushed.withLock { $0.append(a) } })
+        port.write(offset: 0, width: 4, value: 0x0012_3456)
+        port.write(offset: 0, width: 1, value: 0x99)                   // QEMU ignores other widths
+        port.write(offset: 0, width: 4, value: 0xFFFF_FFFF_0000_1000)
+        #expect(flushed.withLock { $0 } == [0x12_3456, 0x1000])
+    }
+
     @Test func deviceMemoryReadsBackAndStopsAtItsEnd() {
         let mem = TestDeviceMemory()
         mem.write(offset: 0x10, width: 8, value: 0x0102_0304_0506_0708)
