@@ -26,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -150,14 +151,16 @@ def run_here(runs, logdir):
     for r in runs:
         start = time.monotonic()
         cmd = r.command.replace("$(date +%s)", str(int(time.time())))
+        # Its own session, so a timeout kills the VMM too and not just the shell around it.
+        p = subprocess.Popen(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            p = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=DEADLINE, start_new_session=True)
+            out, _ = p.communicate(timeout=DEADLINE)
             r.status = p.returncode
-            out = p.stdout
-        except subprocess.TimeoutExpired as e:
+        except subprocess.TimeoutExpired:
             r.timed_out = True
-            out = e.stdout or b""
+            os.killpg(p.pid, signal.SIGKILL)
+            out, _ = p.communicate()
         r.seconds = time.monotonic() - start
         r.lines = out.decode("utf-8", "replace").replace("\r", "").splitlines()
         with open(os.path.join(logdir, f"{r.test}.{r.vmm}.log"), "w") as f:
