@@ -37,7 +37,7 @@ TESTBED = os.path.join(ROOT, "testbed")
 DEADLINE = 90          # s per run, as kvm-unit-tests' default timeout
 # Tests that loop over many exits (apic: 100000 NMI pairs in multiple_nmi; vmexit: timed
 # loops) need far longer in the testbed, where every L2 exit goes through emulated SVM.
-TESTBED_DEADLINES = {"apic": 900, "vmexit_ipi": 300, "vmexit_ipi_halt": 300, "vmexit_tscdeadline": 300,
+TESTBED_DEADLINES = {"apic": 2400, "vmexit_ipi": 300, "vmexit_ipi_halt": 300, "vmexit_tscdeadline": 300,
                      "kvmclock_test": 300, "sieve": 300}
 L1_OVERHEAD = 300      # s for L1 to boot and load kvm-amd
 
