@@ -28,6 +28,7 @@ public enum BootError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// Bytes as MiB, rounded up; no overflow for any value (a hostile header can ask for UInt64.max).
 func mib(_ bytes: UInt64) -> String {
-    bytes % (1 << 20) == 0 ? "\(bytes >> 20) MiB" : "\((bytes + (1 << 20) - 1) >> 20) MiB"
+    "\((bytes >> 20) + (bytes % (1 << 20) == 0 ? 0 : 1)) MiB"
 }

@@ -98,7 +98,9 @@ public struct BzImage: Sendable {
 
     /// The lowest address above which the kernel's decompression leaves memory alone.
     public var kernelEnd: UInt64 {
-        max(GuestLayout.kernelLoad + kernelSize, max(preferredAddress, GuestLayout.kernelLoad) + initSize)
+        // pref_address comes from the file: a hostile value saturates instead of trapping.
+        let (decompressed, overflow) = max(preferredAddress, GuestLayout.kernelLoad).addingReportingOverflow(initSize)
+        return max(GuestLayout.kernelLoad + kernelSize, overflow ? .max : decompressed)
     }
 
     /// boot_params (the zero page) for this kernel: its header, the loader fields, e820,

@@ -7,6 +7,13 @@ public struct LoadSegment: Equatable, Sendable {
     public var fileSize: UInt64
     public var address: UInt64
     public var memorySize: UInt64
+
+    /// The first address past the segment; UInt64.max when a hostile header's address and
+    /// size overflow (the loader then refuses the segment instead of trapping).
+    public var end: UInt64 {
+        let (end, overflow) = address.addingReportingOverflow(memorySize)
+        return overflow ? .max : end
+    }
 }
 
 /// An uncompressed x86-64 ELF vmlinux entered through its PVH note
@@ -87,7 +94,7 @@ public struct ELFKernel: Sendable {
     }
 
     /// The first address above everything the kernel occupies.
-    public var kernelEnd: UInt64 { segments.map { $0.address + $0.memorySize }.max() ?? 0 }
+    public var kernelEnd: UInt64 { segments.map(\.end).max() ?? 0 }
 }
 
 /// hvm_start_info and its tables (xen/include/public/arch-x86/hvm/start_info.h), version 1.

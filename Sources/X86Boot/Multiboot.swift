@@ -166,7 +166,7 @@ public struct MultibootKernel: Sendable {
     }
 
     /// The first address above everything the kernel occupies.
-    public var kernelEnd: UInt64 { segments.map { $0.address + $0.memorySize }.max() ?? 0 }
+    public var kernelEnd: UInt64 { segments.map(\.end).max() ?? 0 }
 }
 
 /// The multiboot information block (version 1) and what it points to: the command line,

@@ -200,6 +200,25 @@ func makeELF(entry: UInt32 = 0x100_0040, withNote: Bool = true, loadAddress: UIn
         }
     }
 
+    @Test func bzImageWithAHostilePreferredAddressIsRefusedNotATrap() throws {
+        var kernel = makeBzImage()
+        kernel.put(UInt64.max - 0x1000, at: 0x258)    // pref_address + init_size overflows
+        let memory = try GuestMemory(layout: GuestLayout.ramRegions(size: 64 << 20))
+        #expect(throws: BootError.memoryTooSmall(needed: .max, have: 64 << 20)) {
+            try KernelLoader.load(kernel: ByteImage(kernel), initrd: ByteImage?.none, commandLine: "", memory: memory, rsdp: 0)
+        }
+        // Its one line must not overflow either.
+        #expect(BootError.memoryTooSmall(needed: .max, have: 64 << 20).description.contains("17592186044416 MiB"))
+    }
+
+    @Test func elfSegmentWhoseEndOverflowsIsRefusedNotATrap() throws {
+        let memory = try GuestMemory(layout: GuestLayout.ramRegions(size: 64 << 20))
+        #expect(throws: BootError.self) {
+            try KernelLoader.load(kernel: ByteImage(makeELF(loadAddress: 0xFFFF_FFFF_FFFF_F000)), initrd: ByteImage?.none,
+                                  commandLine: "", memory: memory, rsdp: 0)
+        }
+    }
+
     @Test func truncatedELFIsRefused() {
         #expect(throws: BootError.self) { try ELFKernel(ByteImage(Array(makeELF().prefix(0x900)))) }
     }
