@@ -31,6 +31,7 @@ import os
 import queue
 import re
 import shlex
+import struct
 import shutil
 import signal
 import subprocess
@@ -47,7 +48,7 @@ DEADLINES = {
     "boot64": 900,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240}
+DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "triplefault": 60}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -95,6 +96,10 @@ class Test:
         "ext4": ("ext4", 0, "$GUEST_KERNEL"),
         # SIGKILL right after the guest's sync: the job exits 0 once it killed kite.
         "disksync": ("disksync", 0, "$GUEST_KERNEL"),
+        # A tiny multiboot guest that triple-faults (ud2 with no IDT, TRIPLE_FAULT_GUEST): kite
+        # exits 4, and the crash report or, on AMD where KVM resets the registers first,
+        # L1's KVM trace must still say where (see check_triplefault_log).
+        "triplefault": (None, 4, "$TMPDIR/triplefault.bin"),
         # Hang diagnosis: kite --inject stall-vcpu=2@30s under a load (the test's mode, see
         # HANG_LOADS); kite must report the hang and exit 5 (see check_hang_log).
         "hang": (None, 5, "$GUEST_KERNEL"),
@@ -143,6 +148,8 @@ class Test:
             cmdline_extra = (Test.BRINGUP_CMDLINE + " " + cmdline_extra).strip()
         self.deadline = max(1, round(DEADLINES.get(name, DEFAULT_DEADLINES[kind]) * Test.scale))
         mode, self.expect_status, self.kernel = Test.KINDS[kind]
+        if kind == "triplefault":
+            self.l1_smp = l1_smp or 1
         if kind == "hang":
             mode = Test.HANG_LOADS[name][0]
         if kind == "healthy":
@@ -179,6 +186,7 @@ def build_matrix(args):
     tests.append(Test("diskro2", "diskro", 2))
     tests.append(Test("ext4disk2", "ext4", 2))
     tests.append(Test("disksync2", "disksync", 2))
+    tests.append(Test("triplefault2", "triplefault", 2))
     tests += [Test(name, "hang", 4) for name in Test.HANG_LOADS]
     tests.append(Test("healthy4", "healthy", 4))
     tests += bringup_tests(args.extended)
@@ -329,6 +337,13 @@ def write_job(path, tests):
             if t.kind in ("hang", "healthy"):
                 write_watchdog_job(f, t)
                 continue
+            if t.kind == "triplefault":
+                image = "".join("\\%03o" % b for b in TRIPLE_FAULT_GUEST)
+                f.write(f"printf '{image}' >{t.kernel}\n")
+                f.write(f'echo "{t.name}| KITE-HOST: kvm trace ${{KVM_TRACE:-off}}"\n')
+                f.write("kite_job %s %d \"$KITE\" run --kernel \"%s\" --cpus %d --memory 64M\n" % (
+                    t.name, t.deadline, t.kernel, t.cpus))
+                continue
             if t.kind == "net":
                 script = (
                     # host side of the tap, once kite has created it
@@ -410,6 +425,42 @@ def write_job(path, tests):
             f.write('KITE_BOOT_KERNEL="%s"\n' % t.kernel)
             f.write("kite_boot %s %d %d %s %s %s\n" % (
                 t.name, t.deadline, t.cpus, GUEST_MEMORY, shlex.quote(t.cmdline), t.kite_args))
+
+
+def multiboot_image(entry_code, load=0x100000):
+    """A multiboot v1 image with its load addresses in the header (flag bit 16): the 32-byte
+    header, then `entry_code` at load + 32, padded to 4 KiB (kite refuses smaller kernels)."""
+    magic, flags = 0x1BADB002, 1 << 16
+    header = struct.pack("<8I", magic, flags, (-(magic + flags)) & 0xFFFFFFFF,
+                         load, load, 0, 0, load + 32)
+    return (header + entry_code).ljust(4096, b"\0")
+
+
+# ud2 in 32-bit protected mode with kite's multiboot entry IDT (limit 0): #UD cannot be
+# delivered, nor can the #DF after it, so the vCPU triple-faults at TRIPLE_FAULT_RIP.
+TRIPLE_FAULT_RIP = 0x100020
+TRIPLE_FAULT_GUEST = multiboot_image(b"\x0f\x0b" + b"\xf4" * 14)
+
+
+def check_triplefault_log(lines):
+    """The fault site must be recoverable: in kite's crash report where KVM keeps a triple
+    fault's registers (Intel, kvm_pvm), or, where it resets them first (AMD), from the note
+    kite prints and L1's kvm_exit trace event for the shutdown."""
+    text = "\n".join(lines)
+    if "crashed on vCPU 0: triple fault" not in text:
+        return ["kite did not report a triple fault on vCPU 0"]
+    if f"rip=0x{TRIPLE_FAULT_RIP:016x}" in text:
+        return []
+    reasons = []
+    if "rip=0x000000000000fff0" not in text or "reset state" not in text:
+        reasons.append("the crash report has neither the fault's rip nor the reset-state note")
+    if "KITE-HOST: kvm trace off" in text:
+        return reasons   # no tracefs here (a host run without root): the note is all there is
+    traced = [ln for ln in lines if "L1 kvm trace:" in ln and "reason shutdown" in ln]
+    if not any(f"rip {TRIPLE_FAULT_RIP:#x}" in ln for ln in traced):
+        reasons.append(f"no L1 kvm trace event for the shutdown at rip {TRIPLE_FAULT_RIP:#x}: "
+                       + ("; ".join(traced)[:200] or "none"))
+    return reasons
 
 
 def write_watchdog_job(f, t):
@@ -717,7 +768,9 @@ def run_session(tests, idx, logdir, args):
             reasons.append("kite did not exit")
         elif exit_status != t.expect_status:
             reasons.append(f"kite exit status {exit_status}, expected {t.expect_status}")
-        if t.kind == "hang":
+        if t.kind == "triplefault":
+            reasons += check_triplefault_log(lines)
+        elif t.kind == "hang":
             reasons += check_hang_log(lines, t.name, t.cpus)
         elif t.kind == "healthy":
             reasons += check_healthy_log(lines, t.cpus)
@@ -726,6 +779,11 @@ def run_session(tests, idx, logdir, args):
             # so its guests always print the fpu__init_system_xstate WARNING.
             reasons += check_guest_log(lines, "seeds" if t.kind == "bringup" else t.kind, t.cpus,
                                        args.allow_xstate_warning or t.vmm == "qemu")
+        # On AMD a triple fault's registers are reset before the VMM can read them; L1's
+        # KVM trace (l1/init, lib.sh) still has the guest's rip at the shutdown exit.
+        if t.kind != "triplefault":
+            reasons += [f"L1's KVM saw a guest triple fault: {ln[ln.find('kvm_exit:'):][:160]}"
+                        for ln in lines if "L1 kvm trace:" in ln and "reason shutdown" in ln]
         return Result(t, not reasons, "; ".join(reasons), elapsed, log=glog)
 
     while True:

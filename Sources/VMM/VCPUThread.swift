@@ -207,7 +207,7 @@ final class VCPUThread: @unchecked Sendable {
         case .halt, .interrupted:
             break
         case .shutdown:
-            crash("triple fault (KVM_EXIT_SHUTDOWN)")
+            crash("triple fault (KVM_EXIT_SHUTDOWN)", afterTripleFault: true)
         case .failEntry(let reason):
             crash("VM entry failed, hardware reason 0x\(String(reason, radix: 16))")
         case .internalError(let sub):
@@ -223,8 +223,9 @@ final class VCPUThread: @unchecked Sendable {
         }
     }
 
-    private func crash(_ reason: String) {
-        control.stop(.crash(vcpu: vcpu.id, reason: reason, report: CrashReport.registers(of: vcpu)))
+    private func crash(_ reason: String, afterTripleFault: Bool = false) {
+        let report = CrashReport.registers(of: vcpu, afterTripleFault: afterTripleFault)
+        control.stop(.crash(vcpu: vcpu.id, reason: reason, report: report))
     }
 
     static func load(_ data: UnsafeRawBufferPointer, _ at: Int, _ size: Int) -> UInt64 {
