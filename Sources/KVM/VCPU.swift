@@ -70,6 +70,12 @@ public final class VCPU: @unchecked Sendable {
         if let t = thread.withLock({ $0 }) { _ = ckvm_signal_thread(t, VCPU.kickSignal) }
     }
 
+    /// Clears a kick not yet taken (immediate_exit), before the vCPU's thread looks at what
+    /// was posted to it for the last time before KVM_RUN (Docs/WakeupProtocol.md).
+    public func clearKick() {
+        ckvm_set_immediate_exit(runState, 0)
+    }
+
     /// Enters the guest until the next exit and decodes it.
     public func run() throws(KVMError) -> VCPUExit {
         let r = ckvm_ioctl_val(fd, CKVM_RUN, 0)

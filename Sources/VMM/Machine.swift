@@ -330,7 +330,7 @@ public final class Machine {
             // The other vCPUs are still there to read: what they were doing is the evidence.
             watchdog.publish(watchdog.makeReport(trigger: "the guest crashed on vCPU \(vcpu)"))
         }
-        for t in started { t.release(); t.vcpu.kick() }
+        for t in started { t.release() }  // wakes or kicks each thread
         let joinDeadline = monotonicNanoseconds() + Self.vcpuStopSeconds * 1_000_000_000
         for t in started {
             let left = Int32(max(0, Int64(joinDeadline) - Int64(monotonicNanoseconds())) / 1_000_000)

@@ -12,8 +12,11 @@ import Glibc
 ///
 /// For hang diagnosis it records when it last entered and left KVM_RUN, and answers
 /// snapshot requests: other threads cannot read a vCPU's state while it is inside KVM_RUN,
-/// so they post a request and kick; the vCPU's own thread reads its state before it
-/// re-enters the guest.
+/// so they post a request; the vCPU's own thread reads its state before it re-enters the
+/// guest. Everything posted to the thread (snapshot requests, fault injection, release)
+/// follows the wake-up protocol of Docs/WakeupProtocol.md, model-checked in
+/// Models/wakeup.pml: record under the thread's lock, then wake it if it waits in Kite or
+/// kick it out of KVM_RUN; it never sleeps to poll.
 final class VCPUThread: @unchecked Sendable {
     let vcpu: VCPU
     private let ports: Bus
@@ -33,13 +36,9 @@ final class VCPUThread: @unchecked Sendable {
     private let lastReturn = Atomic<UInt64>(monotonicNanoseconds())
     private let lastExit = Atomic<UInt64>(monotonicNanoseconds())
     private let exits = Atomic<UInt64>(0)
-    /// Set by fault injection: the thread stops entering the guest.
-    private let stalled = Atomic<Bool>(false)
-    /// Set when the machine no longer needs this vCPU's state; until then a thread whose
-    /// loop has ended keeps answering snapshot requests (for the report on a crash).
-    private let released = Atomic<Bool>(false)
-    /// Snapshot requests and answers, matched by a sequence number.
-    private let mailbox = Mutex<SnapshotMailbox>(SnapshotMailbox())
+    /// The protocol's per-vCPU lock and condition, and what it guards.
+    private let events = ConditionLock()
+    private var posted = PostedEvents()  // guarded by `events`
 
     private enum ThreadActivity: UInt8 {
         case inGuest, handlingExit, stalled, stopped
@@ -53,10 +52,24 @@ final class VCPUThread: @unchecked Sendable {
         }
     }
 
-    private struct SnapshotMailbox {
-        var requested: UInt64 = 0
-        var answered: UInt64 = 0
+    /// What other threads post to this vCPU's thread.
+    private struct PostedEvents {
+        /// The thread is blocked in `events.wait` (the model's WAITING): a post wakes it
+        /// rather than kicking it. Set before each wait and cleared on every return from it.
+        var waiting = false
+        /// Snapshot requests and answers, matched by a sequence number.
+        var snapshotsRequested: UInt64 = 0
+        var snapshotsAnswered: UInt64 = 0
         var answer: VCPUStateReading?
+        /// Set by fault injection: the thread stops entering the guest.
+        var stalled = false
+        /// Set when the machine no longer needs this vCPU's state; until then a thread
+        /// whose loop has ended keeps answering snapshot requests (for the report on a crash).
+        var released = false
+        /// The thread's loop is over: nothing to wake or kick any more.
+        var ended = false
+
+        var pendingSnapshot: UInt64? { snapshotsRequested > snapshotsAnswered ? snapshotsRequested : nil }
     }
 
     init(vcpu: VCPU, ports: Bus, mmio: Bus, control: MachineControl, timeline: BootTimeline? = nil) {
@@ -74,13 +87,14 @@ final class VCPUThread: @unchecked Sendable {
         }
     }
 
-    /// Waits for the thread to finish (after `control.stop` and a kick); releases it first.
+    /// Waits for the thread to finish (after `control.stop` and `release` or a kick); releases
+    /// it first, waking it if it waits out of the guest, but does not kick it out of KVM_RUN.
     /// Gives up after `milliseconds` and returns false if the thread is still running: a
     /// thread that does not come back out of KVM_RUN (stuck in the host kernel) must not keep
     /// Kite from exiting with what it knows.
     @discardableResult
     func join(withinMilliseconds milliseconds: Int32) -> Bool {
-        release()
+        post(kicking: false) { $0.released = true }
         guard let t = thread else { return true }
         var rc = ckvm_join_thread(t, milliseconds)
         while rc == -EINTR { rc = ckvm_join_thread(t, milliseconds) }
@@ -94,8 +108,18 @@ final class VCPUThread: @unchecked Sendable {
         defer { activity.store(ThreadActivity.stopped.rawValue, ordering: .releasing) }
         var entered = false
         while !control.isStopping {
-            answerSnapshotRequest()
-            if stalled.load(ordering: .acquiring) {
+            // The last look at what was posted, after clearing the kick, under the lock: a
+            // post from here on finds immediate_exit clear and sets it, so KVM_RUN returns at
+            // once (the model's FLAW_LATE_CLEAR is this done the other way round).
+            let (snapshot, stalled) = events.withLock { () -> (UInt64?, Bool) in
+                vcpu.clearKick()
+                return (posted.pendingSnapshot, posted.stalled)
+            }
+            if let snapshot {
+                answerSnapshot(snapshot)
+                continue
+            }
+            if stalled {
                 holdOutOfGuest()
                 continue
             }
@@ -122,16 +146,43 @@ final class VCPUThread: @unchecked Sendable {
         // The machine is stopping: stay out of the guest, but let a final report (after a
         // crash of another vCPU) still read this one, until `release()`.
         activity.store(ThreadActivity.stopped.rawValue, ordering: .releasing)
-        var pause = timespec(tv_sec: 0, tv_nsec: 2_000_000)
-        while !released.load(ordering: .acquiring) {
-            answerSnapshotRequest()
-            nanosleep(&pause, nil)
+        waitOutOfGuest(until: { $0.released })
+        events.withLock { posted.ended = true }
+    }
+
+    /// Records an event for the thread (under its lock), then wakes the thread if it waits
+    /// in Kite, or kicks it out of KVM_RUN (immediate_exit, then the kick signal) otherwise.
+    /// (`kicking: false`: wakes a waiting thread but leaves one in the guest there.)
+    private func post<R>(kicking: Bool = true, _ record: (inout PostedEvents) -> R) -> R {
+        events.withLock {
+            let result = record(&posted)
+            if posted.waiting { events.broadcast() } else if kicking && !posted.ended { vcpu.kick() }
+            return result
         }
     }
 
-    /// Lets the thread end once the machine stops (call before `join`).
+    /// Blocks out of the guest until `done` holds for what was posted, answering snapshot
+    /// requests meanwhile. Only a post (or the machine's stop, which `release` follows)
+    /// ends a wait: there is no timeout and no polling.
+    private func waitOutOfGuest(until done: (PostedEvents) -> Bool) {
+        while true {
+            let snapshot = events.withLock { () -> UInt64? in
+                while !done(posted) && posted.pendingSnapshot == nil {
+                    posted.waiting = true
+                    events.wait()
+                    posted.waiting = false  // on every return: a thread marked waiting while it runs is never kicked
+                }
+                return posted.pendingSnapshot
+            }
+            guard let snapshot else { return }
+            answerSnapshot(snapshot)
+        }
+    }
+
+    /// Lets the thread end once the machine stops (call before `join`); kicks it out of
+    /// the guest or wakes it.
     func release() {
-        released.store(true, ordering: .releasing)
+        post { $0.released = true }
     }
 
     // MARK: Diagnosis
@@ -139,27 +190,24 @@ final class VCPUThread: @unchecked Sendable {
     /// Fault injection (testing only): from now on the thread does not enter the guest,
     /// as if Kite had starved this vCPU. It still answers snapshot requests.
     func stallForTesting() {
-        stalled.store(true, ordering: .releasing)
-        vcpu.kick()
+        post { $0.stalled = true }
     }
 
-    /// Sleeps out of the guest while stalled, answering snapshot requests.
+    /// Blocks out of the guest while stalled, answering snapshot requests; the machine's
+    /// stop ends it through `release`.
     private func holdOutOfGuest() {
         activity.store(ThreadActivity.stalled.rawValue, ordering: .releasing)
-        var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
-        while stalled.load(ordering: .acquiring) && !control.isStopping {
-            answerSnapshotRequest()
-            nanosleep(&pause, nil)
-        }
+        waitOutOfGuest(until: { !$0.stalled || $0.released })
     }
 
-    private func answerSnapshotRequest() {
-        let wanted = mailbox.withLock { $0.requested > $0.answered ? $0.requested : nil }
-        guard let wanted else { return }
+    /// Reads the vCPU's state on its own thread (outside the lock: the ioctls take time),
+    /// then publishes it and wakes whoever waits for it.
+    private func answerSnapshot(_ ticket: UInt64) {
         let reading = VCPUStateReading.read(vcpu)
-        mailbox.withLock {
-            $0.answer = reading
-            $0.answered = wanted
+        events.withLock {
+            posted.answer = reading
+            posted.snapshotsAnswered = max(posted.snapshotsAnswered, ticket)
+            events.broadcast()
         }
     }
 
@@ -174,20 +222,24 @@ final class VCPUThread: @unchecked Sendable {
                 exits.load(ordering: .relaxed))
     }
 
-    /// Posts a snapshot request and kicks the vCPU out of the guest; collect the answer
-    /// with `collectSnapshot`.
+    /// Posts a snapshot request (the thread is woken or kicked out of the guest); wait for
+    /// the answer with `awaitSnapshot`.
     func requestSnapshot() -> UInt64 {
-        let ticket = mailbox.withLock { box -> UInt64 in
-            box.requested += 1
-            return box.requested
+        post { box -> UInt64 in
+            box.snapshotsRequested += 1
+            return box.snapshotsRequested
         }
-        vcpu.kick()
-        return ticket
     }
 
-    /// The answer to request `ticket`, or nil if the thread has not answered yet.
-    func collectSnapshot(_ ticket: UInt64) -> VCPUStateReading? {
-        mailbox.withLock { $0.answered >= ticket ? $0.answer : nil }
+    /// The answer to request `ticket`, waiting for it until `deadline` (monotonic ns); nil
+    /// if the thread has not answered by then (it may be stuck in KVM_RUN).
+    func awaitSnapshot(_ ticket: UInt64, untilNanoseconds deadline: UInt64) -> VCPUStateReading? {
+        events.withLock {
+            while posted.snapshotsAnswered < ticket {
+                if !events.wait(untilNanoseconds: deadline) { break }
+            }
+            return posted.snapshotsAnswered >= ticket ? posted.answer : nil
+        }
     }
 
     private func handle(_ exit: VCPUExit) {

@@ -106,6 +106,8 @@ import Testing
         let vcpus = try #require(json["vcpus"] as? [[String: Any]])
         #expect(vcpus.first?["thread"] as? String == "held by --inject stall-vcpu")
         #expect(vcpus.first?["answered"] as? Bool == true)
+        // The held thread is woken by the machine's stop (a post), not left behind.
+        #expect(!r.stderr.contains("did not stop"), "\(r.stderr)")
         let findings = try #require(json["findings"] as? [[String: Any]])
         #expect(findings.first.map { ($0["sentence"] as? String ?? "").contains("starved") } == true, "\(findings)")
     }

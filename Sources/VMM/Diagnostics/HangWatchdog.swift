@@ -248,13 +248,9 @@ final class HangWatchdog: @unchecked Sendable {
         let now = monotonicNanoseconds()
         let before = threads.map { $0.threadReport(now: now) }
         let tickets = threads.map { $0.requestSnapshot() }
-        var answers = [VCPUStateReading?](repeating: nil, count: threads.count)
+        // One deadline for all: waiting for each in turn takes no longer than the slowest.
         let deadline = monotonicNanoseconds() + UInt64(Self.answerTimeoutMilliseconds) * 1_000_000
-        while true {
-            for i in threads.indices where answers[i] == nil { answers[i] = threads[i].collectSnapshot(tickets[i]) }
-            if !answers.contains(where: { $0 == nil }) || monotonicNanoseconds() >= deadline { break }
-            pause(milliseconds: 2)
-        }
+        let answers = threads.indices.map { threads[$0].awaitSnapshot(tickets[$0], untilNanoseconds: deadline) }
         var syscallEntry: UInt64?
         let vcpus = threads.indices.map { i -> VCPUSnapshot in
             let t = before[i]
