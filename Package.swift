@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis"], resources: [.copy("Fixtures")]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices"]),
         .testTarget(name: "KVMTests", dependencies: [
-            "CKVM", "KVM", "GuestMemory", "VMM", "Devices",
+            "CKVM", "KVM", "GuestMemory", "VMM", "Devices", "Diagnosis",
         ]),
     ]
 )

@@ -50,6 +50,7 @@ public struct HangReport: Sendable {
             lines.append("  console: \(events.count - shown.count) earlier reports not shown")
         }
         lines += shown.map { "  console: " + Self.describe($0) }
+        if let mode = snapshot.interruptController { lines.append("  interrupt controllers: \(mode)") }
         return lines.joined(separator: "\n")
     }
 
@@ -140,7 +141,7 @@ public struct HangReport: Sendable {
     /// {nmi_pending, nmi_injected, nmi_masked, injected_interrupt, exception}}],
     /// console_events [{kind, timestamp, cpu, stalled_cpus, detected_by, stuck_seconds, task,
     /// pid, headline, rip, frames [{function, offset, size, module, reliable}]}],
-    /// kaslr_offset, uptime_seconds, console_quiet_seconds.
+    /// kaslr_offset, uptime_seconds, console_quiet_seconds, interrupt_controller.
     public func json() -> String {
         JSONWriter.write(.object([
             ("trigger", .string(trigger)),
@@ -155,6 +156,7 @@ public struct HangReport: Sendable {
             ("kaslr_offset", .optional(kaslrOffset, JSONValue.hex)),
             ("uptime_seconds", Self.seconds(snapshot.uptimeSeconds)),
             ("console_quiet_seconds", Self.seconds(snapshot.consoleQuietSeconds)),
+            ("interrupt_controller", .optional(snapshot.interruptController, JSONValue.string)),
         ]))
     }
 

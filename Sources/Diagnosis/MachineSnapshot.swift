@@ -7,11 +7,16 @@ public struct MachineSnapshot: Sendable, Equatable {
     /// Seconds since the guest last printed on any console.
     public var consoleQuietSeconds: Double
     public var vcpus: [VCPUSnapshot]
+    /// Which interrupt controllers ran (`--irqchip`: "kernel" for KVM's in-kernel ones);
+    /// nil when not known.
+    public var interruptController: String?
 
-    public init(uptimeSeconds: Double, consoleQuietSeconds: Double, vcpus: [VCPUSnapshot]) {
+    public init(uptimeSeconds: Double, consoleQuietSeconds: Double, vcpus: [VCPUSnapshot],
+                interruptController: String? = nil) {
         self.uptimeSeconds = uptimeSeconds
         self.consoleQuietSeconds = consoleQuietSeconds
         self.vcpus = vcpus
+        self.interruptController = interruptController
     }
 }
 

@@ -101,9 +101,8 @@ public final class Machine {
         let memory = try setup { try GuestMemory(layout: GuestLayout.ramRegions(size: config.memoryBytes)) }
         try setup { try vm.map(memory) }
 
-        // 3. In-kernel interrupt controllers and PIT (before any vCPU exists).
-        try setup { try vm.createInterruptController() }
-        try setup { try vm.createPIT() }
+        // 3. Interrupt controllers (before any vCPU exists): KVM's in-kernel ones and its PIT.
+        let interrupts: any InterruptController = try setup { try KernelInterruptController(vm: vm) }
 
         // 4. Devices: legacy ports, then virtio-mmio devices on the event thread. The ACPI
         //    description is collected as they are placed.
@@ -123,8 +122,8 @@ public final class Machine {
             timeline.mark(.firstConsoleByte)
             console.write(bytes)
         }
-        let serial = SerialPort(output: consoleWrite, interrupt: { [vm] level in
-            try? vm.setInterruptLine(Ports.com1IRQ, level: level)
+        let serial = SerialPort(output: consoleWrite, interrupt: { level in
+            interrupts.setLine(Ports.com1IRQ, level: level)
         })
         let i8042 = I8042(onReset: { control.stop(.reboot) })
         let power = ACPIPowerDevice(s5SleepType: acpi.s5SleepType, resetValue: acpi.resetValue,
@@ -151,7 +150,7 @@ public final class Machine {
                       device: TestFlushPage(flush: { [memory] address in memory.refault(pageAt: GuestAddress(address)) })),
                 .init(base: Ports.testScratchBytes, length: 4, device: scratch.window()),
                 .init(base: Ports.testInterruptLines, length: UInt64(TestInterruptLines.count),
-                      device: TestInterruptLines(setLine: { [vm] line, level in try? vm.setInterruptLine(line, level: level) })),
+                      device: TestInterruptLines(setLine: { line, level in interrupts.setLine(line, level: level) })),
             ]
             mmioRanges.append(.init(base: testDeviceMemoryAddress, length: UInt64(TestDeviceMemory.size),
                                     device: TestDeviceMemory()))
@@ -194,7 +193,7 @@ public final class Machine {
         for (slot, (name, device)) in virtioDevices.enumerated() {
             let window = VirtioSlots.window(slot)
             let irq = try EventFD()
-            try setup { try vm.attachInterrupt(eventFD: irq.fd, gsi: VirtioSlots.gsi(slot)) }
+            try setup { try interrupts.attachEdgeTrigger(eventFD: irq.fd, gsi: VirtioSlots.gsi(slot)) }
             let notifications = try device.queueSizes.map { _ in try EventFD() }
             let transport = VirtioMMIOTransport(
                 name: name, device: device, memory: memory,
@@ -260,7 +259,7 @@ public final class Machine {
         try setup { try EntryState.writeTables(into: memory, longMode: longMode) }
 
         // 7. vCPUs: CPUID, MSRs, APIC; the boot vCPU gets the entry state, the others wait
-        //    in the in-kernel APIC for INIT/SIPI.
+        //    for INIT/SIPI (in KVM's local APIC).
         let supported = try setup { try kvm.supportedCPUID() }
         let template = CPUIDTemplate(supported: supported, vcpuCount: config.cpus,
                                      tscDeadlineTimer: kvm.capability(KVM_CAP_TSC_DEADLINE_TIMER) > 0)
@@ -269,7 +268,7 @@ public final class Machine {
             let vcpu = try setup { try vm.createVCPU(id: id) }
             try setup { try X86VCPUSetup.configure(vcpu, cpuid: template.entries(forVCPU: id)) }
             if id == 0 { try setup { try X86VCPUSetup.enter(vcpu, at: entry) } }
-            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, control: control,
+            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: interrupts, control: control,
                                       timeline: id == 0 ? timeline : nil))
         }
 
@@ -278,7 +277,7 @@ public final class Machine {
             throw SetupError("--inject: there is no vCPU \(fault.vcpu) (--cpus \(config.cpus))")
         }
         let watchdog = try setup {
-            try HangWatchdog(threads: threads, monitor: console.monitor, control: control,
+            try HangWatchdog(threads: threads, interruptMode: interrupts.mode, monitor: console.monitor, control: control,
                              settings: config.watchdog, kernelPath: config.kernelPath)
         }
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,

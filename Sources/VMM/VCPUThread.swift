@@ -21,6 +21,7 @@ final class VCPUThread: @unchecked Sendable {
     let vcpu: VCPU
     private let ports: Bus
     private let mmio: Bus
+    private let interrupts: any InterruptController
     private let control: MachineControl
     private var thread: pthread_t?
     /// Marked when this vCPU first enters the guest (given to the boot vCPU only).
@@ -72,8 +73,10 @@ final class VCPUThread: @unchecked Sendable {
         var pendingSnapshot: UInt64? { snapshotsRequested > snapshotsAnswered ? snapshotsRequested : nil }
     }
 
-    init(vcpu: VCPU, ports: Bus, mmio: Bus, control: MachineControl, timeline: BootTimeline? = nil) {
+    init(vcpu: VCPU, ports: Bus, mmio: Bus, interrupts: any InterruptController, control: MachineControl,
+         timeline: BootTimeline? = nil) {
         self.vcpu = vcpu
+        self.interrupts = interrupts
         self.timeline = timeline
         self.ports = ports
         self.mmio = mmio
@@ -203,7 +206,7 @@ final class VCPUThread: @unchecked Sendable {
     /// Reads the vCPU's state on its own thread (outside the lock: the ioctls take time),
     /// then publishes it and wakes whoever waits for it.
     private func answerSnapshot(_ ticket: UInt64) {
-        let reading = VCPUStateReading.read(vcpu)
+        let reading = VCPUStateReading.read(vcpu, interrupts: interrupts)
         events.withLock {
             posted.answer = reading
             posted.snapshotsAnswered = max(posted.snapshotsAnswered, ticket)

@@ -1,5 +1,6 @@
 import CKVM
 import Devices
+import Diagnosis
 import GuestMemory
 import KVM
 import Synchronization
@@ -121,7 +122,7 @@ import Glibc
             try vcpu.setCPUID(template.entries(forVCPU: id))
             if id == 0 { try Self.enterRealMode(vcpu, at: 0x1000) }
             #expect(try vcpu.mpState() == (id == 0 ? .runnable : .uninitialized))
-            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, control: control))
+            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: TestInterrupts(), control: control))
         }
         for t in threads { try t.start() }
         let finished = Self.waitForStop(control, seconds: 20)
@@ -145,7 +146,7 @@ import Glibc
         let vcpu = try vm.createVCPU(id: 0)
         try enterRealMode(vcpu, at: 0x1000)
         let bus = try Bus(name: "none", ranges: [], report: { _ in })
-        let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, control: control)
+        let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, interrupts: TestInterrupts(), control: control)
         try t.start()
         return (t, vcpu, control, (vm, memory))
     }
@@ -188,7 +189,7 @@ import Glibc
         try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
         let control = try MachineControl()
         let bus = try Bus(name: "none", ranges: [], report: { _ in })
-        let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, control: control)
+        let t = VCPUThread(vcpu: vcpu, ports: bus, mmio: bus, interrupts: TestInterrupts(), control: control)
         try t.start()
         let stopped = Self.waitForStop(control, seconds: 10)
         control.stop(.vmmError("timeout"))
@@ -205,4 +206,13 @@ import Glibc
         #expect(reason.contains("triple fault") || reason.contains("internal error"), "\(reason)")
         #expect(report.contains("vCPU 0 registers") && report.contains("cr0="))
     }
+}
+
+/// The interrupt controller seam for VMs the tests build by hand: lines go nowhere; the
+/// local APIC is read from KVM where the test created the in-kernel one.
+final class TestInterrupts: InterruptController {
+    let mode = "test"
+    func setLine(_ gsi: UInt32, level: Bool) {}
+    func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {}
+    func localAPIC(of vcpu: VCPU) -> LocalAPICState? { (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) } }
 }

@@ -106,6 +106,9 @@ import Testing
         let vcpus = try #require(json["vcpus"] as? [[String: Any]])
         #expect(vcpus.first?["thread"] as? String == "held by --inject stall-vcpu")
         #expect(vcpus.first?["answered"] as? Bool == true)
+        // The report says which interrupt controllers ran.
+        #expect(json["interrupt_controller"] as? String == "kernel")
+        #expect(r.stderr.contains("  interrupt controllers: kernel"), "\(r.stderr)")
         // The held thread is woken by the machine's stop (a post), not left behind.
         #expect(!r.stderr.contains("did not stop"), "\(r.stderr)")
         let findings = try #require(json["findings"] as? [[String: Any]])

@@ -32,6 +32,8 @@ public struct HangWatchdogSettings: Sendable {
 /// - carries out `--inject` faults at their times.
 final class HangWatchdog: @unchecked Sendable {
     private let threads: [VCPUThread]
+    /// The interrupt controllers' mode, for the reports.
+    private let interruptMode: String
     private let monitor: ConsoleMonitor
     private let control: MachineControl
     private let settings: HangWatchdogSettings
@@ -70,9 +72,10 @@ final class HangWatchdog: @unchecked Sendable {
     static let samples = 3
     static let samplePauseMilliseconds = 200
 
-    init(threads: [VCPUThread], monitor: ConsoleMonitor, control: MachineControl, settings: HangWatchdogSettings,
-         kernelPath: String) throws {
+    init(threads: [VCPUThread], interruptMode: String, monitor: ConsoleMonitor, control: MachineControl,
+         settings: HangWatchdogSettings, kernelPath: String) throws {
         self.threads = threads
+        self.interruptMode = interruptMode
         self.monitor = monitor
         self.control = control
         self.settings = settings
@@ -266,7 +269,8 @@ final class HangWatchdog: @unchecked Sendable {
             return v
         }
         let uptime = Double(now - startedAt) / 1e9
-        return (MachineSnapshot(uptimeSeconds: uptime, consoleQuietSeconds: monitor.quietSeconds, vcpus: vcpus),
+        return (MachineSnapshot(uptimeSeconds: uptime, consoleQuietSeconds: monitor.quietSeconds, vcpus: vcpus,
+                                interruptController: interruptMode),
                 syscallEntry)
     }
 

@@ -14,14 +14,14 @@ struct VCPUStateReading: Sendable {
 
     static let msrLSTAR: UInt32 = 0xC000_0082
 
-    static func read(_ vcpu: VCPU) -> VCPUStateReading {
+    static func read(_ vcpu: VCPU, interrupts: any InterruptController) -> VCPUStateReading {
         var r = VCPUStateReading()
         if let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() {
             r.registers = VCPURegisters(rip: regs.rip, rsp: regs.rsp, rflags: regs.rflags, cr3: sregs.cr3,
                                         cpl: UInt8(sregs.cs.selector & 3))
         }
         if let mp = try? vcpu.mpState() { r.mpState = runnability(mp) }
-        if let page = try? vcpu.localAPIC() { r.apic = LocalAPICState(page: page) }
+        r.apic = interrupts.localAPIC(of: vcpu)
         if let e = try? vcpu.events() {
             r.events = VCPUEvents(nmiPending: e.nmi.pending != 0, nmiInjected: e.nmi.injected != 0,
                                   nmiMasked: e.nmi.masked != 0,

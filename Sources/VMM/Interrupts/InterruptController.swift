@@ -1,0 +1,44 @@
+import Diagnosis
+import KVM
+
+/// Where device interrupts go and how a vCPU's local APIC is read: one per machine, the seam
+/// where Kite's own interrupt controllers (issue 12: `split`, `userspace`) plug in beside
+/// KVM's. Whatever a controller posts to a vCPU follows the wake-up protocol of
+/// Docs/WakeupProtocol.md.
+protocol InterruptController: AnyObject, Sendable {
+    /// The mode's name, as `--irqchip` would take it and reports show it.
+    var mode: String { get }
+    /// Raises or lowers interrupt line `gsi` (the UART, the test devices).
+    func setLine(_ gsi: UInt32, level: Bool)
+    /// From now on, signalling `eventFD` raises an edge on `gsi` (the virtio devices).
+    func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError)
+    /// The vCPU's local APIC, for diagnosis; called on the vCPU's own thread.
+    func localAPIC(of vcpu: VCPU) -> LocalAPICState?
+}
+
+/// KVM's in-kernel interrupt controllers: a local APIC per vCPU, the IOAPIC and PIC, and the
+/// PIT; lines with KVM_IRQ_LINE, edges from eventfds with KVM_IRQFD. KVM delivers every
+/// interrupt and wakes halted vCPUs itself.
+final class KernelInterruptController: InterruptController {
+    let mode = "kernel"
+    private let vm: VirtualMachine
+
+    /// Creates the chips and the PIT; must come before any vCPU exists.
+    init(vm: VirtualMachine) throws(KVMError) {
+        try vm.createInterruptController()
+        try vm.createPIT()
+        self.vm = vm
+    }
+
+    func setLine(_ gsi: UInt32, level: Bool) {
+        try? vm.setInterruptLine(gsi, level: level)
+    }
+
+    func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
+        try vm.attachInterrupt(eventFD: eventFD, gsi: gsi)
+    }
+
+    func localAPIC(of vcpu: VCPU) -> LocalAPICState? {
+        (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) }
+    }
+}
