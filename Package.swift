@@ -5,6 +5,7 @@ import PackageDescription
 //   CKVM (C shim for <linux/kvm.h>) -> KVM (fds, mappings, exits) -> GuestMemory
 //   ACPI (table and AML builders, pure data) / X86Boot (kernel loading, CPUID, page tables)
 //   Diagnosis (console watcher, kernel symbols, hang rules; pure data)
+//   APIC (the local APIC and IPI routing as pure state, for Kite's own interrupt controllers)
 //   Devices (UART, i8042, ACPI power); Virtio (split virtqueue, MMIO transport) -> VirtioDevices
 //   -> VMM (the boot recipe, vCPU threads, device event loop) -> kite (CLI)
 let package = Package(
@@ -28,6 +29,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Devices"),
+        .target(name: "APIC"),
         .target(name: "Diagnosis"),
         .target(name: "Virtio", dependencies: ["GuestMemory", "Devices"]),
         .target(name: "VirtioDevices", dependencies: [
@@ -45,6 +47,7 @@ let package = Package(
         .testTarget(name: "UnitTests", dependencies: [
             "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
         ]),
+        .testTarget(name: "APICTests", dependencies: ["APIC"]),
         .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis"], resources: [.copy("Fixtures")]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices"]),
         .testTarget(name: "KVMTests", dependencies: [

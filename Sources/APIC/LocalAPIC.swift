@@ -1,0 +1,360 @@
+/// One local APIC in xAPIC mode, as a guest sees it through its 4 KiB register page at
+/// 0xFEE00000 (Intel SDM vol. 3A, chapter 11): pure state, no threads, no KVM. The
+/// user-space interrupt controller (issue 12) keeps one per vCPU under that vCPU's lock
+/// (Docs/WakeupProtocol.md) and asks it, before each guest entry, which vector to inject.
+///
+/// Time is the caller's: `advance(to:)` with monotonic nanoseconds (one APIC bus cycle is
+/// 1 ns, as in KVM) fires the timer; `timerDeadline` says when the caller must look again.
+public struct LocalAPIC: Sendable, Equatable {
+    /// Register offsets in the APIC page.
+    public enum Register {
+        public static let id: UInt32 = 0x020
+        public static let version: UInt32 = 0x030
+        public static let taskPriority: UInt32 = 0x080
+        public static let arbitrationPriority: UInt32 = 0x090
+        public static let processorPriority: UInt32 = 0x0A0
+        public static let endOfInterrupt: UInt32 = 0x0B0
+        public static let remoteRead: UInt32 = 0x0C0
+        public static let logicalDestination: UInt32 = 0x0D0
+        public static let destinationFormat: UInt32 = 0x0E0
+        public static let spuriousVector: UInt32 = 0x0F0
+        public static let inService: UInt32 = 0x100       // 8 registers, 0x10 apart
+        public static let triggerMode: UInt32 = 0x180
+        public static let interruptRequest: UInt32 = 0x200
+        public static let errorStatus: UInt32 = 0x280
+        public static let lvtCMCI: UInt32 = 0x2F0
+        public static let commandLow: UInt32 = 0x300
+        public static let commandHigh: UInt32 = 0x310
+        public static let lvtTimer: UInt32 = 0x320
+        public static let lvtThermal: UInt32 = 0x330
+        public static let lvtPerformance: UInt32 = 0x340
+        public static let lvtLINT0: UInt32 = 0x350
+        public static let lvtLINT1: UInt32 = 0x360
+        public static let lvtError: UInt32 = 0x370
+        public static let timerInitialCount: UInt32 = 0x380
+        public static let timerCurrentCount: UInt32 = 0x390
+        public static let timerDivide: UInt32 = 0x3E0
+    }
+
+    /// Version 0x14 (an integrated APIC) with 6 LVT entries, as KVM reports it.
+    public static let versionValue: UInt32 = 0x0005_0014
+    static let lvtMask: UInt32 = 1 << 16
+    static let softwareEnable: UInt32 = 1 << 8
+    /// ESR bits.
+    public static let sendIllegalVector: UInt32 = 1 << 5
+    public static let receivedIllegalVector: UInt32 = 1 << 6
+    public static let illegalRegisterAddress: UInt32 = 1 << 7
+
+    public enum TimerMode: UInt32, Sendable { case oneShot = 0, periodic = 1, tscDeadline = 2 }
+
+    public private(set) var apicID: UInt8
+    public private(set) var taskPriority: UInt32 = 0
+    public private(set) var logicalDestination: UInt32 = 0
+    public private(set) var destinationFormat: UInt32 = 0xFFFF_FFFF
+    public private(set) var spuriousVector: UInt32 = 0xFF
+    var isr = VectorSet()
+    var irr = VectorSet()
+    var tmr = VectorSet()
+    public private(set) var errorStatus: UInt32 = 0
+    var pendingErrors: UInt32 = 0
+    public private(set) var commandLow: UInt32 = 0
+    public private(set) var commandHigh: UInt32 = 0
+    /// timer, thermal, performance, LINT0, LINT1, error, CMCI: all masked at reset.
+    var lvt: [UInt32] = Array(repeating: LocalAPIC.lvtMask, count: 7)
+    public private(set) var timerInitialCount: UInt32 = 0
+    public private(set) var timerDivide: UInt32 = 0
+    /// When the running one-shot or periodic count started, and when it next reaches 0.
+    var timerStart: UInt64 = 0
+    public private(set) var timerDeadline: UInt64?
+    /// TSC-deadline mode: the deadline in the caller's nanoseconds (0: disarmed).
+    var tscDeadline: UInt64 = 0
+
+    public init(apicID: UInt8) {
+        self.apicID = apicID
+    }
+
+    // MARK: State the guest cannot write directly
+
+    public var isSoftwareEnabled: Bool { spuriousVector & Self.softwareEnable != 0 }
+    public var timerMode: TimerMode { TimerMode(rawValue: (lvt[0] >> 17) & 3) ?? .oneShot }
+    var highestInService: UInt8? { isr.highest }
+
+    /// Processor priority: the task priority, or the class of the highest in-service vector
+    /// if that is higher (SDM 11.8.3.1).
+    public var processorPriority: UInt32 {
+        let isrClass = UInt32(highestInService ?? 0) & 0xF0
+        return (taskPriority & 0xF0) >= isrClass ? taskPriority & 0xFF : isrClass
+    }
+
+    /// The vector the APIC would deliver to the processor now, if any: the highest requested
+    /// one whose priority class is above the processor priority's.
+    public var deliverableVector: UInt8? {
+        guard let v = irr.highest, UInt32(v) & 0xF0 > processorPriority & 0xF0 else { return nil }
+        return v
+    }
+
+    /// Whether anything is requested at all (masked by priority or not).
+    public var hasRequested: Bool { irr.highest != nil }
+
+    public func isRequested(_ vector: UInt8) -> Bool { irr.contains(vector) }
+    public func isInService(_ vector: UInt8) -> Bool { isr.contains(vector) }
+    public func isLevelTriggered(_ vector: UInt8) -> Bool { tmr.contains(vector) }
+
+    // MARK: Interrupts arriving
+
+    /// A fixed or lowest-priority interrupt arrives (from an IPI, the IOAPIC, an MSI or an
+    /// LVT). Returns false if the APIC refused it: software-disabled (as KVM does), or an
+    /// illegal vector (0-15, which sets "received illegal vector" in the ESR).
+    @discardableResult
+    public mutating func accept(vector: UInt8, levelTriggered: Bool = false) -> Bool {
+        guard vector >= 16 else {
+            pendingErrors |= Self.receivedIllegalVector
+            raiseLocal(lvtIndex: 5)
+            return false
+        }
+        guard isSoftwareEnabled else { return false }
+        irr.insert(vector)
+        if levelTriggered { tmr.insert(vector) } else { tmr.remove(vector) }
+        return true
+    }
+
+    /// The processor takes the deliverable vector (the VMM injects it): it moves from IRR
+    /// to ISR. Returns it, or nil if none is deliverable.
+    public mutating func acknowledge() -> UInt8? {
+        guard let v = deliverableVector else { return nil }
+        irr.remove(v)
+        isr.insert(v)
+        return v
+    }
+
+    // MARK: Register access
+
+    /// A 32-bit read of the register at `offset` (other widths and unaligned reads are the
+    /// caller's to refuse). Unknown offsets read 0.
+    public func read(_ offset: UInt32) -> UInt32 {
+        switch offset {
+        case Register.id: return UInt32(apicID) << 24
+        case Register.version: return Self.versionValue
+        case Register.taskPriority: return taskPriority
+        case Register.arbitrationPriority: return 0
+        case Register.processorPriority: return processorPriority
+        case Register.logicalDestination: return logicalDestination
+        case Register.destinationFormat: return destinationFormat
+        case Register.spuriousVector: return spuriousVector
+        case Register.inService..<(Register.inService + 0x80): return isr.word((offset - Register.inService) >> 4)
+        case Register.triggerMode..<(Register.triggerMode + 0x80): return tmr.word((offset - Register.triggerMode) >> 4)
+        case Register.interruptRequest..<(Register.interruptRequest + 0x80):
+            return irr.word((offset - Register.interruptRequest) >> 4)
+        case Register.errorStatus: return errorStatus
+        case Register.commandLow: return commandLow & ~(1 << 12)   // delivery status: always idle
+        case Register.commandHigh: return commandHigh
+        case Register.lvtTimer: return lvt[0]
+        case Register.lvtThermal: return lvt[1]
+        case Register.lvtPerformance: return lvt[2]
+        case Register.lvtLINT0: return lvt[3]
+        case Register.lvtLINT1: return lvt[4]
+        case Register.lvtError: return lvt[5]
+        case Register.lvtCMCI: return lvt[6]
+        case Register.timerInitialCount: return timerInitialCount
+        case Register.timerDivide: return timerDivide
+        default: return 0
+        }
+    }
+
+    /// The current count, which depends on time.
+    public func timerCurrentCount(at now: UInt64) -> UInt32 {
+        guard timerMode != .tscDeadline, timerInitialCount != 0, let deadline = timerDeadline, now < deadline else {
+            return 0
+        }
+        let left = (deadline - now) / divisor
+        return UInt32(min(left + ((deadline - now) % divisor == 0 ? 0 : 1), UInt64(timerInitialCount)))
+    }
+
+    /// What a guest write asks the rest of the machine to do.
+    public enum WriteEffect: Sendable, Equatable {
+        case none
+        /// An EOI for a level-triggered vector: the IOAPIC must clear its remote IRR.
+        case levelEOI(vector: UInt8)
+        /// An IPI to route (ICR low written).
+        case interProcessor(InterProcessorInterrupt)
+    }
+
+    /// A 32-bit guest write at `offset`, at time `now` (for the timer).
+    public mutating func write(_ offset: UInt32, _ value: UInt32, at now: UInt64) -> WriteEffect {
+        switch offset {
+        case Register.id:
+            apicID = UInt8(truncatingIfNeeded: value >> 24)
+        case Register.taskPriority:
+            taskPriority = value & 0xFF
+        case Register.endOfInterrupt:
+            return endOfInterrupt()
+        case Register.logicalDestination:
+            logicalDestination = value & 0xFF00_0000
+        case Register.destinationFormat:
+            destinationFormat = value | 0x0FFF_FFFF
+        case Register.spuriousVector:
+            spuriousVector = value & 0x3FF
+            if !isSoftwareEnabled {
+                for i in lvt.indices { lvt[i] |= Self.lvtMask }
+            }
+        case Register.errorStatus:
+            errorStatus = pendingErrors
+            pendingErrors = 0
+        case Register.commandHigh:
+            commandHigh = value & 0xFF00_0000
+        case Register.commandLow:
+            commandLow = value & 0x000C_CFFF
+            let ipi = InterProcessorInterrupt(commandLow: commandLow, commandHigh: commandHigh)
+            if ipi.deliveryMode == .fixed && ipi.vector < 16 {
+                pendingErrors |= Self.sendIllegalVector
+                raiseLocal(lvtIndex: 5)
+                return .none
+            }
+            return .interProcessor(ipi)
+        case Register.lvtTimer:
+            let old = timerMode
+            lvt[0] = lvtValue(value, keep: 0x0007_00FF)
+            if timerMode != old { stopTimer() }
+        case Register.lvtThermal: lvt[1] = lvtValue(value, keep: 0x0001_07FF)
+        case Register.lvtPerformance: lvt[2] = lvtValue(value, keep: 0x0001_07FF)
+        case Register.lvtLINT0: lvt[3] = lvtValue(value, keep: 0x0001_A7FF)
+        case Register.lvtLINT1: lvt[4] = lvtValue(value, keep: 0x0001_A7FF)
+        case Register.lvtError: lvt[5] = lvtValue(value, keep: 0x0001_00FF)
+        case Register.lvtCMCI: lvt[6] = lvtValue(value, keep: 0x0001_07FF)
+        case Register.timerInitialCount:
+            guard timerMode != .tscDeadline else { break }
+            timerInitialCount = value
+            startTimer(at: now)
+        case Register.timerDivide:
+            timerDivide = value & 0xB
+        default:
+            break   // read-only and reserved registers ignore writes
+        }
+        return .none
+    }
+
+    /// While software-disabled, every LVT entry stays masked.
+    func lvtValue(_ value: UInt32, keep: UInt32) -> UInt32 {
+        isSoftwareEnabled ? value & keep : (value & keep) | Self.lvtMask
+    }
+
+    mutating func endOfInterrupt() -> WriteEffect {
+        guard let v = isr.highest else { return .none }
+        isr.remove(v)
+        if tmr.contains(v) {
+            tmr.remove(v)
+            return .levelEOI(vector: v)
+        }
+        return .none
+    }
+
+    /// An LVT entry's own interrupt (error, timer): fixed delivery to this APIC, if
+    /// unmasked. Returns whether the vector was requested.
+    @discardableResult
+    mutating func raiseLocal(lvtIndex: Int) -> Bool {
+        let entry = lvt[lvtIndex]
+        guard entry & Self.lvtMask == 0 else { return false }
+        return accept(vector: UInt8(truncatingIfNeeded: entry))
+    }
+
+    // MARK: Timer
+
+    /// Bus cycles per timer tick: the divide configuration register (SDM 11.5.4).
+    var divisor: UInt64 {
+        let code = (timerDivide & 3) | ((timerDivide & 8) >> 1)
+        return code == 7 ? 1 : UInt64(2) << UInt64(code)
+    }
+
+    mutating func startTimer(at now: UInt64) {
+        timerStart = now
+        timerDeadline = timerInitialCount == 0 ? nil : now &+ UInt64(timerInitialCount) * divisor
+    }
+
+    mutating func stopTimer() {
+        timerDeadline = nil
+        tscDeadline = 0
+    }
+
+    /// TSC-deadline mode: the guest wrote IA32_TSC_DEADLINE, converted by the caller to its
+    /// nanoseconds (0 disarms). Ignored in the other modes, as the SDM says.
+    public mutating func setTSCDeadline(_ deadline: UInt64) {
+        guard timerMode == .tscDeadline else { return }
+        tscDeadline = deadline
+        timerDeadline = deadline == 0 ? nil : deadline
+    }
+
+    /// Fires the timer if its deadline has passed (at most once per call for a periodic
+    /// timer that fell behind: missed periods are merged, as an APIC that can only hold one
+    /// request per vector does). Returns true if it requested its vector (not when masked).
+    @discardableResult
+    public mutating func advance(to now: UInt64) -> Bool {
+        guard let deadline = timerDeadline, now >= deadline else { return false }
+        switch timerMode {
+        case .periodic:
+            let period = UInt64(timerInitialCount) * divisor
+            let periods = (now - deadline) / period + 1
+            timerStart = deadline &+ (periods - 1) * period
+            timerDeadline = timerStart &+ period
+        case .oneShot:
+            timerDeadline = nil
+        case .tscDeadline:
+            timerDeadline = nil
+            tscDeadline = 0
+        }
+        return raiseLocal(lvtIndex: 0)
+    }
+
+    // MARK: Destinations
+
+    /// Whether a message for `destination` in `logical` or physical mode is for this APIC
+    /// (xAPIC: 8-bit destinations; 0xFF is every APIC).
+    public func matches(destination: UInt8, logical: Bool) -> Bool {
+        if destination == 0xFF { return true }
+        guard logical else { return destination == apicID }
+        let ldr = UInt8(truncatingIfNeeded: logicalDestination >> 24)
+        if destinationFormat >> 28 == 0xF {   // flat
+            return ldr & destination != 0
+        }
+        // cluster: high nibble the cluster, low nibble a bitmap within it
+        return ldr >> 4 == destination >> 4 && (ldr & destination & 0x0F) != 0
+    }
+
+    /// INIT: back to the power-on state, keeping the APIC ID (SDM 11.4.7.3).
+    public mutating func reset() {
+        self = LocalAPIC(apicID: apicID)
+    }
+}
+
+/// The 256 vectors of IRR, ISR or TMR.
+struct VectorSet: Sendable, Equatable {
+    private var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+
+    private func get(_ i: Int) -> UInt64 {
+        switch i { case 0: words.0; case 1: words.1; case 2: words.2; default: words.3 }
+    }
+
+    private mutating func set(_ i: Int, _ v: UInt64) {
+        switch i { case 0: words.0 = v; case 1: words.1 = v; case 2: words.2 = v; default: words.3 = v }
+    }
+
+    func contains(_ v: UInt8) -> Bool { get(Int(v >> 6)) & (1 << UInt64(v & 63)) != 0 }
+    mutating func insert(_ v: UInt8) { set(Int(v >> 6), get(Int(v >> 6)) | (1 << UInt64(v & 63))) }
+    mutating func remove(_ v: UInt8) { set(Int(v >> 6), get(Int(v >> 6)) & ~(1 << UInt64(v & 63))) }
+
+    var highest: UInt8? {
+        for i in stride(from: 3, through: 0, by: -1) where get(i) != 0 {
+            return UInt8(i * 64 + 63 - get(i).leadingZeroBitCount)
+        }
+        return nil
+    }
+
+    /// The 32-bit register `index` (0-7) of the APIC page.
+    func word(_ index: UInt32) -> UInt32 {
+        let w = get(Int(index >> 1))
+        return UInt32(truncatingIfNeeded: index & 1 == 0 ? w : w >> 32)
+    }
+
+    static func == (a: VectorSet, b: VectorSet) -> Bool {
+        a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
+    }
+}

@@ -1,0 +1,298 @@
+import Testing
+@testable import APIC
+
+typealias R = LocalAPIC.Register
+
+/// An APIC the way Linux leaves it: software-enabled, spurious vector 0xFF.
+func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
+    var a = LocalAPIC(apicID: id)
+    _ = a.write(R.spuriousVector, 0x1FF, at: 0)
+    return a
+}
+
+@Suite struct LocalAPICPriorityTests {
+    @Test func theHighestRequestIsDeliveredAndMasksLowerClassesUntilItsEOI() {
+        var a = enabledAPIC()
+        let got1 = a.accept(vector: 0x31)
+        #expect(got1)
+        let got2 = a.accept(vector: 0x52)
+        #expect(got2)
+        #expect(a.deliverableVector == 0x52)
+        let got3 = a.acknowledge()
+        #expect(got3 == 0x52)
+        #expect(a.isInService(0x52) && !a.isRequested(0x52))
+        #expect(a.processorPriority == 0x50)
+        #expect(a.deliverableVector == nil)            // class 3 is below the in-service class 5
+        let got4 = a.accept(vector: 0x5F)
+        #expect(got4)
+        #expect(a.deliverableVector == nil)            // same class as in service: waits too
+        let got5 = a.accept(vector: 0x61)
+        #expect(got5)
+        let got6 = a.acknowledge()
+        #expect(got6 == 0x61)               // a higher class nests
+        let got7 = a.write(R.endOfInterrupt, 0, at: 0)
+        #expect(got7 == .none)
+        #expect(!a.isInService(0x61) && a.isInService(0x52))
+        let got8 = a.write(R.endOfInterrupt, 0, at: 0)
+        #expect(got8 == .none)
+        #expect(a.deliverableVector == 0x5F)
+        let got9 = a.acknowledge()
+        #expect(got9 == 0x5F)
+        _ = a.write(R.endOfInterrupt, 0, at: 0)
+        let got10 = a.acknowledge()
+        #expect(got10 == 0x31)
+    }
+
+    @Test func taskPriorityHoldsBackItsClassAndBelow() {
+        var a = enabledAPIC()
+        _ = a.write(R.taskPriority, 0x40, at: 0)
+        a.accept(vector: 0x45)
+        #expect(a.deliverableVector == nil)
+        #expect(a.read(R.processorPriority) == 0x40)
+        a.accept(vector: 0x51)
+        #expect(a.deliverableVector == 0x51)
+        _ = a.write(R.taskPriority, 0x00, at: 0)
+        #expect(a.deliverableVector == 0x51)
+        let got11 = a.acknowledge()
+        #expect(got11 == 0x51)
+        _ = a.write(R.endOfInterrupt, 0, at: 0)
+        let got12 = a.acknowledge()
+        #expect(got12 == 0x45)
+        // PPR takes the task priority whole when its class is not below the in-service one.
+        _ = a.write(R.taskPriority, 0x47, at: 0)
+        #expect(a.processorPriority == 0x47)
+    }
+
+    @Test func aLevelTriggeredEOIIsForwardedAndAnEdgeOneIsNot() {
+        var a = enabledAPIC()
+        a.accept(vector: 0x60, levelTriggered: true)
+        #expect(a.isLevelTriggered(0x60))
+        #expect(a.read(R.triggerMode + 0x30) == 1)     // vector 0x60: TMR register 3, bit 0
+        let got13 = a.acknowledge()
+        #expect(got13 == 0x60)
+        let got14 = a.write(R.endOfInterrupt, 0, at: 0)
+        #expect(got14 == .levelEOI(vector: 0x60))
+        #expect(!a.isLevelTriggered(0x60))
+        a.accept(vector: 0x60)
+        _ = a.acknowledge()
+        let got15 = a.write(R.endOfInterrupt, 0, at: 0)
+        #expect(got15 == .none)
+        // An EOI with nothing in service does nothing.
+        let got16 = a.write(R.endOfInterrupt, 0, at: 0)
+        #expect(got16 == .none)
+    }
+
+    @Test func illegalVectorsAreRefusedAndLatchedInTheErrorStatus() {
+        var a = enabledAPIC()
+        _ = a.write(R.lvtError, 0xFE, at: 0)
+        let got17 = a.accept(vector: 5)
+        #expect(!got17)
+        #expect(a.read(R.errorStatus) == 0)             // latched by the next ESR write
+        _ = a.write(R.errorStatus, 0, at: 0)
+        #expect(a.read(R.errorStatus) == LocalAPIC.receivedIllegalVector)
+        #expect(a.isRequested(0xFE))                    // the error LVT fired
+        _ = a.write(R.errorStatus, 0, at: 0)
+        #expect(a.read(R.errorStatus) == 0)
+    }
+
+    @Test func aSoftwareDisabledAPICRefusesInterruptsAndKeepsItsLVTsMasked() {
+        var a = LocalAPIC(apicID: 3)
+        #expect(!a.isSoftwareEnabled)
+        let got18 = a.accept(vector: 0x40)
+        #expect(!got18)
+        _ = a.write(R.lvtTimer, 0x20, at: 0)
+        #expect(a.read(R.lvtTimer) == 0x1_0020)         // stays masked
+        _ = a.write(R.spuriousVector, 0x1FF, at: 0)
+        let got19 = a.accept(vector: 0x40)
+        #expect(got19)
+        _ = a.write(R.lvtLINT0, 0x700, at: 0)           // ExtINT, unmasked
+        #expect(a.read(R.lvtLINT0) == 0x700)
+        _ = a.write(R.spuriousVector, 0xFF, at: 0)      // disabling masks every LVT
+        #expect(a.read(R.lvtLINT0) == 0x1_0700)
+        #expect(a.isRequested(0x40))                    // what was requested is kept
+    }
+
+    @Test func vectorRegistersAreLaidOutAsInTheSDM() {
+        var a = enabledAPIC(id: 7)
+        a.accept(vector: 0x41)
+        a.accept(vector: 0xFF)
+        #expect(a.read(R.interruptRequest + 0x20) == 1 << 1)    // 0x41: register 2, bit 1
+        #expect(a.read(R.interruptRequest + 0x70) == 1 << 31)   // 0xFF: register 7, bit 31
+        #expect(a.read(R.id) == 7 << 24)
+        #expect(a.read(R.version) == 0x0005_0014)
+        _ = a.write(R.id, 9 << 24, at: 0)
+        #expect(a.apicID == 9)
+        _ = a.acknowledge()
+        #expect(a.read(R.inService + 0x70) == 1 << 31)
+        _ = a.write(R.lvtTimer, 0x2_00EF, at: 0)
+        a.reset()
+        #expect(a.apicID == 9 && !a.isRequested(0x41) && !a.isInService(0xFF) && !a.isSoftwareEnabled)
+        #expect(a.read(R.lvtTimer) == 0x1_0000)
+    }
+}
+
+@Suite struct LocalAPICTimerTests {
+    @Test func divideConfigurationDecodesAsTheSDMTable() {
+        var a = enabledAPIC()
+        let expected: [UInt32: UInt64] = [0x0: 2, 0x1: 4, 0x2: 8, 0x3: 16, 0x8: 32, 0x9: 64, 0xA: 128, 0xB: 1]
+        for (code, divisor) in expected {
+            _ = a.write(R.timerDivide, code, at: 0)
+            #expect(a.divisor == divisor, "divide code \(code)")
+        }
+    }
+
+    @Test func oneShotCountsDownAndFiresOnce() {
+        var a = enabledAPIC()
+        _ = a.write(R.timerDivide, 0xB, at: 0)          // divide by 1
+        _ = a.write(R.lvtTimer, 0xEC, at: 0)
+        _ = a.write(R.timerInitialCount, 1000, at: 10_000)
+        #expect(a.timerDeadline == 11_000)
+        #expect(a.timerCurrentCount(at: 10_250) == 750)
+        let got20 = a.advance(to: 10_999)
+        #expect(!got20)
+        let got21 = a.advance(to: 11_000)
+        #expect(got21)
+        #expect(a.isRequested(0xEC))
+        #expect(a.timerDeadline == nil)
+        #expect(a.timerCurrentCount(at: 12_000) == 0)
+        let got22 = a.advance(to: 20_000)
+        #expect(!got22)
+        // Writing 0 stops it.
+        _ = a.write(R.timerInitialCount, 5, at: 30_000)
+        _ = a.write(R.timerInitialCount, 0, at: 30_001)
+        #expect(a.timerDeadline == nil)
+    }
+
+    @Test func aMaskedTimerRunsButRequestsNothing() {
+        var a = enabledAPIC()
+        _ = a.write(R.lvtTimer, 0x1_00EC, at: 0)
+        _ = a.write(R.timerInitialCount, 10, at: 0)
+        let got23 = a.advance(to: 1_000)
+        #expect(!got23)
+        #expect(!a.isRequested(0xEC))
+    }
+
+    @Test func periodicRearmsAndMergesMissedPeriods() {
+        var a = enabledAPIC()
+        _ = a.write(R.timerDivide, 0x0, at: 0)          // divide by 2
+        _ = a.write(R.lvtTimer, 0x2_00EC, at: 0)
+        _ = a.write(R.timerInitialCount, 100, at: 0)
+        #expect(a.timerDeadline == 200)
+        let got24 = a.advance(to: 650)
+        #expect(got24)                      // periods at 200, 400, 600: one request
+        #expect(a.timerDeadline == 800)
+        #expect(a.timerCurrentCount(at: 700) == 50)
+        let got25 = a.acknowledge()
+        #expect(got25 == 0xEC)
+        let got26 = a.advance(to: 799)
+        #expect(!got26)
+        let got27 = a.advance(to: 800)
+        #expect(got27)
+        #expect(a.timerDeadline == 1000)
+    }
+
+    @Test func tscDeadlineModeFiresAtItsDeadlineAndIgnoresTheCount() {
+        var a = enabledAPIC()
+        _ = a.write(R.lvtTimer, 0x4_00EC, at: 0)
+        #expect(a.timerMode == .tscDeadline)
+        _ = a.write(R.timerInitialCount, 100, at: 0)
+        #expect(a.timerDeadline == nil && a.read(R.timerInitialCount) == 0)
+        a.setTSCDeadline(5_000)
+        let got28 = a.advance(to: 4_999)
+        #expect(!got28)
+        let got29 = a.advance(to: 5_000)
+        #expect(got29)
+        #expect(a.timerDeadline == nil)
+        a.setTSCDeadline(9_000)
+        a.setTSCDeadline(0)                              // disarmed
+        let got30 = a.advance(to: 10_000)
+        #expect(!got30)
+        // Leaving the mode stops an armed deadline; in another mode a deadline is ignored.
+        a.setTSCDeadline(20_000)
+        _ = a.write(R.lvtTimer, 0x00EC, at: 0)
+        #expect(a.timerDeadline == nil)
+        a.setTSCDeadline(30_000)
+        #expect(a.timerDeadline == nil)
+    }
+}
+
+@Suite struct InterProcessorInterruptTests {
+    @Test func anICRWriteDecodesIntoAnIPI() {
+        var a = enabledAPIC()
+        _ = a.write(R.commandHigh, 0x0300_0000, at: 0)
+        let effect = a.write(R.commandLow, 0x0000_40FB, at: 0)   // fixed, physical, assert, vector 0xFB
+        guard case .interProcessor(let ipi) = effect else {
+            Issue.record("expected an IPI, got \(effect)")
+            return
+        }
+        #expect(ipi.vector == 0xFB && ipi.deliveryMode == .fixed && !ipi.logicalDestination)
+        #expect(ipi.destination == 3 && ipi.shorthand == .none)
+        #expect(ipi.message == .interrupt(vector: 0xFB, levelTriggered: false))
+        #expect(a.read(R.commandLow) & (1 << 12) == 0)           // delivery status: idle
+        #expect(a.read(R.commandHigh) == 0x0300_0000)
+    }
+
+    @Test func aFixedIPIWithAnIllegalVectorIsNotSent() {
+        var a = enabledAPIC()
+        let got31 = a.write(R.commandLow, 0x0000_4005, at: 0)
+        #expect(got31 == .none)
+        _ = a.write(R.errorStatus, 0, at: 0)
+        #expect(a.read(R.errorStatus) == LocalAPIC.sendIllegalVector)
+    }
+
+    @Test func initSIPIAndNMIMessages() {
+        let initAssert = InterProcessorInterrupt(commandLow: 0x0000_C500, commandHigh: 0)
+        #expect(initAssert.message == .initialize)
+        let initDeassert = InterProcessorInterrupt(commandLow: 0x0000_8500, commandHigh: 0)
+        #expect(initDeassert.message == nil)
+        let sipi = InterProcessorInterrupt(commandLow: 0x0000_4608, commandHigh: 0)
+        #expect(sipi.message == .startUp(vector: 0x08))
+        let nmi = InterProcessorInterrupt(commandLow: 0x0000_4400, commandHigh: 0)
+        #expect(nmi.message == .nmi)
+        #expect(InterProcessorInterrupt(commandLow: 0x0000_4200, commandHigh: 0).message == nil)   // SMI
+    }
+
+    static func apics(_ n: Int) -> [LocalAPIC] { (0..<n).map { enabledAPIC(id: UInt8($0)) } }
+
+    @Test func shorthandsAndPhysicalDestinations() {
+        let apics = Self.apics(4)
+        func targets(_ low: UInt32, _ dest: UInt32 = 0, from: Int = 1) -> [Int] {
+            InterProcessorInterrupt(commandLow: low, commandHigh: dest << 24).targets(from: from, in: apics)
+        }
+        #expect(targets(0x0004_40F0) == [1])                 // self
+        #expect(targets(0x0008_40F0) == [0, 1, 2, 3])        // all including self
+        #expect(targets(0x000C_40F0) == [0, 2, 3])           // all excluding self
+        #expect(targets(0x0000_40F0, 2) == [2])              // physical 2
+        #expect(targets(0x0000_40F0, 9) == [])               // no such APIC
+        #expect(targets(0x0000_40F0, 0xFF) == [0, 1, 2, 3])  // broadcast
+    }
+
+    @Test func logicalFlatAndClusterDestinations() {
+        var apics = Self.apics(4)
+        for i in apics.indices { _ = apics[i].write(R.logicalDestination, UInt32(1 << i) << 24, at: 0) }
+        let flat = InterProcessorInterrupt(commandLow: 0x0000_48F0, commandHigh: 0x0A00_0000)   // bits 1 and 3
+        #expect(flat.targets(from: 0, in: apics) == [1, 3])
+        // Cluster model: cluster 1 holds APICs 0 and 1, cluster 2 holds 2 and 3.
+        for i in apics.indices {
+            _ = apics[i].write(R.destinationFormat, 0x0FFF_FFFF, at: 0)
+            let cluster = UInt32(i < 2 ? 1 : 2), bit = UInt32(1 << (i % 2))
+            _ = apics[i].write(R.logicalDestination, ((cluster << 4) | bit) << 24, at: 0)
+        }
+        let cluster2 = InterProcessorInterrupt(commandLow: 0x0000_48F0, commandHigh: 0x2300_0000)
+        #expect(cluster2.targets(from: 0, in: apics) == [2, 3])
+        let oneInCluster1 = InterProcessorInterrupt(commandLow: 0x0000_48F0, commandHigh: 0x1200_0000)
+        #expect(oneInCluster1.targets(from: 0, in: apics) == [1])
+    }
+
+    @Test func lowestPriorityPicksTheLeastBusyMatchingAPIC() {
+        var apics = Self.apics(3)
+        for i in apics.indices { _ = apics[i].write(R.logicalDestination, UInt32(1 << i) << 24, at: 0) }
+        _ = apics[0].write(R.taskPriority, 0x30, at: 0)
+        _ = apics[1].write(R.taskPriority, 0x10, at: 0)
+        _ = apics[2].write(R.taskPriority, 0x20, at: 0)
+        let ipi = InterProcessorInterrupt(commandLow: 0x0000_49F0, commandHigh: 0x0700_0000)   // lowest, logical 0-2
+        #expect(ipi.targets(from: 0, in: apics) == [1])
+        _ = apics[1].write(R.taskPriority, 0x30, at: 0)
+        #expect(ipi.targets(from: 0, in: apics) == [2])
+    }
+}
