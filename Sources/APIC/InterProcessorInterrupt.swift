@@ -54,18 +54,26 @@ public struct InterProcessorInterrupt: Sendable, Equatable {
     /// lowest-priority IPI reaches one of the matching APICs: the one with the lowest
     /// processor priority, the lowest index among equals.
     public func targets(from source: Int, in apics: [LocalAPIC]) -> [Int] {
-        var matching: [Int]
         switch shorthand {
-        case .selfOnly: matching = [source]
-        case .allIncludingSelf: matching = Array(apics.indices)
-        case .allExcludingSelf: matching = apics.indices.filter { $0 != source }
+        case .selfOnly: [source]
+        case .allIncludingSelf: Array(apics.indices)
+        case .allExcludingSelf: apics.indices.filter { $0 != source }
         case .none:
-            matching = apics.indices.filter { apics[$0].matches(destination: destination, logical: logicalDestination) }
+            LocalAPIC.matching(destination: destination, logical: logicalDestination,
+                               lowestPriority: deliveryMode == .lowestPriority, in: apics)
         }
-        if deliveryMode == .lowestPriority && shorthand == .none, matching.count > 1 {
-            let lowest = matching.min { apics[$0].processorPriority < apics[$1].processorPriority }!
-            matching = [lowest]
-        }
-        return matching
+    }
+}
+
+extension LocalAPIC {
+    /// The indices of the APICs a message for `destination` reaches; with `lowestPriority`,
+    /// only the matching one with the lowest processor priority (the lowest index among
+    /// equals).
+    public static func matching(destination: UInt8, logical: Bool, lowestPriority: Bool,
+                                in apics: [LocalAPIC]) -> [Int] {
+        let matching = apics.indices.filter { apics[$0].matches(destination: destination, logical: logical) }
+        guard lowestPriority, let lowest = matching.min(by: { apics[$0].processorPriority < apics[$1].processorPriority })
+        else { return matching }
+        return [lowest]
     }
 }
