@@ -70,6 +70,35 @@ public final class VCPU: @unchecked Sendable {
         if let t = thread.withLock({ $0 }) { _ = ckvm_signal_thread(t, VCPU.kickSignal) }
     }
 
+    // MARK: Interrupts without an in-kernel local APIC
+
+    /// Queues external interrupt `vector` for the next entry (KVM_INTERRUPT). Only when
+    /// `canTakeInterrupt` says the guest can take one now; call on the vCPU's own thread.
+    public func injectInterrupt(_ vector: UInt8) throws(KVMError) {
+        var irq = kvm_interrupt()
+        irq.irq = UInt32(vector)
+        _ = try check("KVM_INTERRUPT vector \(vector)", ckvm_ioctl_ptr(fd, CKVM_INTERRUPT, &irq))
+    }
+
+    /// Queues an NMI for the next entry (KVM_NMI).
+    public func injectNMI() throws(KVMError) {
+        _ = try check("KVM_NMI", ckvm_ioctl_val(fd, CKVM_NMI, 0))
+    }
+
+    /// After the last exit: the guest had interrupts enabled and nothing blocked injection
+    /// (kvm_run's ready_for_interrupt_injection and if_flag).
+    public var canTakeInterrupt: Bool {
+        runState.pointee.ready_for_interrupt_injection != 0 && runState.pointee.if_flag != 0
+    }
+
+    /// The guest's RFLAGS.IF at the last exit (kvm_run's if_flag).
+    public var interruptsEnabled: Bool { runState.pointee.if_flag != 0 }
+
+    /// Asks KVM to exit with `.interruptWindowOpen` as soon as the guest can take an interrupt.
+    public func requestInterruptWindow(_ wanted: Bool) {
+        runState.pointee.request_interrupt_window = wanted ? 1 : 0
+    }
+
     /// Clears a kick not yet taken (immediate_exit), before the vCPU's thread looks at what
     /// was posted to it for the last time before KVM_RUN (Docs/WakeupProtocol.md).
     public func clearKick() {
@@ -108,6 +137,7 @@ public final class VCPU: @unchecked Sendable {
             return isWrite ? .mmioWrite(address: address, data: UnsafeRawBufferPointer(data))
                            : .mmioRead(address: address, data: data)
         case KVM_EXIT_HLT: return .halt
+        case KVM_EXIT_IRQ_WINDOW_OPEN: return .interruptWindowOpen
         case KVM_EXIT_SHUTDOWN: return .shutdown
         case KVM_EXIT_INTR: return .interrupted
         case KVM_EXIT_FAIL_ENTRY:

@@ -9,6 +9,9 @@ public enum VCPUExit {
     case mmioRead(address: UInt64, data: UnsafeMutableRawBufferPointer)
     case mmioWrite(address: UInt64, data: UnsafeRawBufferPointer)
     case halt
+    /// The guest can take an interrupt now (asked for with `requestInterruptWindow`; only
+    /// without an in-kernel local APIC).
+    case interruptWindowOpen
     /// Triple fault or similar: the vCPU cannot continue.
     case shutdown
     case failEntry(reason: UInt64)

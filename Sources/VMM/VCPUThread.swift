@@ -3,6 +3,7 @@ import Devices
 import Diagnosis
 import KVM
 import Synchronization
+import X86Boot
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,6 +23,8 @@ final class VCPUThread: @unchecked Sendable {
     private let ports: Bus
     private let mmio: Bus
     private let interrupts: any InterruptController
+    /// Kite keeps this vCPU's local APIC (`userspace` mode): fixed at creation.
+    private let hasOwnAPIC: Bool
     private let control: MachineControl
     private var thread: pthread_t?
     /// Marked when this vCPU first enters the guest (given to the boot vCPU only).
@@ -69,6 +72,8 @@ final class VCPUThread: @unchecked Sendable {
         var released = false
         /// The thread's loop is over: nothing to wake or kick any more.
         var ended = false
+        /// The local APIC and INIT/SIPI/HLT state when Kite keeps them (`userspace` mode).
+        var interrupts: UserspaceVCPUState?
 
         var pendingSnapshot: UInt64? { snapshotsRequested > snapshotsAnswered ? snapshotsRequested : nil }
     }
@@ -77,6 +82,8 @@ final class VCPUThread: @unchecked Sendable {
          timeline: BootTimeline? = nil) {
         self.vcpu = vcpu
         self.interrupts = interrupts
+        posted.interrupts = interrupts.initialState(forVCPU: vcpu.id, apicID: UInt8(truncatingIfNeeded: CPUIDTemplate.apicID(forVCPU: vcpu.id)))
+        hasOwnAPIC = posted.interrupts != nil
         self.timeline = timeline
         self.ports = ports
         self.mmio = mmio
@@ -126,6 +133,17 @@ final class VCPUThread: @unchecked Sendable {
                 holdOutOfGuest()
                 continue
             }
+            // Kite's own local APIC (`userspace`): INIT/SIPI, halt, injection. The kick was
+            // cleared before this look too, so a post from here on still ends the next run.
+            let decision = events.withLock { () -> EntryDecision in
+                guard posted.interrupts != nil else { return .enter }
+                return interrupts.prepareEntry(vcpu.id, &posted.interrupts!, vcpu: vcpu)
+            }
+            if case .wait(let deadline) = decision {
+                activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
+                waitOutOfGuest(until: { ($0.interrupts?.canRun ?? true) || $0.released || $0.stalled }, deadline: deadline)
+                continue
+            }
             let exit: VCPUExit
             lastEntry.store(monotonicNanoseconds(), ordering: .relaxed)
             activity.store(ThreadActivity.inGuest.rawValue, ordering: .releasing)
@@ -167,13 +185,14 @@ final class VCPUThread: @unchecked Sendable {
     /// Blocks out of the guest until `done` holds for what was posted, answering snapshot
     /// requests meanwhile. Only a post (or the machine's stop, which `release` follows)
     /// ends a wait: there is no timeout and no polling.
-    private func waitOutOfGuest(until done: (PostedEvents) -> Bool) {
+    private func waitOutOfGuest(until done: (PostedEvents) -> Bool, deadline: UInt64? = nil) {
         while true {
             let snapshot = events.withLock { () -> UInt64? in
                 while !done(posted) && posted.pendingSnapshot == nil {
                     posted.waiting = true
-                    events.wait()
+                    let inTime = events.wait(untilNanoseconds: deadline)
                     posted.waiting = false  // on every return: a thread marked waiting while it runs is never kicked
+                    if !inTime { break }    // a timer is due: the caller looks again
                 }
                 return posted.pendingSnapshot
             }
@@ -194,6 +213,20 @@ final class VCPUThread: @unchecked Sendable {
     /// as if Kite had starved this vCPU. It still answers snapshot requests.
     func stallForTesting() {
         post { $0.stalled = true }
+    }
+
+    /// Runs `body` on this vCPU's interrupt state under its lock, without waking or
+    /// kicking it (the vCPU's own accesses, and readers). Only in `userspace` mode.
+    func withInterruptState<R>(_ body: (inout UserspaceVCPUState) -> R) -> R {
+        events.withLock { body(&posted.interrupts!) }
+    }
+
+    /// Posts an interrupt event (an IPI, NMI, INIT, SIPI, a timer that is due): recorded
+    /// under the vCPU's lock, then the vCPU is woken or kicked. Only in `userspace` mode.
+    func postInterruptEvent(_ record: (inout UserspaceVCPUState) -> Void) {
+        post { box in
+            if box.interrupts != nil { record(&box.interrupts!) }
+        }
     }
 
     /// Blocks out of the guest while stalled, answering snapshot requests; the machine's
@@ -256,11 +289,20 @@ final class VCPUThread: @unchecked Sendable {
                 Self.store(ports.read(UInt64(port), width: size), data, at, size)
             }
         case .mmioWrite(let address, let data):
+            let value = UInt32(truncatingIfNeeded: Self.load(data, 0, data.count))
+            if hasOwnAPIC && interrupts.localAPICAccess(vcpu.id, address: address, write: value, read: { _ in }) { break }
             mmio.write(address, width: data.count, value: Self.load(data, 0, data.count))
         case .mmioRead(let address, let data):
+            if hasOwnAPIC && interrupts.localAPICAccess(vcpu.id, address: address, write: nil, read: { v in
+                Self.store(UInt64(v), data, 0, data.count)
+            }) { break }
             Self.store(mmio.read(address, width: data.count), data, 0, data.count)
-        case .halt, .interrupted:
-            break
+        case .halt:
+            events.withLock {
+                if posted.interrupts != nil { interrupts.halted(&posted.interrupts!, vcpu: vcpu) }
+            }
+        case .interrupted, .interruptWindowOpen:
+            break   // the next look before entry does what is due
         case .shutdown:
             crash("triple fault (KVM_EXIT_SHUTDOWN)", afterTripleFault: true)
         case .failEntry(let reason):

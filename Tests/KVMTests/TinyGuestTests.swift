@@ -92,12 +92,13 @@ import Glibc
     final class TestPort: BusDevice {
         let seen = Mutex<[UInt8]>([])
         let control: MachineControl
-        init(control: MachineControl) { self.control = control }
+        let stopOn: UInt8
+        init(control: MachineControl, stopOn: UInt8 = UInt8(ascii: "B")) { self.control = control; self.stopOn = stopOn }
         func read(offset: UInt64, width: Int) -> UInt64 { 0 }
         func write(offset: UInt64, width: Int, value: UInt64) {
             let b = UInt8(truncatingIfNeeded: value)
             seen.withLock { $0.append(b) }
-            if b == UInt8(ascii: "B") { control.stop(.powerOff) }
+            if b == stopOn { control.stop(.powerOff) }
         }
     }
 
@@ -134,6 +135,76 @@ import Glibc
         // AP started ('A'), took the IPI ('I'), and the BSP saw the acknowledgement ('B').
         #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "AIB")
         #expect(try memory.read(at: GuestAddress(0x500), count: 2) == [1, 1])
+    }
+
+    /// `userspace` mode: no interrupt controller in KVM. Kite's own local APICs start the
+    /// AP with INIT/SIPI, hold it until then, and wake it from HLT with the BSP's IPI, all
+    /// through xAPIC MMIO exits and KVM_INTERRUPT.
+    @Test func userspaceAPICsStartAnAPAndWakeItFromHLTWithAnIPI() throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicBsp)
+        try memory.write(GuestPrograms.xapicAp, at: GuestAddress(0x8000))
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let port = TestPort(control: control)
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
+        let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
+        let controller = try UserspaceInterruptController(vcpuCount: 2)
+        let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 2)
+        var threads: [VCPUThread] = []
+        for id in 0..<2 {
+            let vcpu = try vm.createVCPU(id: id)
+            try vcpu.setCPUID(template.entries(forVCPU: id))
+            if id == 0 {
+                try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(),
+                                                                         for: .pvh32(rip: 0x1000, startInfo: 0)))
+                try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
+            }
+            threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control))
+        }
+        controller.attach(threads)
+        for t in threads { try t.start() }
+        let finished = Self.waitForStop(control, seconds: 20)
+        control.stop(.vmmError("test timed out"))
+        for t in threads { t.release() }
+        for t in threads { #expect(t.join(withinMilliseconds: 10_000)) }
+        controller.stop()
+        #expect(finished, "the guests did not finish within 20 s: \(String(decoding: port.seen.withLock { $0 }, as: UTF8.self))")
+        #expect(control.exitReason == .powerOff)
+        #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "AIB")
+        #expect(try memory.read(at: GuestAddress(0x500), count: 2) == [1, 1])
+    }
+
+    /// `userspace` mode: Kite's local APIC timer wakes a halted vCPU (its own timed wait)
+    /// and interrupts one spinning in the guest (the timer thread's kick), 10 ms after the
+    /// guest armed it.
+    @Test(arguments: [false, true]) func userspaceAPICTimerFires(spinning: Bool) throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicTimer)
+        try EntryState.writeTables(into: memory, longMode: false)
+        try memory.write([spinning ? 1 : 0], at: GuestAddress(0x600))
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let port = TestPort(control: control, stopOn: UInt8(ascii: "T"))
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
+        let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
+        let controller = try UserspaceInterruptController(vcpuCount: 1)
+        let vcpu = try vm.createVCPU(id: 0)
+        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1).entries(forVCPU: 0))
+        try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
+        try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
+        let thread = VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control)
+        controller.attach([thread])
+        let start = monotonicNanoseconds()
+        try thread.start()
+        let finished = Self.waitForStop(control, seconds: 20)
+        let elapsed = monotonicNanoseconds() - start
+        control.stop(.vmmError("test timed out"))
+        thread.release()
+        #expect(thread.join(withinMilliseconds: 10_000))
+        controller.stop()
+        #expect(finished, "the timer never fired")
+        #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
+        #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "T")
+        #expect(elapsed >= 10_000_000, "fired after \(elapsed) ns, before the 10 ms count ran out")
     }
 
     /// A started vCPU thread whose guest spins (`jmp .`) without ever exiting. The VM and

@@ -118,6 +118,8 @@ extern const unsigned long CKVM_ENABLE_CAP;
 extern const unsigned long CKVM_SET_CLOCK;
 // vCPU ioctls
 extern const unsigned long CKVM_RUN;
+extern const unsigned long CKVM_INTERRUPT;
+extern const unsigned long CKVM_NMI;
 extern const unsigned long CKVM_GET_REGS;
 extern const unsigned long CKVM_SET_REGS;
 extern const unsigned long CKVM_GET_SREGS;

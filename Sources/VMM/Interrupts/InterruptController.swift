@@ -14,6 +14,25 @@ protocol InterruptController: AnyObject, Sendable {
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError)
     /// The vCPU's local APIC, for diagnosis; called on the vCPU's own thread.
     func localAPIC(of vcpu: VCPU) -> LocalAPICState?
+
+    // Where the local APICs live in Kite (`userspace`), the vCPU thread hands these over;
+    // `initialState` returning nil (KVM's own APICs) means none of them is ever called.
+
+    /// The per-vCPU state Kite keeps under the vCPU's lock, or nil if KVM keeps it.
+    func initialState(forVCPU index: Int, apicID: UInt8) -> UserspaceVCPUState?
+    /// Before each KVM_RUN, under the vCPU's lock, after the kick was cleared.
+    func prepareEntry(_ index: Int, _ state: inout UserspaceVCPUState, vcpu: VCPU) -> EntryDecision
+    /// A HLT exit, under the vCPU's lock.
+    func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU)
+    /// An MMIO access by vCPU `index`, without its lock: true if it was the controller's.
+    func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool
+}
+
+extension InterruptController {
+    func initialState(forVCPU index: Int, apicID: UInt8) -> UserspaceVCPUState? { nil }
+    func prepareEntry(_ index: Int, _ state: inout UserspaceVCPUState, vcpu: VCPU) -> EntryDecision { .enter }
+    func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU) {}
+    func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool { false }
 }
 
 /// KVM's in-kernel interrupt controllers: a local APIC per vCPU, the IOAPIC and PIC, and the

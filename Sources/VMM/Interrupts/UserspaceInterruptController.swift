@@ -1,0 +1,225 @@
+import APIC
+import CKVM
+import Diagnosis
+import KVM
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What Kite keeps for one vCPU when its local APIC lives in Kite (`userspace` mode), guarded
+/// by that vCPU's lock (VCPUThread's; Docs/WakeupProtocol.md): the APIC, and the events KVM
+/// would otherwise handle itself (NMI, INIT, SIPI, HLT).
+struct UserspaceVCPUState: Sendable {
+    var apic: LocalAPIC
+    /// Started (the boot vCPU, or an AP after its SIPI); otherwise it waits in Kite for SIPI.
+    var started: Bool
+    /// Halted (HLT exit) until something can wake it.
+    var halted = false
+    /// RFLAGS.IF when it halted: only then does an interrupt wake it (an NMI always does).
+    var interruptsEnabledAtHalt = false
+    var nmiPending = false
+    var initPending = false
+    var startUpVector: UInt8?
+
+    /// Whether the vCPU's thread has a reason to stop waiting in Kite.
+    var canRun: Bool {
+        if initPending { return true }
+        if !started { return startUpVector != nil }
+        if halted { return nmiPending || (interruptsEnabledAtHalt && apic.deliverableVector != nil) }
+        return true
+    }
+}
+
+/// What the vCPU's thread does before KVM_RUN in `userspace` mode.
+enum EntryDecision: Equatable {
+    case enter
+    /// Wait in Kite until posted to (or until the deadline, the APIC timer's; nil: none).
+    case wait(deadline: UInt64?)
+}
+
+/// `userspace` mode: KVM has no interrupt controller; every local APIC (xAPIC MMIO at
+/// 0xFEE00000), INIT/SIPI, HLT and the APIC timers are Kite's. Everything sent to a vCPU
+/// is posted under that vCPU's lock, then the vCPU is woken or kicked (the wake-up
+/// protocol, Models/wakeup.pml); interrupts are injected on the vCPU's own thread before
+/// KVM_RUN, with an interrupt window when the guest cannot take one yet.
+///
+/// Not yet done (issue 12): the IOAPIC and device lines in this mode, CPUID that hides
+/// x2APIC and KVM's paravirtual features, TSC-deadline through an MSR filter, and Linux.
+final class UserspaceInterruptController: InterruptController, @unchecked Sendable {
+    let mode = "userspace"
+    static let apicBase: UInt64 = 0xFEE0_0000
+    static let apicPageSize: UInt64 = 0x1000
+
+    /// The vCPU threads, by index, set once before any starts (`attach`).
+    private var threads: [VCPUThread] = []
+    private let timers: APICTimerThread
+
+    init(vcpuCount: Int) throws {
+        timers = try APICTimerThread(vcpuCount: vcpuCount)
+    }
+
+    /// Gives the controller the vCPU threads it posts to (before they start).
+    func attach(_ threads: [VCPUThread]) {
+        self.threads = threads
+        timers.start(post: { [unowned self] index in self.threads[index].postInterruptEvent { _ in } })
+    }
+
+    func stop() { timers.stop() }
+
+    // MARK: InterruptController
+
+    func initialState(forVCPU index: Int, apicID: UInt8) -> UserspaceVCPUState? {
+        UserspaceVCPUState(apic: LocalAPIC(apicID: apicID), started: index == 0)
+    }
+
+    func setLine(_ gsi: UInt32, level: Bool) {}   // the IOAPIC is not in this mode yet
+
+    func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
+        throw KVMError("device interrupts in userspace mode (not yet)", errno: ENOSYS)
+    }
+
+    func localAPIC(of vcpu: VCPU) -> LocalAPICState? { nil }
+
+    /// On the vCPU's thread under its lock, after the kick was cleared: INIT, SIPI, halt,
+    /// NMI and interrupt injection.
+    func prepareEntry(_ index: Int, _ state: inout UserspaceVCPUState, vcpu: VCPU) -> EntryDecision {
+        let now = monotonicNanoseconds()
+        state.apic.advance(to: now)
+        if state.initPending {
+            // INIT: the power-on APIC, waiting for SIPI (one that came after the INIT is kept).
+            state.apic.reset()
+            state = UserspaceVCPUState(apic: state.apic, started: false, startUpVector: state.startUpVector)
+        }
+        if !state.started {
+            guard let vector = state.startUpVector else { return .wait(deadline: nil) }
+            state.startUpVector = nil
+            state.started = true
+            Self.startAt(vector: vector, vcpu)
+        }
+        if state.halted {
+            guard state.canRun else { return .wait(deadline: state.apic.timerDeadline) }
+            state.halted = false
+        }
+        if state.nmiPending {
+            state.nmiPending = false
+            try? vcpu.injectNMI()
+        }
+        if state.apic.deliverableVector != nil && vcpu.canTakeInterrupt, let vector = state.apic.acknowledge() {
+            try? vcpu.injectInterrupt(vector)
+        }
+        // Whatever is still deliverable waits for the guest to be able to take it.
+        vcpu.requestInterruptWindow(state.apic.deliverableVector != nil)
+        timers.arm(index, state.apic.timerDeadline)
+        return .enter
+    }
+
+    /// A HLT exit (on the vCPU's thread, under its lock).
+    func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU) {
+        state.halted = true
+        state.interruptsEnabledAtHalt = vcpu.interruptsEnabled
+    }
+
+    /// An MMIO access by vCPU `index`: true if it was to the local APIC page (handled).
+    func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool {
+        guard address >= Self.apicBase && address < Self.apicBase + Self.apicPageSize else { return false }
+        let offset = UInt32(address - Self.apicBase) & ~0xF
+        let effect = threads[index].withInterruptState { state -> LocalAPIC.WriteEffect in
+            let now = monotonicNanoseconds()
+            state.apic.advance(to: now)
+            guard let value else {
+                read(offset == LocalAPIC.Register.timerCurrentCount ? state.apic.timerCurrentCount(at: now)
+                                                                     : state.apic.read(offset))
+                return .none
+            }
+            let effect = state.apic.write(offset, value, at: now)
+            timers.arm(index, state.apic.timerDeadline)
+            return effect
+        }
+        if case .interProcessor(let ipi) = effect { send(ipi, from: index) }
+        return true
+    }
+
+    /// Routes an IPI from vCPU `source` and posts it to each target (one lock at a time).
+    func send(_ ipi: InterProcessorInterrupt, from source: Int) {
+        guard let message = ipi.message else { return }
+        let apics = threads.map { t in t.withInterruptState { $0.apic } }
+        for target in ipi.targets(from: source, in: apics) {
+            threads[target].postInterruptEvent { state in
+                switch message {
+                case .interrupt(let vector, let level): state.apic.accept(vector: vector, levelTriggered: level)
+                case .nmi: state.nmiPending = true
+                case .initialize:
+                    state.initPending = true
+                    state.startUpVector = nil
+                case .startUp(let vector):
+                    // Only a vCPU waiting for SIPI (or about to, after an INIT) takes one.
+                    if !state.started || state.initPending { state.startUpVector = vector }
+                }
+            }
+        }
+    }
+
+    /// SIPI: real mode at vector * 0x1000 (CS = vector << 8, IP = 0), as the SDM's INIT state.
+    static func startAt(vector: UInt8, _ vcpu: VCPU) {
+        guard var s = try? vcpu.specialRegisters() else { return }
+        s.cs.selector = UInt16(vector) << 8
+        s.cs.base = UInt64(vector) << 12
+        try? vcpu.setSpecialRegisters(s)
+        var r = Registers()
+        r.rip = 0
+        r.rflags = 2
+        try? vcpu.setRegisters(r)
+    }
+}
+
+/// Fires local APIC timers of vCPUs that are in the guest: one thread sleeps (timed wait,
+/// no polling) until the earliest armed deadline, then posts to that vCPU, whose thread
+/// advances its APIC before the next entry. A vCPU waiting in Kite times its own wait.
+final class APICTimerThread: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var deadlines: [UInt64?]   // guarded by lock
+    private var stopping = false        // guarded by lock
+    private var thread: pthread_t?
+
+    init(vcpuCount: Int) throws {
+        deadlines = Array(repeating: nil, count: vcpuCount)
+    }
+
+    func start(post: @escaping @Sendable (Int) -> Void) {
+        if case .success(let t) = startKiteThread(name: "kite-apic-timer", { [self] in run(post) }) { thread = t }
+    }
+
+    /// vCPU `index`'s timer next fires at `deadline` (nil: disarmed).
+    func arm(_ index: Int, _ deadline: UInt64?) {
+        lock.withLock {
+            guard deadlines[index] != deadline else { return }
+            deadlines[index] = deadline
+            lock.broadcast()
+        }
+    }
+
+    func stop() {
+        lock.withLock { stopping = true; lock.broadcast() }
+        if let t = thread { _ = ckvm_join_thread(t, 5000); thread = nil }
+    }
+
+    private func run(_ post: (Int) -> Void) {
+        while true {
+            let due: [Int]? = lock.withLock {
+                while !stopping {
+                    let now = monotonicNanoseconds()
+                    let due = deadlines.indices.filter { deadlines[$0].map { $0 <= now } ?? false }
+                    if !due.isEmpty {
+                        for i in due { deadlines[i] = nil }
+                        return due
+                    }
+                    lock.wait(untilNanoseconds: deadlines.compactMap { $0 }.min())
+                }
+                return nil
+            }
+            guard let due else { return }
+            for i in due { post(i) }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+# One vCPU for `userspace` mode, flat 32-bit protected mode at 0x1000: arms its local APIC
+# timer (one-shot, 10 ms, vector 0x41) through the xAPIC page, then waits with interrupts
+# on: halted (HLT) if the byte at 0x600 is 0, spinning in the guest otherwise. The timer's
+# handler writes 'T' to test port 0x10 and halts (no IRET: see xapic_ap.S).
+.code32
+.globl _start
+_start:
+    cli
+    mov $0x6000, %esp
+    mov $handler, %eax               # interrupt gate for vector 0x41 in an IDT at 0x7000
+    mov %ax, 0x7000 + 0x41 * 8
+    movw $0x10, 0x7000 + 0x41 * 8 + 2   # Kite's PVH entry code segment
+    movw $0x8e00, 0x7000 + 0x41 * 8 + 4
+    shr $16, %eax
+    mov %ax, 0x7000 + 0x41 * 8 + 6
+    lidt idt_desc
+    movl $0x1ff, 0xfee000f0          # spurious vector register: software enable
+    movl $0x0b, 0xfee003e0           # divide by 1
+    movl $0x41, 0xfee00320           # LVT timer: one-shot, vector 0x41
+    movl $10000000, 0xfee00380       # initial count: 10 ms of 1 ns bus cycles
+    sti
+    cmpb $0, 0x600
+    jne spin
+1:  hlt
+    jmp 1b
+spin:
+    jmp spin
+handler:
+    mov $0x10, %dx
+    mov $'T', %al
+    out %al, %dx
+2:  hlt
+    jmp 2b
+idt_desc:
+    .word 256 * 8 - 1
+    .long 0x7000
