@@ -1,4 +1,5 @@
 import CKVM
+import Dispatch
 import Devices
 import Diagnosis
 import GuestMemory
@@ -93,11 +94,15 @@ import Glibc
         let seen = Mutex<[UInt8]>([])
         let control: MachineControl
         let stopOn: UInt8
-        init(control: MachineControl, stopOn: UInt8 = UInt8(ascii: "B")) { self.control = control; self.stopOn = stopOn }
+        let onByte: @Sendable (UInt8) -> Void
+        init(control: MachineControl, stopOn: UInt8 = UInt8(ascii: "B"), onByte: @escaping @Sendable (UInt8) -> Void = { _ in }) {
+            self.control = control; self.stopOn = stopOn; self.onByte = onByte
+        }
         func read(offset: UInt64, width: Int) -> UInt64 { 0 }
         func write(offset: UInt64, width: Int, value: UInt64) {
             let b = UInt8(truncatingIfNeeded: value)
             seen.withLock { $0.append(b) }
+            onByte(b)
             if b == stopOn { control.stop(.powerOff) }
         }
     }
@@ -205,6 +210,39 @@ import Glibc
         #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
         #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "T")
         #expect(elapsed >= 10_000_000, "fired after \(elapsed) ns, before the 10 ms count ran out")
+    }
+
+    /// `userspace` mode: a device line raised on another thread, through Kite's IOAPIC
+    /// (programmed by the guest over MMIO), wakes the halted vCPU.
+    @Test func userspaceIOAPICLineWakesAHaltedVCPU() throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicIoapic)
+        try EntryState.writeTables(into: memory, longMode: false)
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let ready = DispatchSemaphore(value: 0)
+        let port = TestPort(control: control, stopOn: UInt8(ascii: "D"), onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
+        let controller = try UserspaceInterruptController(vcpuCount: 1)
+        let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: 0x20,
+                                                         device: controller.makeIOAPICDevice())], report: { _ in })
+        let vcpu = try vm.createVCPU(id: 0)
+        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1).entries(forVCPU: 0))
+        try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
+        try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
+        let thread = VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control)
+        controller.attach([thread])
+        try thread.start()
+        let wasReady = ready.wait(timeout: .now() + 20) == .success
+        usleep(50_000)   // let the vCPU reach its HLT: the line must wake it, not catch it running
+        controller.setLine(5, level: true)
+        let finished = Self.waitForStop(control, seconds: 20)
+        control.stop(.vmmError("test timed out"))
+        thread.release()
+        #expect(thread.join(withinMilliseconds: 10_000))
+        controller.stop()
+        #expect(wasReady && finished)
+        #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
+        #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "RD")
     }
 
     /// A started vCPU thread whose guest spins (`jmp .`) without ever exiting. The VM and

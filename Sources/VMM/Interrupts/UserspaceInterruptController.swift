@@ -1,5 +1,6 @@
 import APIC
 import CKVM
+import Devices
 import Diagnosis
 import KVM
 import Synchronization
@@ -44,7 +45,10 @@ enum EntryDecision: Equatable {
 /// protocol, Models/wakeup.pml); interrupts are injected on the vCPU's own thread before
 /// KVM_RUN, with an interrupt window when the guest cannot take one yet.
 ///
-/// Not yet done (issue 12): the IOAPIC and device lines in this mode, CPUID that hides
+/// Device lines go to Kite's IOAPIC (`makeIOAPICDevice`, MMIO at 0xFEC00000), whose messages
+/// take the same path as IPIs; level-triggered EOIs come back to it from the local APICs.
+///
+/// Not yet done (issue 12): eventfd-driven device interrupts (virtio), CPUID that hides
 /// x2APIC and KVM's paravirtual features, TSC-deadline through an MSR filter, and Linux.
 final class UserspaceInterruptController: InterruptController, @unchecked Sendable {
     let mode = "userspace"
@@ -54,6 +58,8 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     /// The vCPU threads, by index, set once before any starts (`attach`).
     private var threads: [VCPUThread] = []
     private let timers: APICTimerThread
+    /// The IOAPIC, under its own lock (never held while posting to a vCPU).
+    private let ioapic = Mutex(IOAPIC())
 
     init(vcpuCount: Int) throws {
         timers = try APICTimerThread(vcpuCount: vcpuCount)
@@ -73,7 +79,18 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
         UserspaceVCPUState(apic: LocalAPIC(apicID: apicID), started: index == 0)
     }
 
-    func setLine(_ gsi: UInt32, level: Bool) {}   // the IOAPIC is not in this mode yet
+    func setLine(_ gsi: UInt32, level: Bool) {
+        deliver(ioapic.withLock { $0.setLine(Int(gsi), level: level) })
+    }
+
+    /// The IOAPIC's registers for the MMIO bus (at `GuestLayout.ioapicAddress`).
+    func makeIOAPICDevice() -> any BusDevice { IOAPICDevice(controller: self) }
+
+    func ioapicRead(_ offset: UInt64) -> UInt32 { ioapic.withLock { $0.read(offset) } }
+
+    func ioapicWrite(_ offset: UInt64, _ value: UInt32) {
+        deliver(ioapic.withLock { $0.write(offset, value) })
+    }
 
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
         throw KVMError("device interrupts in userspace mode (not yet)", errno: ENOSYS)
@@ -136,26 +153,49 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
             timers.arm(index, state.apic.timerDeadline)
             return effect
         }
-        if case .interProcessor(let ipi) = effect { send(ipi, from: index) }
+        switch effect {
+        case .interProcessor(let ipi): send(ipi, from: index)
+        case .levelEOI(let vector): deliver(ioapic.withLock { $0.endOfInterrupt(vector: vector) })
+        case .none: break
+        }
         return true
+    }
+
+    /// Routes the IOAPIC's messages to their local APICs and posts them.
+    func deliver(_ messages: [InterruptMessage]) {
+        guard !messages.isEmpty else { return }
+        let apics = threads.map { t in t.withInterruptState { $0.apic } }
+        for m in messages {
+            let event: InterProcessorInterrupt.Message
+            switch m.deliveryMode {
+            case .fixed, .lowestPriority: event = .interrupt(vector: m.vector, levelTriggered: m.levelTriggered)
+            case .nmi: event = .nmi
+            case .initialize: event = .initialize
+            case .smi, .reserved, .extINT, .startUp: continue   // no PIC in this mode; SMI unsupported
+            }
+            for target in m.targets(in: apics) { post(event, to: target) }
+        }
     }
 
     /// Routes an IPI from vCPU `source` and posts it to each target (one lock at a time).
     func send(_ ipi: InterProcessorInterrupt, from source: Int) {
         guard let message = ipi.message else { return }
         let apics = threads.map { t in t.withInterruptState { $0.apic } }
-        for target in ipi.targets(from: source, in: apics) {
-            threads[target].postInterruptEvent { state in
-                switch message {
-                case .interrupt(let vector, let level): state.apic.accept(vector: vector, levelTriggered: level)
-                case .nmi: state.nmiPending = true
-                case .initialize:
-                    state.initPending = true
-                    state.startUpVector = nil
-                case .startUp(let vector):
-                    // Only a vCPU waiting for SIPI (or about to, after an INIT) takes one.
-                    if !state.started || state.initPending { state.startUpVector = vector }
-                }
+        for target in ipi.targets(from: source, in: apics) { post(message, to: target) }
+    }
+
+    /// Records `message` in vCPU `target`'s state under its lock, then wakes or kicks it.
+    func post(_ message: InterProcessorInterrupt.Message, to target: Int) {
+        threads[target].postInterruptEvent { state in
+            switch message {
+            case .interrupt(let vector, let level): state.apic.accept(vector: vector, levelTriggered: level)
+            case .nmi: state.nmiPending = true
+            case .initialize:
+                state.initPending = true
+                state.startUpVector = nil
+            case .startUp(let vector):
+                // Only a vCPU waiting for SIPI (or about to, after an INIT) takes one.
+                if !state.started || state.initPending { state.startUpVector = vector }
             }
         }
     }
@@ -221,5 +261,21 @@ final class APICTimerThread: @unchecked Sendable {
             guard let due else { return }
             for i in due { post(i) }
         }
+    }
+}
+
+/// The IOAPIC's register window on the MMIO bus: 32-bit accesses to IOREGSEL and IOWIN.
+final class IOAPICDevice: BusDevice {
+    private unowned let controller: UserspaceInterruptController
+
+    init(controller: UserspaceInterruptController) { self.controller = controller }
+
+    func read(offset: UInt64, width: Int) -> UInt64 {
+        width == 4 ? UInt64(controller.ioapicRead(offset)) : 0
+    }
+
+    func write(offset: UInt64, width: Int, value: UInt64) {
+        guard width == 4 else { return }
+        controller.ioapicWrite(offset, UInt32(truncatingIfNeeded: value))
     }
 }

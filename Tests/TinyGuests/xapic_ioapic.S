@@ -1,0 +1,37 @@
+# One vCPU for `userspace` mode, flat 32-bit protected mode at 0x1000: routes IOAPIC pin 5
+# (edge, fixed) to vector 0x42 on APIC 0 through IOREGSEL/IOWIN at 0xFEC00000, enables its
+# local APIC, says 'R' on test port 0x10 and halts with interrupts on. The device line
+# raised by the test must wake it: the handler writes 'D' and halts (no IRET: see
+# xapic_ap.S).
+.code32
+.globl _start
+_start:
+    cli
+    mov $0x6000, %esp
+    mov $handler, %eax               # interrupt gate for vector 0x42 in an IDT at 0x7000
+    mov %ax, 0x7000 + 0x42 * 8
+    movw $0x10, 0x7000 + 0x42 * 8 + 2   # Kite's PVH entry code segment
+    movw $0x8e00, 0x7000 + 0x42 * 8 + 4
+    shr $16, %eax
+    mov %ax, 0x7000 + 0x42 * 8 + 6
+    lidt idt_desc
+    movl $0x1ff, 0xfee000f0          # spurious vector register: software enable
+    movl $0x1b, 0xfec00000           # IOREGSEL: redirection entry 5, high half
+    movl $0x00000000, 0xfec00010     # destination APIC 0
+    movl $0x1a, 0xfec00000           # low half
+    movl $0x00000042, 0xfec00010     # vector 0x42, fixed, physical, edge, unmasked
+    mov $0x10, %dx
+    mov $'R', %al
+    out %al, %dx
+    sti
+1:  hlt
+    jmp 1b
+handler:
+    mov $0x10, %dx
+    mov $'D', %al
+    out %al, %dx
+2:  hlt
+    jmp 2b
+idt_desc:
+    .word 256 * 8 - 1
+    .long 0x7000
