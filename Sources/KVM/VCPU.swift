@@ -138,6 +138,7 @@ public final class VCPU: @unchecked Sendable {
                            : .mmioRead(address: address, data: data)
         case KVM_EXIT_HLT: return .halt
         case KVM_EXIT_IRQ_WINDOW_OPEN: return .interruptWindowOpen
+        case KVM_EXIT_IOAPIC_EOI: return .ioapicEOI(vector: page.pointee.eoi.vector)
         case KVM_EXIT_SHUTDOWN: return .shutdown
         case KVM_EXIT_INTR: return .interrupted
         case KVM_EXIT_FAIL_ENTRY:

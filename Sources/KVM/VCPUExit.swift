@@ -12,6 +12,9 @@ public enum VCPUExit {
     /// The guest can take an interrupt now (asked for with `requestInterruptWindow`; only
     /// without an in-kernel local APIC).
     case interruptWindowOpen
+    /// The guest's local APIC (in KVM) sent an EOI for a level-triggered `vector` that the
+    /// VMM's IOAPIC routed (split irqchip).
+    case ioapicEOI(vector: UInt8)
     /// Triple fault or similar: the vCPU cannot continue.
     case shutdown
     case failEntry(reason: UInt64)

@@ -45,6 +45,24 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_CREATE_IRQCHIP", ckvm_ioctl_val(fd, CKVM_CREATE_IRQCHIP, 0))
     }
 
+    /// KVM_CAP_SPLIT_IRQCHIP: local APICs in KVM, the IOAPIC and PIC left to the VMM, which
+    /// sends their interrupts as MSIs; `pins` IOAPIC routes are reserved. Before any vCPU.
+    public func enableSplitInterruptController(pins: UInt64) throws(KVMError) {
+        var cap = kvm_enable_cap()
+        cap.cap = UInt32(KVM_CAP_SPLIT_IRQCHIP)
+        cap.args.0 = pins
+        _ = try check("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
+    }
+
+    /// Sends an MSI (address, data) to the in-kernel local APICs (KVM_SIGNAL_MSI). Thread-safe.
+    public func signalMSI(address: UInt64, data: UInt32) throws(KVMError) {
+        var msi = kvm_msi()
+        msi.address_lo = UInt32(truncatingIfNeeded: address)
+        msi.address_hi = UInt32(truncatingIfNeeded: address >> 32)
+        msi.data = data
+        _ = try check("KVM_SIGNAL_MSI", ckvm_ioctl_ptr(fd, CKVM_SIGNAL_MSI, &msi))
+    }
+
     /// In-kernel i8254 PIT, with port 0x61 (speaker) handled by KVM too.
     public func createPIT() throws(KVMError) {
         var config = kvm_pit_config()

@@ -101,8 +101,18 @@ public final class Machine {
         let memory = try setup { try GuestMemory(layout: GuestLayout.ramRegions(size: config.memoryBytes)) }
         try setup { try vm.map(memory) }
 
-        // 3. Interrupt controllers (before any vCPU exists): KVM's in-kernel ones and its PIT.
-        let interrupts: any InterruptController = try setup { try KernelInterruptController(vm: vm) }
+        // 3. Interrupt controllers (before any vCPU exists): KVM's in-kernel ones and its PIT,
+        //    or (split) KVM's local APICs and Kite's IOAPIC, whose eventfds the device thread reads.
+        let deviceEvents = try DeviceEventLoop()
+        let interrupts: any InterruptController
+        switch config.irqchip {
+        case .kernel:
+            interrupts = try setup { try KernelInterruptController(vm: vm) }
+        case .split:
+            interrupts = try setup {
+                try SplitInterruptController(vm: vm, watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
+            }
+        }
 
         // 4. Devices: legacy ports, then virtio-mmio devices on the event thread. The ACPI
         //    description is collected as they are placed.
@@ -141,6 +151,9 @@ public final class Machine {
                   device: FirmwareConfig(cpus: config.cpus, ramBytes: config.memoryBytes)),
         ]
         var mmioRanges: [Bus.Range] = [.init(base: bootTimerAddress, length: 1, device: bootTimer)]
+        if let ioapic = interrupts.makeIOAPICDevice() {
+            mmioRanges.append(.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length, device: ioapic))
+        }
         if config.testDevices {
             let scratch = TestScratchRegister()
             portRanges += [
@@ -156,7 +169,6 @@ public final class Machine {
                                     device: TestDeviceMemory()))
         }
         let ports = try setup { try Bus(name: "port I/O", ranges: portRanges, report: log) }
-        let deviceEvents = try DeviceEventLoop()
         var eventFDs: [EventFD] = []
         var acpiDevices: [ACPIMMIODevice] = []
         var virtioDevices: [(name: String, device: any VirtioDevice)] = []

@@ -40,6 +40,8 @@ public struct MachineConfig: Sendable {
     /// QEMU's devices for test kernels: isa-debug-exit at port 0xf4 and pc-testdev
     /// (`--test-devices`).
     public var testDevices = false
+    /// Whose interrupt controllers the guest gets (`--irqchip`).
+    public var irqchip: InterruptControllerMode = .kernel
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).
     public var kvmPath: String = "/dev/kvm"
 
@@ -68,4 +70,12 @@ public struct SetupError: Error, CustomStringConvertible, Equatable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// `--irqchip`: where the guest's interrupt controllers live.
+public enum InterruptControllerMode: String, Sendable, CaseIterable {
+    /// KVM's local APICs, IOAPIC, PIC and PIT.
+    case kernel
+    /// KVM's local APICs; Kite's IOAPIC (interrupts sent as MSIs); no PIC or PIT.
+    case split
 }

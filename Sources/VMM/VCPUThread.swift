@@ -301,6 +301,8 @@ final class VCPUThread: @unchecked Sendable {
             events.withLock {
                 if posted.interrupts != nil { interrupts.halted(&posted.interrupts!, vcpu: vcpu) }
             }
+        case .ioapicEOI(let vector):
+            interrupts.endOfInterrupt(vector: vector)
         case .interrupted, .interruptWindowOpen:
             break   // the next look before entry does what is due
         case .shutdown:

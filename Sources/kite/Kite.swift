@@ -102,6 +102,12 @@ struct Run: ParsableCommand {
                              + "(ports 0xe0-0xeb, interrupt lines at 0x2000-0x2017, 64 KiB at 0xff000000)."))
     var testDevices = false
 
+    @Option(help: ArgumentHelp("Interrupt controllers: kernel (KVM's local APICs, IOAPIC, PIC and PIT) or split "
+                               + "(KVM's local APICs; Kite's IOAPIC, its interrupts sent as MSIs; no PIC, no PIT: the "
+                               + "guest needs kvmclock and the APIC's TSC-deadline timer, as Linux uses them).",
+                               valueName: "kernel|split"))
+    var irqchip = "kernel"
+
     @Option(help: ArgumentHelp("TESTING ONLY: inject a fault. stall-vcpu=N@Ts stops running vCPU N T seconds after "
                                + "start, to reproduce a lost wake-up (repeatable).", valueName: "fault"))
     var inject: [String] = []
@@ -123,6 +129,10 @@ struct Run: ParsableCommand {
         if let vsock {
             do { _ = try VsockDeviceConfig.parse(vsock) } catch { throw ValidationError("--vsock: \(error)") }
         }
+        guard InterruptControllerMode(rawValue: irqchip) != nil else {
+            let userspace = irqchip == "userspace" ? " (userspace is not ready to boot kernels yet)" : ""
+            throw ValidationError("--irqchip '\(irqchip)' is not kernel or split\(userspace)")
+        }
         if let h = hangTimeout, h <= 0 { throw ValidationError("--hang-timeout must be a positive number of seconds") }
         for fault in inject {
             do { _ = try FaultInjection.parse(fault) } catch { throw ValidationError("--inject: \(error)") }
@@ -138,6 +148,7 @@ struct Run: ParsableCommand {
                                    hangTimeout: hangTimeout)
         config.entropyDevice = rng
         config.testDevices = testDevices
+        config.irqchip = InterruptControllerMode(rawValue: irqchip)!
         config.bootTiming = bootTiming
         config.disks = try disk.map { try BlockDeviceConfig.parse($0) }
         config.networks = try net.map { try NetworkDeviceConfig.parse($0) }

@@ -223,8 +223,8 @@ import Glibc
         let port = TestPort(control: control, stopOn: UInt8(ascii: "D"), onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
         let controller = try UserspaceInterruptController(vcpuCount: 1)
-        let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: 0x20,
-                                                         device: controller.makeIOAPICDevice())], report: { _ in })
+        let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
+                                                         device: controller.makeIOAPICDevice()!)], report: { _ in })
         let vcpu = try vm.createVCPU(id: 0)
         try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1).entries(forVCPU: 0))
         try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
@@ -240,6 +240,37 @@ import Glibc
         thread.release()
         #expect(thread.join(withinMilliseconds: 10_000))
         controller.stop()
+        #expect(wasReady && finished)
+        #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
+        #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "RD")
+    }
+
+    /// `split` mode: the same guest with KVM's local APIC (its xAPIC page and HLT are KVM's)
+    /// and Kite's IOAPIC, whose interrupt reaches KVM as an MSI.
+    @Test func splitIOAPICLineReachesKVMsLocalAPICAsAnMSI() throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicIoapic)
+        try EntryState.writeTables(into: memory, longMode: false)
+        let controller = try SplitInterruptController(vm: vm, watch: { _, _ in })
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let ready = DispatchSemaphore(value: 0)
+        let port = TestPort(control: control, stopOn: UInt8(ascii: "D"), onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
+        let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
+                                                         device: controller.makeIOAPICDevice()!)], report: { _ in })
+        let vcpu = try vm.createVCPU(id: 0)
+        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1).entries(forVCPU: 0))
+        try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
+        try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
+        let thread = VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control)
+        try thread.start()
+        let wasReady = ready.wait(timeout: .now() + 20) == .success
+        usleep(50_000)
+        controller.setLine(5, level: true)
+        let finished = Self.waitForStop(control, seconds: 20)
+        control.stop(.vmmError("test timed out"))
+        thread.release()
+        #expect(thread.join(withinMilliseconds: 10_000))
         #expect(wasReady && finished)
         #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
         #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "RD")

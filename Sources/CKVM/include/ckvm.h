@@ -117,6 +117,7 @@ extern const unsigned long CKVM_IOEVENTFD;
 extern const unsigned long CKVM_ENABLE_CAP;
 extern const unsigned long CKVM_SET_CLOCK;
 // vCPU ioctls
+extern const unsigned long CKVM_SIGNAL_MSI;
 extern const unsigned long CKVM_RUN;
 extern const unsigned long CKVM_INTERRUPT;
 extern const unsigned long CKVM_NMI;

@@ -1,3 +1,4 @@
+import Devices
 import Diagnosis
 import KVM
 
@@ -14,6 +15,11 @@ protocol InterruptController: AnyObject, Sendable {
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError)
     /// The vCPU's local APIC, for diagnosis; called on the vCPU's own thread.
     func localAPIC(of vcpu: VCPU) -> LocalAPICState?
+    /// Kite's IOAPIC registers for the MMIO bus at `GuestLayout.ioapicAddress`, or nil when
+    /// the IOAPIC is KVM's.
+    func makeIOAPICDevice() -> (any BusDevice)?
+    /// KVM_EXIT_IOAPIC_EOI: the guest ended a level-triggered interrupt of Kite's IOAPIC.
+    func endOfInterrupt(vector: UInt8)
 
     // Where the local APICs live in Kite (`userspace`), the vCPU thread hands these over;
     // `initialState` returning nil (KVM's own APICs) means none of them is ever called.
@@ -29,6 +35,8 @@ protocol InterruptController: AnyObject, Sendable {
 }
 
 extension InterruptController {
+    func makeIOAPICDevice() -> (any BusDevice)? { nil }
+    func endOfInterrupt(vector: UInt8) {}
     func initialState(forVCPU index: Int, apicID: UInt8) -> UserspaceVCPUState? { nil }
     func prepareEntry(_ index: Int, _ state: inout UserspaceVCPUState, vcpu: VCPU) -> EntryDecision { .enter }
     func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU) {}

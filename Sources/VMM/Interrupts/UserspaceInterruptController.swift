@@ -84,7 +84,9 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     }
 
     /// The IOAPIC's registers for the MMIO bus (at `GuestLayout.ioapicAddress`).
-    func makeIOAPICDevice() -> any BusDevice { IOAPICDevice(controller: self) }
+    func makeIOAPICDevice() -> (any BusDevice)? {
+        IOAPICWindow(read: { [unowned self] in ioapicRead($0) }, write: { [unowned self] in ioapicWrite($0, $1) })
+    }
 
     func ioapicRead(_ offset: UInt64) -> UInt32 { ioapic.withLock { $0.read(offset) } }
 
@@ -261,21 +263,5 @@ final class APICTimerThread: @unchecked Sendable {
             guard let due else { return }
             for i in due { post(i) }
         }
-    }
-}
-
-/// The IOAPIC's register window on the MMIO bus: 32-bit accesses to IOREGSEL and IOWIN.
-final class IOAPICDevice: BusDevice {
-    private unowned let controller: UserspaceInterruptController
-
-    init(controller: UserspaceInterruptController) { self.controller = controller }
-
-    func read(offset: UInt64, width: Int) -> UInt64 {
-        width == 4 ? UInt64(controller.ioapicRead(offset)) : 0
-    }
-
-    func write(offset: UInt64, width: Int, value: UInt64) {
-        guard width == 4 else { return }
-        controller.ioapicWrite(offset, UInt32(truncatingIfNeeded: value))
     }
 }

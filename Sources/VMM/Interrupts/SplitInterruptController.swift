@@ -1,0 +1,89 @@
+import APIC
+import Devices
+import Diagnosis
+import KVM
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `split` mode (KVM_CAP_SPLIT_IRQCHIP): the local APICs stay in KVM; the IOAPIC is Kite's
+/// (`APIC.IOAPIC`, MMIO at 0xFEC00000), and every interrupt it sends reaches KVM's APICs as
+/// an MSI (KVM_SIGNAL_MSI). There is no PIC and no PIT: Linux keeps time with kvmclock and
+/// the local APIC's TSC-deadline timer, as under QEMU's `microvm,pit=off,pic=off`.
+/// Devices' eventfds are read on Kite's device thread, which raises the line.
+final class SplitInterruptController: InterruptController, @unchecked Sendable {
+    let mode = "split"
+    private let vm: VirtualMachine
+    /// Under its own lock; sending MSIs needs no other.
+    private let ioapic = Mutex(IOAPIC())
+    /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
+    private let watch: (Int32, @escaping () -> Void) throws -> Void
+
+    /// Enables the split irqchip; must come before any vCPU exists.
+    init(vm: VirtualMachine, watch: @escaping (Int32, @escaping () -> Void) throws -> Void) throws(KVMError) {
+        try vm.enableSplitInterruptController(pins: UInt64(IOAPIC.pins))
+        self.vm = vm
+        self.watch = watch
+    }
+
+    func setLine(_ gsi: UInt32, level: Bool) {
+        send(ioapic.withLock { $0.setLine(Int(gsi), level: level) })
+    }
+
+    /// Each signal of `eventFD` pulses line `gsi`, as KVM's irqfd does for its own IOAPIC.
+    func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
+        do {
+            try watch(eventFD) { [unowned self] in
+                setLine(gsi, level: true)
+                setLine(gsi, level: false)
+            }
+        } catch {
+            throw KVMError("watching the interrupt eventfd of gsi \(gsi): \(error)", errno: EINVAL)
+        }
+    }
+
+    func localAPIC(of vcpu: VCPU) -> LocalAPICState? {
+        (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) }
+    }
+
+    func endOfInterrupt(vector: UInt8) {
+        send(ioapic.withLock { $0.endOfInterrupt(vector: vector) })
+    }
+
+    func makeIOAPICDevice() -> (any BusDevice)? {
+        IOAPICWindow(read: { [unowned self] offset in ioapic.withLock { $0.read(offset) } },
+                     write: { [unowned self] offset, value in send(ioapic.withLock { $0.write(offset, value) }) })
+    }
+
+    /// The IOAPIC's messages as MSIs to KVM's local APICs.
+    private func send(_ messages: [InterruptMessage]) {
+        for m in messages {
+            let msi = m.msi
+            try? vm.signalMSI(address: msi.address, data: msi.data)
+        }
+    }
+}
+
+/// An IOAPIC's register window on the MMIO bus (`split` and `userspace` modes): 32-bit
+/// accesses to IOREGSEL and IOWIN; other widths read 0 and are ignored.
+final class IOAPICWindow: BusDevice, @unchecked Sendable {
+    /// The window the MMIO bus gives it at `GuestLayout.ioapicAddress`.
+    static let length: UInt64 = 0x20
+    private let readRegister: (UInt64) -> UInt32
+    private let writeRegister: (UInt64, UInt32) -> Void
+
+    init(read: @escaping (UInt64) -> UInt32, write: @escaping (UInt64, UInt32) -> Void) {
+        readRegister = read
+        writeRegister = write
+    }
+
+    func read(offset: UInt64, width: Int) -> UInt64 {
+        width == 4 ? UInt64(readRegister(offset)) : 0
+    }
+
+    func write(offset: UInt64, width: Int, value: UInt64) {
+        guard width == 4 else { return }
+        writeRegister(offset, UInt32(truncatingIfNeeded: value))
+    }
+}
