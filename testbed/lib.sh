@@ -54,10 +54,10 @@ kite_job() {
 }
 
 # kite_boot NAME DEADLINE_S CPUS MEMORY CMDLINE [EXTRA KITE ARGS...]
-#   kite_job around "$KITE run --kernel $GUEST_KERNEL --initrd $GUEST_INITRD ...";
+#   kite_job around "$KITE run $KITE_RUN_ARGS --kernel $GUEST_KERNEL --initrd $GUEST_INITRD ...";
 #   KITE_BOOT_KERNEL, when set, replaces $GUEST_KERNEL (e.g. "$GUEST_VMLINUX" for PVH).
 kite_boot() {
     _kb_name=$1; _kb_dl=$2; _kb_cpus=$3; _kb_mem=$4; _kb_cmd=$5; shift 5
-    kite_job "$_kb_name" "$_kb_dl" "$KITE" run --kernel "${KITE_BOOT_KERNEL:-$GUEST_KERNEL}" --initrd "$GUEST_INITRD" \
+    kite_job "$_kb_name" "$_kb_dl" "$KITE" run ${KITE_RUN_ARGS:-} --kernel "${KITE_BOOT_KERNEL:-$GUEST_KERNEL}" --initrd "$GUEST_INITRD" \
         --cmdline "$_kb_cmd" --cpus "$_kb_cpus" --memory "$_kb_mem" "$@"
 }
