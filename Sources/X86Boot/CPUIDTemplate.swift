@@ -12,12 +12,25 @@ public struct CPUIDTemplate: Sendable {
     /// when KVM_CAP_TSC_DEADLINE_TIMER says so (QEMU and Firecracker do the same). Without it
     /// Linux programs the APIC timer through its divide and count registers.
     public let tscDeadlineTimer: Bool
+    /// The local APICs are KVM's (`kernel`, `split`). When they are Kite's (`userspace`),
+    /// the guest must not see what only KVM's APIC provides: x2APIC (KVM cannot forward its
+    /// MSRs), the TSC-deadline timer, and the paravirtual features that KVM implements on its
+    /// own APIC (`apicDependentFeatures`): with those a guest's IPI or wake-up would be lost.
+    public let localAPICsInKVM: Bool
 
-    public init(supported: [CPUIDEntry], vcpuCount: Int, tscDeadlineTimer: Bool = false) {
+    public init(supported: [CPUIDEntry], vcpuCount: Int, tscDeadlineTimer: Bool = false, localAPICsInKVM: Bool = true) {
         self.supported = supported
         self.vcpuCount = vcpuCount
         self.tscDeadlineTimer = tscDeadlineTimer
+        self.localAPICsInKVM = localAPICsInKVM
     }
+
+    /// KVM features that work only with KVM's local APIC: PV send-IPI and sched-yield walk
+    /// KVM's APIC map, PV unhalt kicks KVM's APIC, PV EOI and async page faults live in
+    /// KVM's APIC code, and halt-poll control is about KVM's halt.
+    public static let apicDependentFeatures: [KVMFeature] = [
+        .asyncPF, .pvEOI, .pvUnhalt, .asyncPFVMExit, .pvSendIPI, .pollControl, .pvSchedYield, .asyncPFInt,
+    ]
 
     /// KVM paravirtual feature bits in leaf 0x40000001 EAX.
     public enum KVMFeature: Int, CaseIterable, Sendable {
@@ -59,8 +72,12 @@ public struct CPUIDTemplate: Sendable {
                 let logical = min(UInt32(1) << coreBits, 255)
                 e.ebx = (apicID << 24) | (max(logical, 1) << 16) | (e.ebx & 0xFFFF)
                 e.ecx |= 1 << 31                   // running under a hypervisor
-                e.ecx |= 1 << 21                   // x2APIC (KVM emulates it in the in-kernel APIC)
-                if tscDeadlineTimer { e.ecx |= 1 << 24 } else { e.ecx &= ~(UInt32(1) << 24) }
+                if localAPICsInKVM {
+                    e.ecx |= 1 << 21               // x2APIC (KVM emulates it in the in-kernel APIC)
+                } else {
+                    e.ecx &= ~(UInt32(1) << 21)
+                }
+                if tscDeadlineTimer && localAPICsInKVM { e.ecx |= 1 << 24 } else { e.ecx &= ~(UInt32(1) << 24) }
                 e.ecx &= ~(UInt32(1) << 5)         // no VMX: Kite does not offer nested virtualization
                 if n > 1 { e.edx |= 1 << 28 } else { e.edx &= ~(UInt32(1) << 28) } // HTT: multi-core package
             case 0x4:
@@ -88,6 +105,9 @@ public struct CPUIDTemplate: Sendable {
                 // on an overcommitted host. MSI extended destination IDs need a matching
                 // IOAPIC mode Kite does not enable.
                 e.eax &= ~(UInt32(1) << UInt32(KVMFeature.msiExtDestID.rawValue))
+                if !localAPICsInKVM {
+                    for f in Self.apicDependentFeatures { e.eax &= ~(UInt32(1) << UInt32(f.rawValue)) }
+                }
                 e.edx = 0
             case 0x8000_0001:
                 e.ecx &= ~UInt32(1 << 2)           // no SVM (nested)

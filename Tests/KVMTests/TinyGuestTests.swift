@@ -154,7 +154,7 @@ import Glibc
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
         let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
         let controller = try UserspaceInterruptController(vcpuCount: 2)
-        let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 2)
+        let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 2, localAPICsInKVM: false)
         var threads: [VCPUThread] = []
         for id in 0..<2 {
             let vcpu = try vm.createVCPU(id: id)
@@ -193,7 +193,7 @@ import Glibc
         let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
         let controller = try UserspaceInterruptController(vcpuCount: 1)
         let vcpu = try vm.createVCPU(id: 0)
-        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1).entries(forVCPU: 0))
+        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1, localAPICsInKVM: false).entries(forVCPU: 0))
         try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
         try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
         let thread = VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control)
@@ -226,7 +226,7 @@ import Glibc
         let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
                                                          device: controller.makeIOAPICDevice()!)], report: { _ in })
         let vcpu = try vm.createVCPU(id: 0)
-        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1).entries(forVCPU: 0))
+        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1, localAPICsInKVM: false).entries(forVCPU: 0))
         try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
         try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
         let thread = VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control)

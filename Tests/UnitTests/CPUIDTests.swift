@@ -86,6 +86,22 @@ let amdSupported: [CPUIDEntry] = [
         #expect(l1.ecx & (1 << 21) != 0)          // x2APIC untouched
     }
 
+    @Test func withLocalAPICsInKiteTheGuestSeesNoneOfKVMsAPICFeatures() throws {
+        let e = CPUIDTemplate(supported: amdSupported, vcpuCount: 2, tscDeadlineTimer: true,
+                              localAPICsInKVM: false).entries(forVCPU: 1)
+        let l1 = try #require(leaf(e, 1))
+        #expect(l1.ecx & (1 << 21) == 0)          // no x2APIC
+        #expect(l1.ecx & (1 << 24) == 0)          // no TSC-deadline timer
+        #expect(l1.edx & (1 << 9) != 0)           // the xAPIC itself stays
+        let features = try #require(leaf(e, 0x4000_0001)).eax
+        for f in CPUIDTemplate.apicDependentFeatures {
+            #expect(features & (1 << UInt32(f.rawValue)) == 0, "\(f) must be hidden")
+        }
+        for f: CPUIDTemplate.KVMFeature in [.clocksource2, .stealTime, .pvTLBFlush, .clocksourceStableBit] {
+            #expect(features & (1 << UInt32(f.rawValue)) != 0, "\(f) does not need KVM's APIC")
+        }
+    }
+
     @Test func pvFeaturesTheHostLacksAreNotInvented() throws {
         var host = amdSupported
         host[8].eax = 1 << 3                      // only kvmclock2
