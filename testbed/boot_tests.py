@@ -943,7 +943,7 @@ def main():
     ap.add_argument("--allow-xstate-warning", action="store_true",
                     help="ignore the Call Trace of the known fpu__init_system_xstate WARNING "
                          "(emulated CPU's inconsistent CPUID leaf 0xD)")
-    ap.add_argument("--irqchip", choices=("kernel", "split"), default="kernel",
+    ap.add_argument("--irqchip", choices=("kernel", "split", "userspace"), default="kernel",
                     help="run every kite with these interrupt controllers (default: kernel)")
     ap.add_argument("--l1-smp", type=int, choices=(1, 2),
                     help="run every test in an L1 with this many CPUs (default: per test)")

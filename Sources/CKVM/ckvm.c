@@ -151,6 +151,18 @@ long ckvm_getrandom(void *buffer, unsigned long length) {
     return n < 0 ? -errno : n;
 }
 
+int ckvm_trap_msr(int vmfd, uint32_t index) {
+    uint8_t denied = 0;   // one MSR, its bit clear: denied, so the access exits to the VMM
+    struct kvm_msr_filter filter;
+    memset(&filter, 0, sizeof filter);
+    filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
+    filter.ranges[0].flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
+    filter.ranges[0].nmsrs = 1;
+    filter.ranges[0].base = index;
+    filter.ranges[0].bitmap = &denied;   // KVM copies the bitmap during the ioctl
+    return ioctl(vmfd, KVM_X86_SET_MSR_FILTER, &filter) < 0 ? -errno : 0;
+}
+
 int ckvm_eventfd(void) {
     int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     return fd < 0 ? -errno : fd;
@@ -197,6 +209,7 @@ const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
 const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
 const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
 const unsigned long CKVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
+const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 const unsigned long CKVM_RUN = KVM_RUN;
 const unsigned long CKVM_INTERRUPT = KVM_INTERRUPT;
 const unsigned long CKVM_NMI = KVM_NMI;

@@ -91,6 +91,26 @@ public final class VCPU: @unchecked Sendable {
         runState.pointee.ready_for_interrupt_injection != 0 && runState.pointee.if_flag != 0
     }
 
+    /// Answers a trapped MSR access: the value a read returns, or nil to raise #GP.
+    public func completeMSR(value: UInt64?) {
+        runState.pointee.msr.data = value ?? 0
+        runState.pointee.msr.error = value == nil ? 1 : 0
+    }
+
+    /// KVM_CAP_ENFORCE_PV_FEATURE_CPUID: paravirtual features CPUID does not offer fault
+    /// instead of working.
+    public func enforcePVFeatureCPUID() throws(KVMError) {
+        var cap = kvm_enable_cap()
+        cap.cap = UInt32(KVM_CAP_ENFORCE_PV_FEATURE_CPUID)
+        cap.args.0 = 1
+        _ = try check("KVM_ENABLE_CAP(KVM_CAP_ENFORCE_PV_FEATURE_CPUID)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
+    }
+
+    /// The guest TSC's frequency in kHz (KVM_GET_TSC_KHZ).
+    public func tscKHz() throws(KVMError) -> UInt64 {
+        UInt64(try check("KVM_GET_TSC_KHZ", ckvm_ioctl_val(fd, CKVM_GET_TSC_KHZ, 0)))
+    }
+
     /// The guest's RFLAGS.IF at the last exit (kvm_run's if_flag).
     public var interruptsEnabled: Bool { runState.pointee.if_flag != 0 }
 
@@ -139,6 +159,8 @@ public final class VCPU: @unchecked Sendable {
         case KVM_EXIT_HLT: return .halt
         case KVM_EXIT_IRQ_WINDOW_OPEN: return .interruptWindowOpen
         case KVM_EXIT_IOAPIC_EOI: return .ioapicEOI(vector: page.pointee.eoi.vector)
+        case KVM_EXIT_X86_RDMSR: return .msrRead(index: page.pointee.msr.index)
+        case KVM_EXIT_X86_WRMSR: return .msrWrite(index: page.pointee.msr.index, value: page.pointee.msr.data)
         case KVM_EXIT_SHUTDOWN: return .shutdown
         case KVM_EXIT_INTR: return .interrupted
         case KVM_EXIT_FAIL_ENTRY:

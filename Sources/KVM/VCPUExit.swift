@@ -15,6 +15,10 @@ public enum VCPUExit {
     /// The guest's local APIC (in KVM) sent an EOI for a level-triggered `vector` that the
     /// VMM's IOAPIC routed (split irqchip).
     case ioapicEOI(vector: UInt8)
+    /// A read or write of an MSR trapped to the VMM (`VirtualMachine.trapMSR`); answer with
+    /// `VCPU.completeMSR` before the next run.
+    case msrRead(index: UInt32)
+    case msrWrite(index: UInt32, value: UInt64)
     /// Triple fault or similar: the vCPU cannot continue.
     case shutdown
     case failEntry(reason: UInt64)

@@ -54,6 +54,17 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
     }
 
+    /// Sends the guest's reads and writes of MSR `index` to Kite as `.msrRead`/`.msrWrite`
+    /// exits (KVM_CAP_X86_USER_SPACE_MSR with filter exits, and a filter for that MSR).
+    public func trapMSR(_ index: UInt32) throws(KVMError) {
+        var cap = kvm_enable_cap()
+        cap.cap = UInt32(KVM_CAP_X86_USER_SPACE_MSR)
+        cap.args.0 = UInt64(KVM_MSR_EXIT_REASON_FILTER)
+        _ = try check("KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
+        let rc = ckvm_trap_msr(fd, index)
+        if rc < 0 { throw KVMError("KVM_X86_SET_MSR_FILTER 0x\(String(index, radix: 16))", errno: -rc) }
+    }
+
     /// Sends an MSI (address, data) to the in-kernel local APICs (KVM_SIGNAL_MSI). Thread-safe.
     public func signalMSI(address: UInt64, data: UInt32) throws(KVMError) {
         var msi = kvm_msi()

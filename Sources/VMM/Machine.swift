@@ -60,11 +60,15 @@ public final class Machine {
     let watchdog: HangWatchdog
     /// Boot milestones, printed with `--boot-timing`.
     let timeline: BootTimeline
+    /// The interrupt controllers (`--irqchip`).
+    let interrupts: any InterruptController
 
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
                  threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD],
-                 inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?, watchdog: HangWatchdog, timeline: BootTimeline) {
+                 inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?, watchdog: HangWatchdog, timeline: BootTimeline,
+                 interrupts: any InterruptController) {
+        self.interrupts = interrupts
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
         self.threads = threads; self.entry = entry
@@ -112,6 +116,10 @@ public final class Machine {
             interrupts = try setup {
                 try SplitInterruptController(vm: vm, watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
             }
+        case .userspace:
+            try setup { try vm.trapMSR(UserspaceInterruptController.tscDeadlineMSR) }
+            interrupts = try UserspaceInterruptController(vcpuCount: config.cpus,
+                                                          watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
         }
 
         // 4. Devices: legacy ports, then virtio-mmio devices on the event thread. The ACPI
@@ -273,16 +281,20 @@ public final class Machine {
         // 7. vCPUs: CPUID, MSRs, APIC; the boot vCPU gets the entry state, the others wait
         //    for INIT/SIPI (in KVM's local APIC).
         let supported = try setup { try kvm.supportedCPUID() }
+        let kvmAPICs = config.irqchip != .userspace
         let template = CPUIDTemplate(supported: supported, vcpuCount: config.cpus,
-                                     tscDeadlineTimer: kvm.capability(KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+                                     tscDeadlineTimer: kvmAPICs ? kvm.capability(KVM_CAP_TSC_DEADLINE_TIMER) > 0 : true,
+                                     localAPICsInKVM: kvmAPICs)
         var threads: [VCPUThread] = []
         for id in 0..<config.cpus {
             let vcpu = try setup { try vm.createVCPU(id: id) }
-            try setup { try X86VCPUSetup.configure(vcpu, cpuid: template.entries(forVCPU: id)) }
+            try setup { try X86VCPUSetup.configure(vcpu, cpuid: template.entries(forVCPU: id), localAPICInKVM: kvmAPICs) }
             if id == 0 { try setup { try X86VCPUSetup.enter(vcpu, at: entry) } }
             threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: interrupts, control: control,
                                       timeline: id == 0 ? timeline : nil))
         }
+
+        interrupts.attach(threads)
 
         // 8. The hang watchdog (and its control socket, if asked for).
         for fault in config.watchdog.injections where fault.vcpu >= config.cpus {
@@ -295,7 +307,7 @@ public final class Machine {
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
                        console: console, serial: serial, threads: threads, entry: entry,
                        deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink, vsockHost: vsockHost,
-                       watchdog: watchdog, timeline: timeline)
+                       watchdog: watchdog, timeline: timeline, interrupts: interrupts)
     }
 
     /// How long every vCPU thread together gets to leave KVM_RUN and end once the machine
@@ -351,7 +363,9 @@ public final class Machine {
                           + "(\(since.state.rawValue) for \(Int(since.sinceEntry)) s): exiting without it")
             }
         }
-        // Then the devices: the event thread finishes the request in hand and ends.
+        // Then the interrupt controllers' own threads (the APIC timers in userspace mode), and
+        // the devices: the event thread finishes the request in hand and ends.
+        interrupts.stop()
         deviceEvents.stop()
         vsockHost?.close()
         input?.restore()

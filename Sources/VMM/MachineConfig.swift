@@ -78,4 +78,6 @@ public enum InterruptControllerMode: String, Sendable, CaseIterable {
     case kernel
     /// KVM's local APICs; Kite's IOAPIC (interrupts sent as MSIs); no PIC or PIT.
     case split
+    /// Kite's local APICs (xAPIC), IOAPIC and APIC timers; KVM none; no PIC or PIT.
+    case userspace
 }

@@ -303,6 +303,10 @@ final class VCPUThread: @unchecked Sendable {
             }
         case .ioapicEOI(let vector):
             interrupts.endOfInterrupt(vector: vector)
+        case .msrRead(let index):
+            vcpu.completeMSR(value: interrupts.msrAccess(vcpu.id, msr: index, write: nil, vcpu: vcpu))
+        case .msrWrite(let index, let value):
+            vcpu.completeMSR(value: interrupts.msrAccess(vcpu.id, msr: index, write: value, vcpu: vcpu))
         case .interrupted, .interruptWindowOpen:
             break   // the next look before entry does what is due
         case .shutdown:

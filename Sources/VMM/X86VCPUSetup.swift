@@ -25,7 +25,7 @@ enum X86VCPUSetup {
         static let masked: UInt32 = 1 << 16
     }
 
-    static func configure(_ vcpu: VCPU, cpuid: [CPUIDEntry]) throws {
+    static func configure(_ vcpu: VCPU, cpuid: [CPUIDEntry], localAPICInKVM: Bool = true) throws {
         try vcpu.setCPUID(cpuid)
         // XCR0 starts with every offered XSAVE component enabled, so leaf 0xD EBX (which KVM
         // derives from XCR0) already matches what the guest will enable. Under nested SVM
@@ -34,6 +34,12 @@ enum X86VCPUSetup {
         if let xcr0 = offeredXCR0(cpuid) { try vcpu.setXCR0(xcr0) }
         try vcpu.setMSRs(bootMSRs)
         try vcpu.resetFPU()
+        // Kite's own local APIC (`userspace`) starts with every LVT masked; the guest sets
+        // LINT0/LINT1 itself. The paravirtual features CPUID hides must fault if used.
+        guard localAPICInKVM else {
+            try vcpu.enforcePVFeatureCPUID()
+            return
+        }
         var page = try vcpu.localAPIC()
         // LINT0: ExtINT, masked. Kite's guests route every interrupt through the IOAPIC;
         // an unmasked ExtINT would let the never-initialized 8259 inject vector irq_base+N.

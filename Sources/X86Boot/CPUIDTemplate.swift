@@ -14,8 +14,9 @@ public struct CPUIDTemplate: Sendable {
     public let tscDeadlineTimer: Bool
     /// The local APICs are KVM's (`kernel`, `split`). When they are Kite's (`userspace`),
     /// the guest must not see what only KVM's APIC provides: x2APIC (KVM cannot forward its
-    /// MSRs), the TSC-deadline timer, and the paravirtual features that KVM implements on its
-    /// own APIC (`apicDependentFeatures`): with those a guest's IPI or wake-up would be lost.
+    /// MSRs) and the paravirtual features that KVM implements on its own APIC
+    /// (`apicDependentFeatures`): with those a guest's IPI or wake-up would be lost. (The
+    /// TSC-deadline timer is offered when Kite traps its MSR: `tscDeadlineTimer`.)
     public let localAPICsInKVM: Bool
 
     public init(supported: [CPUIDEntry], vcpuCount: Int, tscDeadlineTimer: Bool = false, localAPICsInKVM: Bool = true) {
@@ -77,7 +78,7 @@ public struct CPUIDTemplate: Sendable {
                 } else {
                     e.ecx &= ~(UInt32(1) << 21)
                 }
-                if tscDeadlineTimer && localAPICsInKVM { e.ecx |= 1 << 24 } else { e.ecx &= ~(UInt32(1) << 24) }
+                if tscDeadlineTimer { e.ecx |= 1 << 24 } else { e.ecx &= ~(UInt32(1) << 24) }
                 e.ecx &= ~(UInt32(1) << 5)         // no VMX: Kite does not offer nested virtualization
                 if n > 1 { e.edx |= 1 << 28 } else { e.edx &= ~(UInt32(1) << 28) } // HTT: multi-core package
             case 0x4:

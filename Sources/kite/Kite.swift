@@ -102,10 +102,11 @@ struct Run: ParsableCommand {
                              + "(ports 0xe0-0xeb, interrupt lines at 0x2000-0x2017, 64 KiB at 0xff000000)."))
     var testDevices = false
 
-    @Option(help: ArgumentHelp("Interrupt controllers: kernel (KVM's local APICs, IOAPIC, PIC and PIT) or split "
-                               + "(KVM's local APICs; Kite's IOAPIC, its interrupts sent as MSIs; no PIC, no PIT: the "
-                               + "guest needs kvmclock and the APIC's TSC-deadline timer, as Linux uses them).",
-                               valueName: "kernel|split"))
+    @Option(help: ArgumentHelp("Interrupt controllers: kernel (KVM's local APICs, IOAPIC, PIC and PIT), split "
+                               + "(KVM's local APICs; Kite's IOAPIC, its interrupts sent as MSIs) or userspace (Kite's "
+                               + "local APICs, xAPIC only, IOAPIC and APIC timers). split and userspace have no PIC and "
+                               + "no PIT: the guest needs kvmclock and the APIC's TSC-deadline timer, as Linux uses them.",
+                               valueName: "kernel|split|userspace"))
     var irqchip = "kernel"
 
     @Option(help: ArgumentHelp("TESTING ONLY: inject a fault. stall-vcpu=N@Ts stops running vCPU N T seconds after "
@@ -130,8 +131,7 @@ struct Run: ParsableCommand {
             do { _ = try VsockDeviceConfig.parse(vsock) } catch { throw ValidationError("--vsock: \(error)") }
         }
         guard InterruptControllerMode(rawValue: irqchip) != nil else {
-            let userspace = irqchip == "userspace" ? " (userspace is not ready to boot kernels yet)" : ""
-            throw ValidationError("--irqchip '\(irqchip)' is not kernel or split\(userspace)")
+            throw ValidationError("--irqchip '\(irqchip)' is not kernel, split or userspace")
         }
         if let h = hangTimeout, h <= 0 { throw ValidationError("--hang-timeout must be a positive number of seconds") }
         for fault in inject {

@@ -258,11 +258,11 @@ func multibootHeader(flags: UInt32 = 0x0001_0003, addresses: [UInt32]) -> [UInt8
         #expect(r.stdout.contains("MB fw_cfg=QEMU cpus=1 ram_mib=80\n"), "\(r.stdout)")
     }
 
-    @Test func bootsTheSameWithASplitIRQChip() throws {
-        // --irqchip split: KVM's local APICs, Kite's IOAPIC, no PIC or PIT; the kernel never
-        // needs them, so it runs as with KVM's chips.
-        let r = try Self.boot(TestKernels.multiboot, name: "split", ["--cmdline", "exit=3", "--test-devices",
-                                                                     "--irqchip", "split", "--cpus", "2"])
+    @Test(arguments: ["split", "userspace"]) func bootsTheSameWithOtherInterruptControllers(irqchip: String) throws {
+        // --irqchip split or userspace: no PIC or PIT, and in userspace no local APICs in KVM;
+        // the kernel never needs them, so it runs as with KVM's chips.
+        let r = try Self.boot(TestKernels.multiboot, name: irqchip, ["--cmdline", "exit=3", "--test-devices",
+                                                                     "--irqchip", irqchip, "--cpus", "2"])
         #expect(r.status == 7, "status \(r.status); stdout: \(r.stdout); stderr: \(r.stderr)")   // (3 << 1) | 1
         #expect(r.stdout.contains("MB fw_cfg=QEMU cpus=2 ram_mib=80\n"), "\(r.stdout)")
     }

@@ -31,6 +31,10 @@ void ckvm_set_thread_name(const char *name);
 int ckvm_join_thread(pthread_t thread, int milliseconds);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); returns the fd or -errno.
 int ckvm_eventfd(void);
+/// Sends guest reads and writes of MSR `index` to the VMM (KVM_X86_SET_MSR_FILTER with
+/// every other MSR allowed; needs KVM_CAP_X86_USER_SPACE_MSR enabled for filter exits).
+/// 0 or -errno.
+int ckvm_trap_msr(int vmfd, uint32_t index);
 /// A non-blocking signalfd for SIGINT and SIGTERM (which the caller must block);
 /// returns the fd or -errno.
 int ckvm_termination_signalfd(void);
@@ -118,6 +122,7 @@ extern const unsigned long CKVM_ENABLE_CAP;
 extern const unsigned long CKVM_SET_CLOCK;
 // vCPU ioctls
 extern const unsigned long CKVM_SIGNAL_MSI;
+extern const unsigned long CKVM_GET_TSC_KHZ;
 extern const unsigned long CKVM_RUN;
 extern const unsigned long CKVM_INTERRUPT;
 extern const unsigned long CKVM_NMI;

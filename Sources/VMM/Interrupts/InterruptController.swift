@@ -20,6 +20,10 @@ protocol InterruptController: AnyObject, Sendable {
     func makeIOAPICDevice() -> (any BusDevice)?
     /// KVM_EXIT_IOAPIC_EOI: the guest ended a level-triggered interrupt of Kite's IOAPIC.
     func endOfInterrupt(vector: UInt8)
+    /// The vCPU threads, once created (before they start).
+    func attach(_ threads: [VCPUThread])
+    /// After every vCPU thread ended: the controller's own threads end too.
+    func stop()
 
     // Where the local APICs live in Kite (`userspace`), the vCPU thread hands these over;
     // `initialState` returning nil (KVM's own APICs) means none of them is ever called.
@@ -32,15 +36,21 @@ protocol InterruptController: AnyObject, Sendable {
     func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU)
     /// An MMIO access by vCPU `index`, without its lock: true if it was the controller's.
     func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool
+    /// A trapped MSR access by vCPU `index` (on its thread): a read's value or 0 for a
+    /// write, or nil for #GP.
+    func msrAccess(_ index: Int, msr: UInt32, write value: UInt64?, vcpu: VCPU) -> UInt64?
 }
 
 extension InterruptController {
     func makeIOAPICDevice() -> (any BusDevice)? { nil }
     func endOfInterrupt(vector: UInt8) {}
+    func attach(_ threads: [VCPUThread]) {}
+    func stop() {}
     func initialState(forVCPU index: Int, apicID: UInt8) -> UserspaceVCPUState? { nil }
     func prepareEntry(_ index: Int, _ state: inout UserspaceVCPUState, vcpu: VCPU) -> EntryDecision { .enter }
     func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU) {}
     func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool { false }
+    func msrAccess(_ index: Int, msr: UInt32, write value: UInt64?, vcpu: VCPU) -> UInt64? { nil }
 }
 
 /// KVM's in-kernel interrupt controllers: a local APIC per vCPU, the IOAPIC and PIC, and the

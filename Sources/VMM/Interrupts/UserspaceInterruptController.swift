@@ -22,6 +22,8 @@ struct UserspaceVCPUState: Sendable {
     var nmiPending = false
     var initPending = false
     var startUpVector: UInt8?
+    /// IA32_TSC_DEADLINE as the guest wrote it (guest TSC ticks), while armed.
+    var tscDeadline: UInt64 = 0
 
     /// Whether the vCPU's thread has a reason to stop waiting in Kite.
     var canRun: Bool {
@@ -48,8 +50,8 @@ enum EntryDecision: Equatable {
 /// Device lines go to Kite's IOAPIC (`makeIOAPICDevice`, MMIO at 0xFEC00000), whose messages
 /// take the same path as IPIs; level-triggered EOIs come back to it from the local APICs.
 ///
-/// Not yet done (issue 12): eventfd-driven device interrupts (virtio), CPUID that hides
-/// x2APIC and KVM's paravirtual features, TSC-deadline through an MSR filter, and Linux.
+/// The TSC-deadline MSR is trapped to Kite (`msrAccess`); CPUID hides x2APIC and KVM's
+/// paravirtual features that need KVM's APIC (`CPUIDTemplate.localAPICsInKVM`).
 final class UserspaceInterruptController: InterruptController, @unchecked Sendable {
     let mode = "userspace"
     static let apicBase: UInt64 = 0xFEE0_0000
@@ -61,8 +63,12 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     /// The IOAPIC, under its own lock (never held while posting to a vCPU).
     private let ioapic = Mutex(IOAPIC())
 
-    init(vcpuCount: Int) throws {
+    /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
+    private let watch: (Int32, @escaping () -> Void) throws -> Void
+
+    init(vcpuCount: Int, watch: @escaping (Int32, @escaping () -> Void) throws -> Void = { _, _ in }) throws {
         timers = try APICTimerThread(vcpuCount: vcpuCount)
+        self.watch = watch
     }
 
     /// Gives the controller the vCPU threads it posts to (before they start).
@@ -94,8 +100,16 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
         deliver(ioapic.withLock { $0.write(offset, value) })
     }
 
+    /// Each signal of `eventFD` pulses IOAPIC line `gsi`, read on the device thread.
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
-        throw KVMError("device interrupts in userspace mode (not yet)", errno: ENOSYS)
+        do {
+            try watch(eventFD) { [unowned self] in
+                setLine(gsi, level: true)
+                setLine(gsi, level: false)
+            }
+        } catch {
+            throw KVMError("watching the interrupt eventfd of gsi \(gsi): \(error)", errno: EINVAL)
+        }
     }
 
     func localAPIC(of vcpu: VCPU) -> LocalAPICState? { nil }
@@ -161,6 +175,38 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
         case .none: break
         }
         return true
+    }
+
+    /// IA32_TSC_DEADLINE: the APIC timer's TSC-deadline mode, trapped to Kite
+    /// (`VirtualMachine.trapMSR`); the deadline is turned into Kite's clock with the guest
+    /// TSC read now and KVM's TSC frequency.
+    static let tscDeadlineMSR: UInt32 = 0x6E0
+    static let tscMSR: UInt32 = 0x10
+    private let tscKHz = Mutex<UInt64>(0)
+
+    func msrAccess(_ index: Int, msr: UInt32, write value: UInt64?, vcpu: VCPU) -> UInt64? {
+        guard msr == Self.tscDeadlineMSR else { return nil }
+        let khz = tscKHz.withLock { k -> UInt64 in
+            if k == 0 { k = (try? vcpu.tscKHz()) ?? 0 }
+            return k
+        }
+        let guestTSC = ((try? vcpu.readMSRs([Self.tscMSR]))?.first ?? nil) ?? 0
+        return threads[index].withInterruptState { state -> UInt64 in
+            let now = monotonicNanoseconds()
+            state.apic.advance(to: now)
+            guard let value else { return state.apic.timerDeadline == nil ? 0 : state.tscDeadline }
+            state.tscDeadline = value
+            if value == 0 || khz == 0 {
+                state.apic.setTSCDeadline(0)
+            } else {
+                let ticks = value > guestTSC ? value - guestTSC : 0
+                let (scaled, overflow) = ticks.multipliedReportingOverflow(by: 1_000_000)
+                let ns = overflow ? UInt64.max / 2 : scaled / khz
+                state.apic.setTSCDeadline(max(now &+ ns, 1))
+            }
+            timers.arm(index, state.apic.timerDeadline)
+            return 0
+        }
     }
 
     /// Routes the IOAPIC's messages to their local APICs and posts them.
