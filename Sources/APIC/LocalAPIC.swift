@@ -319,6 +319,18 @@ public struct LocalAPIC: Sendable, Equatable {
         return ldr >> 4 == destination >> 4 && (ldr & destination & 0x0F) != 0
     }
 
+    /// The 1 KiB register page as KVM_GET_LAPIC lays it out (each register at its offset,
+    /// little-endian), at time `now` for the current count: for diagnosis, which reads
+    /// Kite's APICs and KVM's the same way.
+    public func registerPage(at now: UInt64) -> [UInt8] {
+        var page = [UInt8](repeating: 0, count: 0x400)
+        for offset in stride(from: UInt32(0), to: 0x400, by: 0x10) {
+            let v = offset == Register.timerCurrentCount ? timerCurrentCount(at: now) : read(offset)
+            for i in 0..<4 { page[Int(offset) + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) }
+        }
+        return page
+    }
+
     /// INIT: back to the power-on state, keeping the APIC ID (SDM 11.4.7.3).
     public mutating func reset() {
         self = LocalAPIC(apicID: apicID)

@@ -239,7 +239,13 @@ final class VCPUThread: @unchecked Sendable {
     /// Reads the vCPU's state on its own thread (outside the lock: the ioctls take time),
     /// then publishes it and wakes whoever waits for it.
     private func answerSnapshot(_ ticket: UInt64) {
-        let reading = VCPUStateReading.read(vcpu, interrupts: interrupts)
+        var reading = VCPUStateReading.read(vcpu, interrupts: interrupts)
+        // Kite's own local APIC (`userspace`): its registers, and whether the vCPU waits for
+        // SIPI or is halted, are Kite's to tell, not KVM's.
+        if hasOwnAPIC, let own = events.withLock({ posted.interrupts }) {
+            reading.apic = LocalAPICState(page: own.apic.registerPage(at: monotonicNanoseconds()))
+            reading.mpState = !own.started ? .waitingForSIPI : own.halted ? .halted : .runnable
+        }
         events.withLock {
             posted.answer = reading
             posted.snapshotsAnswered = max(posted.snapshotsAnswered, ticket)

@@ -37,6 +37,9 @@ enum X86VCPUSetup {
         // Kite's own local APIC (`userspace`) starts with every LVT masked; the guest sets
         // LINT0/LINT1 itself. The paravirtual features CPUID hides must fault if used.
         guard localAPICInKVM else {
+            // IA32_APIC_BASE as firmware leaves it: the xAPIC at 0xFEE00000, enabled, BSP
+            // flag on vCPU 0 (KVM keeps this MSR even without its own APIC).
+            try vcpu.setMSRs([(0x1B, 0xFEE0_0800 | (vcpu.id == 0 ? 0x100 : 0))])
             try vcpu.enforcePVFeatureCPUID()
             return
         }

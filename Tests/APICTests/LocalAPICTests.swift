@@ -296,3 +296,23 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         #expect(ipi.targets(from: 0, in: apics) == [2])
     }
 }
+
+@Suite struct LocalAPICRegisterPageTests {
+    @Test func theRegisterPageHasKVMsLayout() {
+        var a = enabledAPIC(id: 5)
+        _ = a.write(R.taskPriority, 0x20, at: 0)
+        a.accept(vector: 0x41)
+        _ = a.write(R.timerDivide, 0xB, at: 0)
+        _ = a.write(R.timerInitialCount, 1000, at: 0)
+        let page = a.registerPage(at: 400)
+        func reg(_ offset: Int) -> UInt32 {
+            UInt32(page[offset]) | UInt32(page[offset + 1]) << 8 | UInt32(page[offset + 2]) << 16 | UInt32(page[offset + 3]) << 24
+        }
+        #expect(page.count == 0x400)
+        #expect(reg(0x20) == 5 << 24)
+        #expect(reg(0x80) == 0x20)
+        #expect(reg(0xF0) == 0x1FF)
+        #expect(reg(0x220) == 1 << 1)            // IRR: vector 0x41
+        #expect(reg(0x380) == 1000 && reg(0x390) == 600)
+    }
+}
