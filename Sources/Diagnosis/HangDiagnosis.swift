@@ -311,6 +311,7 @@ public enum HangDiagnosis {
         case .inGuest: "its thread has been in the guest for \(since) without returning to Kite"
         case .handlingExit: "its thread has not entered the guest for \(since): it is stuck handling an exit in Kite"
         case .stalledByInjection: "its thread is held out of the guest by --inject stall-vcpu (for \(since))"
+        case .waitingInKite: "its thread has been waiting in Kite for \(since) and did not wake for the request"
         case .stopped: "its thread has stopped"
         }
         return Finding(rule: .notAnswering, vcpus: [h.id],
@@ -432,7 +433,7 @@ public enum HangDiagnosis {
     }
 
     static func guestReportOnlyFinding(_ event: KernelEvent, histories: [VCPUHistory]) -> Finding {
-        let running = histories.allSatisfy { $0.latest.thread == .inGuest && $0.latest.mpState == .runnable }
+        let running = histories.allSatisfy { $0.latest.thread.isWhereTheGuestPutIt && $0.latest.mpState == .runnable }
         let now = running ? "every vCPU is running now" : "no vCPU is stuck now"
         var about = event.cpu.map { [$0] } ?? event.stalledCPUs
         if about.isEmpty { about = event.detectedBy.map { [$0] } ?? [] }
@@ -451,7 +452,7 @@ public enum HangDiagnosis {
         var counts: [(what: String, count: Int)] = []
         for h in histories {
             let v = h.latest
-            let what = if v.thread != .inGuest {
+            let what = if !v.thread.isWhereTheGuestPutIt {
                 "out of the guest"
             } else {
                 switch v.mpState {
@@ -570,8 +571,8 @@ struct VCPUHistory {
         !answered.isEmpty && answered.allSatisfy(condition)
     }
 
-    /// In the guest and halted in every sample.
-    var isHaltedThroughout: Bool { throughout { $0.thread == .inGuest && $0.mpState == .halted } }
+    /// Halted in every sample (in KVM_RUN, or in Kite with Kite's own APIC).
+    var isHaltedThroughout: Bool { throughout { $0.thread.isWhereTheGuestPutIt && $0.mpState == .halted } }
 
     /// The vector its APIC would deliver, when there is one in every sample (the latest's).
     var pendingVectorThroughout: UInt8? {
@@ -585,7 +586,7 @@ struct VCPUHistory {
     /// Idle: halted with nothing pending now, or never started (waiting for INIT/SIPI).
     var isIdle: Bool {
         (isHaltedThroughout && latest.apic?.deliverableVector == nil)
-            || throughout { $0.thread == .inGuest && $0.mpState == .waitingForSIPI }
+            || throughout { $0.thread.isWhereTheGuestPutIt && $0.mpState == .waitingForSIPI }
     }
 
     /// Runnable in ring 0 in every sample, with RIP in one function: the same function by
@@ -619,7 +620,7 @@ struct VCPUHistory {
     /// normally (its thread out of the guest, not runnable, or spinning).
     var hasUntakenNMI: Bool {
         guard throughout({ ($0.events?.nmiPending ?? false) || ($0.events?.nmiInjected ?? false) }) else { return false }
-        return latest.thread != .inGuest || !throughout { $0.mpState == .runnable } || isSpinning
+        return !latest.thread.isWhereTheGuestPutIt || !throughout { $0.mpState == .runnable } || isSpinning
     }
 }
 

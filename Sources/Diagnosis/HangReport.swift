@@ -73,8 +73,11 @@ public struct HangReport: Sendable {
             if let vector = e.exception { pending.append("exception \(Wording.hex(vector))") }
             if !pending.isEmpty { groups.append(pending.joined(separator: ", ")) }
         }
-        let stay = v.thread == .inGuest ? "in KVM_RUN for \(Wording.seconds(v.secondsSinceEntry))"
-            : "out of the guest for \(Wording.seconds(v.secondsSinceEntry))"
+        let stay = switch v.thread {
+        case .inGuest: "in KVM_RUN for \(Wording.seconds(v.secondsSinceEntry))"
+        case .waitingInKite: "waiting in Kite for \(Wording.seconds(v.secondsSinceEntry))"
+        default: "out of the guest for \(Wording.seconds(v.secondsSinceEntry))"
+        }
         groups.append("\(stay), last guest exit \(Wording.seconds(v.secondsSinceExit)) ago, \(v.exitCount) exits")
         return groups.joined(separator: "; ")
     }

@@ -37,8 +37,15 @@ public enum VCPUThreadState: String, Sendable, Equatable {
     case handlingExit = "handling an exit in Kite"
     /// Held out of the guest by `--inject stall-vcpu`.
     case stalledByInjection = "held by --inject stall-vcpu"
+    /// Waiting in Kite as the guest asked, with Kite's own local APIC (`--irqchip userspace`):
+    /// halted, or waiting for INIT/SIPI. The counterpart of halting inside KVM_RUN.
+    case waitingInKite = "waiting in Kite"
     /// The thread has ended.
     case stopped
+
+    /// Where the guest put the vCPU: in KVM_RUN, or waiting in Kite for what would end a
+    /// halt inside KVM (not "out of the guest" in the sense of Kite holding it back).
+    public var isWhereTheGuestPutIt: Bool { self == .inGuest || self == .waitingInKite }
 }
 
 public struct VCPUSnapshot: Sendable, Equatable {

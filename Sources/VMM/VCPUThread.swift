@@ -45,10 +45,11 @@ final class VCPUThread: @unchecked Sendable {
     private var posted = PostedEvents()  // guarded by `events`
 
     private enum ThreadActivity: UInt8 {
-        case inGuest, handlingExit, stalled, stopped
+        case inGuest, handlingExit, stalled, stopped, waitingInKite
         var state: VCPUThreadState {
             switch self {
             case .inGuest: .inGuest
+            case .waitingInKite: .waitingInKite
             case .handlingExit: .handlingExit
             case .stalled: .stalledByInjection
             case .stopped: .stopped
@@ -140,7 +141,7 @@ final class VCPUThread: @unchecked Sendable {
                 return interrupts.prepareEntry(vcpu.id, &posted.interrupts!, vcpu: vcpu)
             }
             if case .wait(let deadline) = decision {
-                activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
+                activity.store(ThreadActivity.waitingInKite.rawValue, ordering: .releasing)
                 waitOutOfGuest(until: { ($0.interrupts?.canRun ?? true) || $0.released || $0.stalled }, deadline: deadline)
                 continue
             }

@@ -43,6 +43,45 @@ public enum EntryState {
         }
     }
 
+    /// What INIT followed by a start-up IPI with `vector` leaves (Intel SDM vol. 3A table
+    /// 10-1, "Following INIT"; then CS = vector << 8, base vector << 12, IP 0): real mode,
+    /// paging and protection off, every segment 64 KiB at its selector. A VMM that keeps the
+    /// local APICs itself must set this; KVM does it only for its own APICs. `current` keeps
+    /// what INIT does not change (the APIC base).
+    public static func startUpState(_ current: SpecialRegisters, vector: UInt8) -> (SpecialRegisters, Registers) {
+        var s = current
+        func real(_ selector: UInt16, type: UInt8) -> kvm_segment {
+            var seg = kvm_segment()
+            seg.selector = selector
+            seg.base = UInt64(selector) << 4
+            seg.limit = 0xFFFF
+            seg.type = type
+            seg.present = 1
+            seg.s = 1
+            return seg
+        }
+        s.cs = real(UInt16(vector) << 8, type: 0xB)          // execute/read, accessed
+        for keyPath in [\SpecialRegisters.ds, \.es, \.fs, \.gs, \.ss] { s[keyPath: keyPath] = real(0, type: 0x3) }
+        s.ldt = real(0, type: 0x2)
+        s.ldt.s = 0
+        s.tr = real(0, type: 0x3)                            // 16-bit busy TSS, as at reset
+        s.tr.s = 0
+        s.gdt.base = 0
+        s.gdt.limit = 0xFFFF
+        s.idt.base = 0
+        s.idt.limit = 0xFFFF
+        s.cr0 = 0x6000_0010                                  // CD, NW, ET
+        s.cr2 = 0
+        s.cr3 = 0
+        s.cr4 = 0
+        s.cr8 = 0
+        s.efer = 0
+        var r = Registers()
+        r.rflags = 2
+        r.rip = 0
+        return (s, r)
+    }
+
     static func segment(_ descriptor: UInt64, selector: UInt16) -> kvm_segment {
         var s = kvm_segment()
         s.base = ((descriptor >> 16) & 0xFF_FFFF) | ((descriptor >> 32) & 0xFF00_0000)

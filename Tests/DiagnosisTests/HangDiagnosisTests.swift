@@ -128,6 +128,22 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(!HangDiagnosis.isHang(f))
     }
 
+    @Test func aVCPUWaitingInKiteWithItsOwnAPICIsHaltedNotStarved() {
+        // --irqchip userspace: a halted vCPU waits in Kite, out of KVM_RUN, for 30 s.
+        var idle = Make.halted(1)
+        idle.thread = .waitingInKite
+        idle.secondsSinceEntry = 30
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 10, [Make.halted(0), idle]))
+        #expect(!rules(f).contains(.starved))
+        #expect(!HangDiagnosis.isHang(f))
+        // But one that waits there with a deliverable vector was not woken: the lost wake-up.
+        var lost = Make.halted(2, irr: [0xfb])
+        lost.thread = .waitingInKite
+        lost.secondsSinceEntry = 30
+        let g = HangDiagnosis.findings(Make.evidence(starvedAfter: 10, [Make.busy(0, sample: 0), lost]))
+        #expect(g.first?.rule == .haltedWithInterruptPending, "\(g)")
+    }
+
     // MARK: Rule 3: halted with an interrupt pending
 
     @Test func aHaltedVCPUWithAnIPIInItsIRRWasNotWoken() {

@@ -4,6 +4,7 @@ import Devices
 import Diagnosis
 import KVM
 import Synchronization
+import X86Boot
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -248,15 +249,12 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
         }
     }
 
-    /// SIPI: real mode at vector * 0x1000 (CS = vector << 8, IP = 0), as the SDM's INIT state.
+    /// INIT, then SIPI: the whole INIT state (the vCPU may have run before: CPU hot-plug),
+    /// in real mode at vector * 0x1000.
     static func startAt(vector: UInt8, _ vcpu: VCPU) {
-        guard var s = try? vcpu.specialRegisters() else { return }
-        s.cs.selector = UInt16(vector) << 8
-        s.cs.base = UInt64(vector) << 12
+        guard let current = try? vcpu.specialRegisters() else { return }
+        let (s, r) = EntryState.startUpState(current, vector: vector)
         try? vcpu.setSpecialRegisters(s)
-        var r = Registers()
-        r.rip = 0
-        r.rflags = 2
         try? vcpu.setRegisters(r)
     }
 }
