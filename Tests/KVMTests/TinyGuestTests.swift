@@ -142,6 +142,20 @@ import Glibc
         #expect(try memory.read(at: GuestAddress(0x500), count: 2) == [1, 1])
     }
 
+    /// vCPU 0 in flat 32-bit protected mode at 0x1000 (Kite's PVH entry state), on a thread
+    /// with `interrupts`; `kiteAPIC`: CPUID for Kite's own local APICs.
+    static func protectedModeVCPU(_ kvm: KVMSystem, _ vm: VirtualMachine, ports: Bus, mmio: Bus,
+                                  interrupts: any InterruptController, control: MachineControl,
+                                  kiteAPIC: Bool) throws -> VCPUThread {
+        let vcpu = try vm.createVCPU(id: 0)
+        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1,
+                                        localAPICsInKVM: !kiteAPIC).entries(forVCPU: 0))
+        let entry = BootEntry.pvh32(rip: 0x1000, startInfo: 0)
+        try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: entry))
+        try vcpu.setRegisters(EntryState.registers(for: entry))
+        return VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: interrupts, control: control)
+    }
+
     /// `userspace` mode: no interrupt controller in KVM. Kite's own local APICs start the
     /// AP with INIT/SIPI, hold it until then, and wake it from HLT with the BSP's IPI, all
     /// through xAPIC MMIO exits and KVM_INTERRUPT.
@@ -192,11 +206,8 @@ import Glibc
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
         let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
         let controller = try UserspaceInterruptController(vcpuCount: 1)
-        let vcpu = try vm.createVCPU(id: 0)
-        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1, localAPICsInKVM: false).entries(forVCPU: 0))
-        try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
-        try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
-        let thread = VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control)
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: true)
         controller.attach([thread])
         let start = monotonicNanoseconds()
         try thread.start()
@@ -225,11 +236,8 @@ import Glibc
         let controller = try UserspaceInterruptController(vcpuCount: 1)
         let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
                                                          device: controller.makeIOAPICDevice()!)], report: { _ in })
-        let vcpu = try vm.createVCPU(id: 0)
-        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1, localAPICsInKVM: false).entries(forVCPU: 0))
-        try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
-        try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
-        let thread = VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control)
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: true)
         controller.attach([thread])
         try thread.start()
         let wasReady = ready.wait(timeout: .now() + 20) == .success
@@ -258,11 +266,8 @@ import Glibc
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
         let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
                                                          device: controller.makeIOAPICDevice()!)], report: { _ in })
-        let vcpu = try vm.createVCPU(id: 0)
-        try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1).entries(forVCPU: 0))
-        try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0)))
-        try vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
-        let thread = VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control)
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: false)
         try thread.start()
         let wasReady = ready.wait(timeout: .now() + 20) == .success
         usleep(50_000)

@@ -1,6 +1,9 @@
 import Devices
 import Diagnosis
 import KVM
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Where device interrupts go and how a vCPU's local APIC is read: one per machine, the seam
 /// where Kite's own interrupt controllers (issue 12: `split`, `userspace`) plug in beside
@@ -77,5 +80,20 @@ final class KernelInterruptController: InterruptController {
 
     func localAPIC(of vcpu: VCPU) -> LocalAPICState? {
         (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) }
+    }
+}
+
+/// For an IOAPIC that is Kite's (`split`, `userspace`): each signal of `eventFD`, read by
+/// `watch` on the device thread, pulses line `gsi` (high, then low), as KVM's irqfd does for
+/// its own IOAPIC.
+func pulseLine(_ gsi: UInt32, onSignalOf eventFD: Int32, watch: (Int32, @escaping () -> Void) throws -> Void,
+               setLine: @escaping (Bool) -> Void) throws(KVMError) {
+    do {
+        try watch(eventFD) {
+            setLine(true)
+            setLine(false)
+        }
+    } catch {
+        throw KVMError("watching the interrupt eventfd of gsi \(gsi): \(error)", errno: EINVAL)
     }
 }

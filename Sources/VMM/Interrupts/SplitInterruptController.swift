@@ -33,14 +33,7 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
 
     /// Each signal of `eventFD` pulses line `gsi`, as KVM's irqfd does for its own IOAPIC.
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
-        do {
-            try watch(eventFD) { [unowned self] in
-                setLine(gsi, level: true)
-                setLine(gsi, level: false)
-            }
-        } catch {
-            throw KVMError("watching the interrupt eventfd of gsi \(gsi): \(error)", errno: EINVAL)
-        }
+        try pulseLine(gsi, onSignalOf: eventFD, watch: watch) { [unowned self] in setLine(gsi, level: $0) }
     }
 
     func localAPIC(of vcpu: VCPU) -> LocalAPICState? {

@@ -103,14 +103,7 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
 
     /// Each signal of `eventFD` pulses IOAPIC line `gsi`, read on the device thread.
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
-        do {
-            try watch(eventFD) { [unowned self] in
-                setLine(gsi, level: true)
-                setLine(gsi, level: false)
-            }
-        } catch {
-            throw KVMError("watching the interrupt eventfd of gsi \(gsi): \(error)", errno: EINVAL)
-        }
+        try pulseLine(gsi, onSignalOf: eventFD, watch: watch) { [unowned self] in setLine(gsi, level: $0) }
     }
 
     func localAPIC(of vcpu: VCPU) -> LocalAPICState? { nil }
