@@ -63,11 +63,8 @@ public struct LocalAPIC: Sendable, Equatable {
     var lvt: [UInt32] = Array(repeating: LocalAPIC.lvtMask, count: 7)
     public private(set) var timerInitialCount: UInt32 = 0
     public private(set) var timerDivide: UInt32 = 0
-    /// When the running one-shot or periodic count started, and when it next reaches 0.
-    var timerStart: UInt64 = 0
+    /// When the running count next reaches 0, or the TSC deadline (caller's nanoseconds).
     public private(set) var timerDeadline: UInt64?
-    /// TSC-deadline mode: the deadline in the caller's nanoseconds (0: disarmed).
-    var tscDeadline: UInt64 = 0
 
     public init(apicID: UInt8) {
         self.apicID = apicID
@@ -266,20 +263,17 @@ public struct LocalAPIC: Sendable, Equatable {
     }
 
     mutating func startTimer(at now: UInt64) {
-        timerStart = now
         timerDeadline = timerInitialCount == 0 ? nil : now &+ UInt64(timerInitialCount) * divisor
     }
 
     mutating func stopTimer() {
         timerDeadline = nil
-        tscDeadline = 0
     }
 
     /// TSC-deadline mode: the guest wrote IA32_TSC_DEADLINE, converted by the caller to its
     /// nanoseconds (0 disarms). Ignored in the other modes, as the SDM says.
     public mutating func setTSCDeadline(_ deadline: UInt64) {
         guard timerMode == .tscDeadline else { return }
-        tscDeadline = deadline
         timerDeadline = deadline == 0 ? nil : deadline
     }
 
@@ -293,13 +287,9 @@ public struct LocalAPIC: Sendable, Equatable {
         case .periodic:
             let period = UInt64(timerInitialCount) * divisor
             let periods = (now - deadline) / period + 1
-            timerStart = deadline &+ (periods - 1) * period
-            timerDeadline = timerStart &+ period
-        case .oneShot:
+            timerDeadline = deadline &+ periods * period
+        case .oneShot, .tscDeadline:
             timerDeadline = nil
-        case .tscDeadline:
-            timerDeadline = nil
-            tscDeadline = 0
         }
         return raiseLocal(lvtIndex: 0)
     }

@@ -55,7 +55,6 @@ enum EntryDecision: Equatable {
 /// paravirtual features that need KVM's APIC (`CPUIDTemplate.localAPICsInKVM`).
 final class UserspaceInterruptController: InterruptController, @unchecked Sendable {
     let mode = "userspace"
-    static let apicBase: UInt64 = 0xFEE0_0000
     static let apicPageSize: UInt64 = 0x1000
 
     /// The vCPU threads, by index, set once before any starts (`attach`).
@@ -149,8 +148,9 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
 
     /// An MMIO access by vCPU `index`: true if it was to the local APIC page (handled).
     func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool {
-        guard address >= Self.apicBase && address < Self.apicBase + Self.apicPageSize else { return false }
-        let offset = UInt32(address - Self.apicBase) & ~0xF
+        let base = GuestLayout.localAPICAddress
+        guard address >= base && address < base + Self.apicPageSize else { return false }
+        let offset = UInt32(address - base) & ~0xF
         let effect = threads[index].withInterruptState { state -> LocalAPIC.WriteEffect in
             let now = monotonicNanoseconds()
             state.apic.advance(to: now)
