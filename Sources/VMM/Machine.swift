@@ -105,8 +105,10 @@ public final class Machine {
         let memory = try setup { try GuestMemory(layout: GuestLayout.ramRegions(size: config.memoryBytes)) }
         try setup { try vm.map(memory) }
 
-        // 3. Interrupt controllers (before any vCPU exists): KVM's in-kernel ones and its PIT,
-        //    or (split) KVM's local APICs and Kite's IOAPIC, whose eventfds the device thread reads.
+        // 3. Interrupt controllers (before any vCPU exists): KVM's in-kernel ones and its PIT;
+        //    or (split) KVM's local APICs and Kite's IOAPIC; or (userspace) every APIC in Kite,
+        //    with the TSC-deadline MSR trapped. In both of Kite's modes the device thread reads
+        //    the devices' interrupt eventfds.
         let deviceEvents = try DeviceEventLoop()
         let interrupts: any InterruptController
         switch config.irqchip {
@@ -279,7 +281,7 @@ public final class Machine {
         try setup { try EntryState.writeTables(into: memory, longMode: longMode) }
 
         // 7. vCPUs: CPUID, MSRs, APIC; the boot vCPU gets the entry state, the others wait
-        //    for INIT/SIPI (in KVM's local APIC).
+        //    for INIT/SIPI (in KVM's local APIC, or in Kite's in userspace mode).
         let supported = try setup { try kvm.supportedCPUID() }
         let kvmAPICs = config.irqchip != .userspace
         let template = CPUIDTemplate(supported: supported, vcpuCount: config.cpus,

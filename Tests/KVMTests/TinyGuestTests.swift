@@ -359,5 +359,4 @@ final class TestInterrupts: InterruptController {
     let mode = "test"
     func setLine(_ gsi: UInt32, level: Bool) {}
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {}
-    func localAPIC(of vcpu: VCPU) -> LocalAPICState? { (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) } }
 }

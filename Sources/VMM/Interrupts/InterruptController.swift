@@ -16,7 +16,8 @@ protocol InterruptController: AnyObject, Sendable {
     func setLine(_ gsi: UInt32, level: Bool)
     /// From now on, signalling `eventFD` raises an edge on `gsi` (the virtio devices).
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError)
-    /// The vCPU's local APIC, for diagnosis; called on the vCPU's own thread.
+    /// The vCPU's local APIC, for diagnosis; called on the vCPU's own thread. By default
+    /// KVM's (KVM_GET_LAPIC).
     func localAPIC(of vcpu: VCPU) -> LocalAPICState?
     /// Kite's IOAPIC registers for the MMIO bus at `GuestLayout.ioapicAddress`, or nil when
     /// the IOAPIC is KVM's.
@@ -45,6 +46,9 @@ protocol InterruptController: AnyObject, Sendable {
 }
 
 extension InterruptController {
+    func localAPIC(of vcpu: VCPU) -> LocalAPICState? {
+        (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) }
+    }
     func makeIOAPICDevice() -> (any BusDevice)? { nil }
     func endOfInterrupt(vector: UInt8) {}
     func attach(_ threads: [VCPUThread]) {}
@@ -76,10 +80,6 @@ final class KernelInterruptController: InterruptController {
 
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
         try vm.attachInterrupt(eventFD: eventFD, gsi: gsi)
-    }
-
-    func localAPIC(of vcpu: VCPU) -> LocalAPICState? {
-        (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) }
     }
 }
 

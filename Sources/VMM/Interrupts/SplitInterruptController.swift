@@ -36,10 +36,6 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
         try pulseLine(gsi, onSignalOf: eventFD, watch: watch) { [unowned self] in setLine(gsi, level: $0) }
     }
 
-    func localAPIC(of vcpu: VCPU) -> LocalAPICState? {
-        (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) }
-    }
-
     func endOfInterrupt(vector: UInt8) {
         send(ioapic.withLock { $0.endOfInterrupt(vector: vector) })
     }

@@ -105,6 +105,7 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
         try pulseLine(gsi, onSignalOf: eventFD, watch: watch) { [unowned self] in setLine(gsi, level: $0) }
     }
 
+    /// Not KVM's: `VCPUThread` reads Kite's own APIC under the vCPU's lock for snapshots.
     func localAPIC(of vcpu: VCPU) -> LocalAPICState? { nil }
 
     /// On the vCPU's thread under its lock, after the kick was cleared: INIT, SIPI, halt,
