@@ -136,11 +136,9 @@ final class VCPUThread: @unchecked Sendable {
             }
             // Kite's own local APIC (`userspace`): INIT/SIPI, halt, injection. The kick was
             // cleared before this look too, so a post from here on still ends the next run.
-            let decision = events.withLock { () -> EntryDecision in
-                guard posted.interrupts != nil else { return .enter }
-                return interrupts.prepareEntry(vcpu.id, &posted.interrupts!, vcpu: vcpu)
-            }
-            if case .wait(let deadline) = decision {
+            if hasOwnAPIC, case .wait(let deadline) = events.withLock({
+                interrupts.prepareEntry(vcpu.id, &posted.interrupts!, vcpu: vcpu)
+            }) {
                 activity.store(ThreadActivity.waitingInKite.rawValue, ordering: .releasing)
                 waitOutOfGuest(until: { ($0.interrupts?.canRun ?? true) || $0.released || $0.stalled }, deadline: deadline)
                 continue
@@ -305,9 +303,7 @@ final class VCPUThread: @unchecked Sendable {
             }) { break }
             Self.store(mmio.read(address, width: data.count), data, 0, data.count)
         case .halt:
-            events.withLock {
-                if posted.interrupts != nil { interrupts.halted(&posted.interrupts!, vcpu: vcpu) }
-            }
+            if hasOwnAPIC { events.withLock { interrupts.halted(&posted.interrupts!, vcpu: vcpu) } }
         case .ioapicEOI(let vector):
             interrupts.endOfInterrupt(vector: vector)
         case .msrRead(let index):
