@@ -88,6 +88,23 @@ public struct IOAPIC: Sendable, Equatable {
         }
     }
 
+    /// The messages of every level-triggered entry (masked or not; vectors 16 and up), by
+    /// pin: where the local APICs are KVM's (`split`), Kite gives KVM these as MSI routes so
+    /// that KVM knows which vectors' EOIs are the IOAPIC's and sends them back.
+    public var levelTriggeredRoutes: [Route] {
+        (0..<Self.pins).compactMap { pin in
+            let e = entries[pin]
+            guard e & Self.levelTriggered != 0, UInt8(truncatingIfNeeded: e) >= 16 else { return nil }
+            return Route(pin: pin, message: message(pin))
+        }
+    }
+
+    /// What input `pin` sends.
+    public struct Route: Sendable, Equatable {
+        public var pin: Int
+        public var message: InterruptMessage
+    }
+
     // MARK: Lines and EOIs
 
     /// A device drives input `pin` to `level`. Returns what the IOAPIC sends: for an edge

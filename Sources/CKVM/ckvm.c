@@ -163,6 +163,23 @@ int ckvm_trap_msr(int vmfd, uint32_t index) {
     return ioctl(vmfd, KVM_X86_SET_MSR_FILTER, &filter) < 0 ? -errno : 0;
 }
 
+int ckvm_set_msi_routes(int vmfd, uint32_t count, const uint32_t *gsis, const uint64_t *addresses,
+                        const uint32_t *datas) {
+    // kvm_irq_routing ends in a flexible array: a fixed one of 64 entries after it.
+    struct { struct kvm_irq_routing head; struct kvm_irq_routing_entry entries[64]; } table;
+    if (count > 64) return -EINVAL;
+    memset(&table, 0, sizeof table);
+    table.head.nr = count;
+    for (uint32_t i = 0; i < count; i++) {
+        table.entries[i].gsi = gsis[i];
+        table.entries[i].type = KVM_IRQ_ROUTING_MSI;
+        table.entries[i].u.msi.address_lo = (uint32_t)addresses[i];
+        table.entries[i].u.msi.address_hi = (uint32_t)(addresses[i] >> 32);
+        table.entries[i].u.msi.data = datas[i];
+    }
+    return ioctl(vmfd, KVM_SET_GSI_ROUTING, &table) < 0 ? -errno : 0;
+}
+
 int ckvm_eventfd(void) {
     int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     return fd < 0 ? -errno : fd;

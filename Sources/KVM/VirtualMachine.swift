@@ -74,6 +74,14 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_SIGNAL_MSI", ckvm_ioctl_ptr(fd, CKVM_SIGNAL_MSI, &msi))
     }
 
+    /// Replaces the VM's GSI routing with MSI routes, one per (gsi, address, data)
+    /// (KVM_SET_GSI_ROUTING, at most 64). In `split` mode these tell KVM's local APICs which
+    /// vectors are the IOAPIC's level-triggered ones, whose EOIs must come back to Kite.
+    public func setMSIRoutes(_ routes: [(gsi: UInt32, address: UInt64, data: UInt32)]) throws(KVMError) {
+        let rc = ckvm_set_msi_routes(fd, UInt32(routes.count), routes.map(\.gsi), routes.map(\.address), routes.map(\.data))
+        if rc < 0 { throw KVMError("KVM_SET_GSI_ROUTING (\(routes.count) MSI routes)", errno: -rc) }
+    }
+
     /// In-kernel i8254 PIT, with port 0x61 (speaker) handled by KVM too.
     public func createPIT() throws(KVMError) {
         var config = kvm_pit_config()

@@ -76,6 +76,23 @@ import Testing
         #expect(Self.readEntry(&io, pin: 5) & (1 << 14) == 0)
     }
 
+    /// `split` mode's routes: every level entry with a real vector, masked or not (a masked
+    /// entry may still have one in service), and no edge entry.
+    @Test func levelTriggeredRoutesListLevelEntriesOnly() {
+        var io = IOAPIC()
+        #expect(io.levelTriggeredRoutes.isEmpty)
+        _ = Self.program(&io, pin: 4, low: 0x24)                        // edge
+        _ = Self.program(&io, pin: 9, low: 0x0001_8029, high: 0x0300_0000)  // level, masked
+        _ = Self.program(&io, pin: 14, low: 0x0000_8931, high: 0x0200_0000) // level, logical, lowest priority
+        _ = Self.program(&io, pin: 15, low: 0x0000_8005)                // level, but vector 5
+        let routes = io.levelTriggeredRoutes
+        #expect(routes.map(\.pin) == [9, 14])
+        #expect(routes[0].message.msi.address == 0xFEE0_3000)
+        #expect(routes[0].message.msi.data == 0xC029)
+        #expect(routes[1].message.msi.address == 0xFEE0_2004)
+        #expect(routes[1].message.msi.data == 0xC131)
+    }
+
     @Test func messagesReachTheirAPICsAndEncodeAsMSIs() {
         var apics = (0..<3).map { i -> LocalAPIC in
             var a = LocalAPIC(apicID: UInt8(i))

@@ -35,6 +35,10 @@ int ckvm_eventfd(void);
 /// every other MSR allowed; needs KVM_CAP_X86_USER_SPACE_MSR enabled for filter exits).
 /// 0 or -errno.
 int ckvm_trap_msr(int vmfd, uint32_t index);
+/// Replaces the VM's GSI routing table (KVM_SET_GSI_ROUTING) with `count` MSI routes: route
+/// i sends gsi `gsis[i]` as the MSI (`addresses[i]`, `datas[i]`). At most 64. 0 or -errno.
+int ckvm_set_msi_routes(int vmfd, uint32_t count, const uint32_t *gsis, const uint64_t *addresses,
+                        const uint32_t *datas);
 /// A non-blocking signalfd for SIGINT and SIGTERM (which the caller must block);
 /// returns the fd or -errno.
 int ckvm_termination_signalfd(void);

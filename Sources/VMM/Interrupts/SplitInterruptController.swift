@@ -12,11 +12,20 @@ import Glibc
 /// an MSI (KVM_SIGNAL_MSI). There is no PIC and no PIT: Linux keeps time with kvmclock and
 /// the local APIC's TSC-deadline timer, as under QEMU's `microvm,pit=off,pic=off`.
 /// Devices' eventfds are read on Kite's device thread, which raises the line.
+///
+/// Level-triggered entries: KVM's local APICs send an EOI back to Kite
+/// (KVM_EXIT_IOAPIC_EOI) only for vectors it knows to be the IOAPIC's, which it learns from
+/// the GSI routing table. So whenever the guest changes the IOAPIC's level-triggered entries,
+/// Kite installs one MSI route per such entry (gsi = pin), as QEMU does in this mode; the
+/// routes only mark vectors, interrupts themselves still go by KVM_SIGNAL_MSI.
 final class SplitInterruptController: InterruptController, @unchecked Sendable {
     let mode = "split"
     private let vm: VirtualMachine
     /// Under its own lock; sending MSIs needs no other.
     private let ioapic = Mutex(IOAPIC())
+    /// The level-triggered entries KVM has as routes, guarded by `ioapic`'s lock so that
+    /// routes are installed in the order the guest wrote the entries.
+    private var routed: [IOAPIC.Route] = []
     /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
     private let watch: (Int32, @escaping () -> Void) throws -> Void
 
@@ -42,7 +51,22 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
 
     func makeIOAPICDevice() -> (any BusDevice)? {
         IOAPICWindow(read: { [unowned self] offset in ioapic.withLock { $0.read(offset) } },
-                     write: { [unowned self] offset, value in send(ioapic.withLock { $0.write(offset, value) }) })
+                     write: { [unowned self] offset, value in send(ioapic.withLock { io in
+                         let sent = io.write(offset, value)
+                         updateRoutes(io.levelTriggeredRoutes)
+                         return sent
+                     }) })
+    }
+
+    /// Under `ioapic`'s lock: gives KVM the level-triggered entries as routes if they changed.
+    private func updateRoutes(_ routes: [IOAPIC.Route]) {
+        guard routes != routed else { return }
+        do {
+            try vm.setMSIRoutes(routes.map { (gsi: UInt32($0.pin), address: $0.message.msi.address, data: $0.message.msi.data) })
+            routed = routes
+        } catch {
+            printLine("kite: split irqchip: \(error); the guest's level-triggered interrupts will not be acknowledged")
+        }
     }
 
     /// The IOAPIC's messages as MSIs to KVM's local APICs.

@@ -1,0 +1,51 @@
+# One vCPU, flat 32-bit protected mode at 0x1000, for `split` and `userspace` modes: routes
+# IOAPIC pin 5 level-triggered (fixed) to vector 0x42 on APIC 0, enables its local APIC,
+# says 'R' on test port 0x10 and halts with interrupts on. The test raises the line and
+# keeps it high. The first interrupt says 'D', writes EOI and halts again with interrupts
+# on (no IRET: see xapic_ap.S); the IOAPIC must send again, because the line is still
+# asserted once the EOI has reached it; the second interrupt says 'E'. An EOI that never
+# reaches the IOAPIC leaves its remote IRR set, and the guest waits for ever after 'D'.
+.code32
+.globl _start
+_start:
+    cli
+    mov $0x6000, %esp
+    movl $0, 0x600                   # interrupts taken
+    mov $handler, %eax               # interrupt gate for vector 0x42 in an IDT at 0x7000
+    mov %ax, 0x7000 + 0x42 * 8
+    movw $0x10, 0x7000 + 0x42 * 8 + 2   # Kite's PVH entry code segment
+    movw $0x8e00, 0x7000 + 0x42 * 8 + 4
+    shr $16, %eax
+    mov %ax, 0x7000 + 0x42 * 8 + 6
+    lidt idt_desc
+    movl $0x1ff, 0xfee000f0          # spurious vector register: software enable
+    movl $0x1b, 0xfec00000           # IOREGSEL: redirection entry 5, high half
+    movl $0x00000000, 0xfec00010     # destination APIC 0
+    movl $0x1a, 0xfec00000           # low half
+    movl $0x00008042, 0xfec00010     # vector 0x42, fixed, physical, level, active high, unmasked
+    mov $0x10, %dx
+    mov $'R', %al
+    out %al, %dx
+    sti
+1:  hlt
+    jmp 1b
+handler:
+    incl 0x600
+    cmpl $2, 0x600
+    je second
+    mov $0x10, %dx
+    mov $'D', %al
+    out %al, %dx
+    movl $0, 0xfee000b0              # EOI
+    sti
+2:  hlt
+    jmp 2b
+second:
+    mov $0x10, %dx
+    mov $'E', %al
+    out %al, %dx
+3:  hlt
+    jmp 3b
+idt_desc:
+    .word 256 * 8 - 1
+    .long 0x7000
