@@ -230,6 +230,14 @@ public struct LocalAPIC: Sendable, Equatable {
         return .none
     }
 
+    /// CR8 in 64-bit mode is TPR bits 7:4 (SDM 10.8.6.1): reading it gives them, writing it
+    /// sets them and clears bits 3:0.
+    public var cr8: UInt64 { UInt64(taskPriority >> 4) }
+
+    public mutating func setCR8(_ value: UInt64) {
+        taskPriority = UInt32(value & 0xF) << 4
+    }
+
     /// While software-disabled, every LVT entry stays masked.
     func lvtValue(_ value: UInt32, keep: UInt32) -> UInt32 {
         isSoftwareEnabled ? value & keep : (value & keep) | Self.lvtMask

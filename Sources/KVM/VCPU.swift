@@ -111,6 +111,14 @@ public final class VCPU: @unchecked Sendable {
         UInt64(try check("KVM_GET_TSC_KHZ", ckvm_ioctl_val(fd, CKVM_GET_TSC_KHZ, 0)))
     }
 
+    /// CR8 (the task priority, TPR bits 7:4) without an in-kernel local APIC: KVM loads it
+    /// from kvm_run at each KVM_RUN and stores the guest's back at each exit, so the VMM's
+    /// APIC sets it before entry and reads it after.
+    public var cr8: UInt64 {
+        get { runState.pointee.cr8 }
+        set { runState.pointee.cr8 = newValue }
+    }
+
     /// The guest's RFLAGS.IF at the last exit (kvm_run's if_flag).
     public var interruptsEnabled: Bool { runState.pointee.if_flag != 0 }
 
@@ -158,6 +166,7 @@ public final class VCPU: @unchecked Sendable {
                            : .mmioRead(address: address, data: data)
         case KVM_EXIT_HLT: return .halt
         case KVM_EXIT_IRQ_WINDOW_OPEN: return .interruptWindowOpen
+        case KVM_EXIT_SET_TPR: return .taskPriorityLowered
         case KVM_EXIT_IOAPIC_EOI: return .ioapicEOI(vector: page.pointee.eoi.vector)
         case KVM_EXIT_X86_RDMSR: return .msrRead(index: page.pointee.msr.index)
         case KVM_EXIT_X86_WRMSR: return .msrWrite(index: page.pointee.msr.index, value: page.pointee.msr.data)

@@ -15,6 +15,9 @@ public enum VCPUExit {
     /// The guest's local APIC (in KVM) sent an EOI for a level-triggered `vector` that the
     /// VMM's IOAPIC routed (split irqchip).
     case ioapicEOI(vector: UInt8)
+    /// Without an in-kernel local APIC: the guest lowered CR8 (its task priority), so an
+    /// interrupt it held back may be deliverable now (`VCPU.cr8` has the new value).
+    case taskPriorityLowered
     /// A read or write of an MSR trapped to the VMM (`VirtualMachine.trapMSR`); answer with
     /// `VCPU.completeMSR` before the next run.
     case msrRead(index: UInt32)

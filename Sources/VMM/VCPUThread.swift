@@ -147,6 +147,7 @@ final class VCPUThread: @unchecked Sendable {
             lastEntry.store(monotonicNanoseconds(), ordering: .relaxed)
             activity.store(ThreadActivity.inGuest.rawValue, ordering: .releasing)
             if !entered { entered = true; timeline?.mark(.firstInstruction) }
+            let cr8AtEntry = vcpu.cr8
             do {
                 exit = try vcpu.run()
             } catch {
@@ -155,6 +156,12 @@ final class VCPUThread: @unchecked Sendable {
                 break
             }
             lastReturn.store(monotonicNanoseconds(), ordering: .relaxed)
+            // Kite's APIC learns a CR8 the guest wrote before handling the exit, which may
+            // itself be a TPR write through the APIC page (the newer value wins).
+            if hasOwnAPIC && vcpu.cr8 != cr8AtEntry {
+                let cr8 = vcpu.cr8
+                events.withLock { interrupts.guestWroteCR8(&posted.interrupts!, cr8) }
+            }
             activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
             if case .interrupted = exit {} else {
                 // Kicks (snapshots, stop) are Kite's doing; only exits the guest caused count.
@@ -310,7 +317,7 @@ final class VCPUThread: @unchecked Sendable {
             vcpu.completeMSR(value: interrupts.msrAccess(vcpu.id, msr: index, write: nil, vcpu: vcpu))
         case .msrWrite(let index, let value):
             vcpu.completeMSR(value: interrupts.msrAccess(vcpu.id, msr: index, write: value, vcpu: vcpu))
-        case .interrupted, .interruptWindowOpen:
+        case .interrupted, .interruptWindowOpen, .taskPriorityLowered:
             break   // the next look before entry does what is due
         case .shutdown:
             crash("triple fault (KVM_EXIT_SHUTDOWN)", afterTripleFault: true)

@@ -63,6 +63,20 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         #expect(a.processorPriority == 0x47)
     }
 
+    /// CR8 is TPR bits 7:4: a TPR write shows in CR8, a CR8 write clears bits 3:0.
+    @Test func cr8IsTheTaskPrioritysClass() {
+        var a = enabledAPIC()
+        _ = a.write(R.taskPriority, 0x47, at: 0)
+        #expect(a.cr8 == 4)
+        a.setCR8(0xF)
+        #expect(a.read(R.taskPriority) == 0xF0)
+        a.accept(vector: 0xEF)
+        #expect(a.deliverableVector == nil)
+        a.setCR8(0x1D)   // only bits 3:0 count
+        #expect(a.read(R.taskPriority) == 0xD0)
+        #expect(a.deliverableVector == 0xEF)
+    }
+
     @Test func aLevelTriggeredEOIIsForwardedAndAnEdgeOneIsNot() {
         var a = enabledAPIC()
         a.accept(vector: 0x60, levelTriggered: true)

@@ -146,11 +146,11 @@ import Glibc
     /// with `interrupts`; `kiteAPIC`: CPUID for Kite's own local APICs.
     static func protectedModeVCPU(_ kvm: KVMSystem, _ vm: VirtualMachine, ports: Bus, mmio: Bus,
                                   interrupts: any InterruptController, control: MachineControl,
-                                  kiteAPIC: Bool) throws -> VCPUThread {
+                                  kiteAPIC: Bool, longMode: Bool = false) throws -> VCPUThread {
         let vcpu = try vm.createVCPU(id: 0)
         try vcpu.setCPUID(CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1,
                                         localAPICsInKVM: !kiteAPIC).entries(forVCPU: 0))
-        let entry = BootEntry.pvh32(rip: 0x1000, startInfo: 0)
+        let entry = longMode ? BootEntry.linux64(rip: 0x1000, bootParams: 0) : BootEntry.pvh32(rip: 0x1000, startInfo: 0)
         try vcpu.setSpecialRegisters(EntryState.specialRegisters(try vcpu.specialRegisters(), for: entry))
         try vcpu.setRegisters(EntryState.registers(for: entry))
         return VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: interrupts, control: control)
@@ -221,6 +221,35 @@ import Glibc
         #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
         #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "T")
         #expect(elapsed >= 10_000_000, "fired after \(elapsed) ns, before the 10 ms count ran out")
+    }
+
+    /// `userspace` mode: the task priority is one register whether the guest writes the
+    /// APIC page's TPR or CR8 (KVM keeps CR8 without an in-kernel APIC; Kite hands it over
+    /// before each entry and takes it back after each exit). A high CR8 holds a self-IPI
+    /// back over two exits; lowering it lets the IPI through (KVM_EXIT_SET_TPR where KVM sees the write,
+    /// or the next exit where it emulates it).
+    @Test func userspaceAPICTaskPriorityIsCR8() throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicCr8_64)
+        try EntryState.writeTables(into: memory, longMode: true)
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let port = TestPort(control: control, stopOn: UInt8(ascii: "I"))
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
+        let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
+        let controller = try UserspaceInterruptController(vcpuCount: 1)
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: true, longMode: true)
+        controller.attach([thread])
+        try thread.start()
+        let finished = Self.waitForStop(control, seconds: 20)
+        control.stop(.vmmError("test timed out"))
+        thread.release()
+        #expect(thread.join(withinMilliseconds: 10_000))
+        controller.stop()
+        let seen = String(decoding: port.seen.withLock { $0 }, as: UTF8.self)
+        #expect(finished, "the guest said \(seen)")
+        #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
+        #expect(seen == "TBCI" || seen == "TBCLI", "\(seen)")
     }
 
     /// A device line raised on another thread reaches the halted vCPU through Kite's IOAPIC

@@ -138,7 +138,14 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
         // Whatever is still deliverable waits for the guest to be able to take it.
         vcpu.requestInterruptWindow(state.apic.deliverableVector != nil)
         timers.arm(index, state.apic.timerDeadline)
+        vcpu.cr8 = state.apic.cr8   // the task priority as the guest's CR8 reads it
         return .enter
+    }
+
+    /// The guest's MOV to CR8 sets the task priority; a lower one may let an interrupt through
+    /// (KVM exits with `.taskPriorityLowered`, and the next look before entry injects it).
+    func guestWroteCR8(_ state: inout UserspaceVCPUState, _ cr8: UInt64) {
+        state.apic.setCR8(cr8)
     }
 
     /// A HLT exit (on the vCPU's thread, under its lock).
