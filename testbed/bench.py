@@ -20,6 +20,12 @@ from the boot timer) is collected too.
     python3 testbed/bench.py                       # 1,2,4,16 vCPUs, 5 runs each, 100k IPI rounds
     python3 testbed/bench.py --scaling             # + 8,32,64 vCPUs (--scaling-runs each)
     python3 testbed/bench.py --cpus 2 --runs 2 --ipi-rounds 1000      # a quick look
+    python3 testbed/bench.py --irqchip userspace --cpus 2 --runs 3      # one interrupt-controller mode
+    python3 testbed/bench.py --irqchip split --vmms kite --cpus 2 --runs 1 --ipi-rounds 1000000   # a soak
+
+--irqchip gives kite `--irqchip MODE` and both QEMUs the matching `kernel-irqchip=` (kernel:
+on, split: split, userspace: off). In a soak, a lost wake-up is a guest that stops: its
+probe's deadline ends the run, which then has no IPI result and counts as trouble.
 
 Prints Markdown tables (also written to .cache/bench/<stamp>/results.md, raw numbers to
 results.json, every console to session*.log). Not a test: it never fails on a number.
@@ -47,17 +53,21 @@ TESTBED = os.path.join(ROOT, "testbed")
 CACHE = os.environ.get("KITE_CACHE", os.path.join(ROOT, ".cache"))
 MARKER = "KITE-GUEST: init reached"
 VMMS = ("kite", "microvm", "pc")
+# kite's --irqchip mode: QEMU's matching kernel-irqchip= machine property
+QEMU_IRQCHIP = {"kernel": "on", "split": "split", "userspace": "off"}
 L1_FILES = "/bench"   # where the benchmark's files sit inside L1
 # Signs of a guest in trouble (scaling target: none at 64 vCPUs).
 TROUBLE = re.compile(r"soft lockup|hard LOCKUP|rcu: INFO|detected stalls|blocked for more than|"
                      r"Kernel panic|BUG:|kite: the guest (hung|crashed)")
 
 
-def vmm_command(vmm, cpus, memory_mib, kernel, initrd, cmdline, qemu):
+def vmm_command(vmm, cpus, memory_mib, kernel, initrd, cmdline, qemu, irqchip="kernel"):
     if vmm == "kite":
         return ["$KITE", "run", "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline,
-                "--cpus", str(cpus), "--memory", f"{memory_mib}M", "--boot-timing"]
-    return [qemu, "-M", vmm, "-accel", "kvm", "-cpu", "host", "-smp", str(cpus),
+                "--cpus", str(cpus), "--memory", f"{memory_mib}M", "--boot-timing"] + \
+               (["--irqchip", irqchip] if irqchip != "kernel" else [])
+    machine = vmm if irqchip == "kernel" else f"{vmm},kernel-irqchip={QEMU_IRQCHIP[irqchip]}"
+    return [qemu, "-M", machine, "-accel", "kvm", "-cpu", "host", "-smp", str(cpus),
             "-m", f"{memory_mib}M", "-nodefaults", "-no-user-config", "-display", "none",
             "-serial", "stdio", "-no-reboot", "-kernel", kernel, "-initrd", initrd,
             "-append", cmdline]
@@ -95,7 +105,7 @@ def write_job(path, plan, args, files):
         for vmm, cpus, run in plan:
             ipi = ipi_rounds_for(cpus, run, args.ipi_rounds)
             cmdline = "console=ttyS0 quiet panic=-1 kite.test=bench" + (f" kite.ipi={ipi}" if ipi else "")
-            cmd = vmm_command(vmm, cpus, args.memory, "$GUEST_KERNEL", initrd, cmdline, args.qemu)
+            cmd = vmm_command(vmm, cpus, args.memory, "$GUEST_KERNEL", initrd, cmdline, args.qemu, args.irqchip)
             quoted = " ".join(c if c.startswith("$") else shlex.quote(c) for c in cmd)
             f.write(f'echo "BENCH-RUN vmm={vmm} cpus={cpus} run={run}"\n')
             f.write(f"{probe} --marker {shlex.quote(MARKER)} --guest-mem-mib {args.memory} "
@@ -343,6 +353,9 @@ def main():
     ap.add_argument("--memory", type=int, default=512, help="guest RAM in MiB (default 512)")
     ap.add_argument("--l1-smp", type=int, default=2, help="L1's CPUs, like the 2-core host (default 2)")
     ap.add_argument("--qemu", default=os.environ.get("QEMU", "qemu-system-x86_64"))
+    ap.add_argument("--irqchip", default="kernel", choices=list(QEMU_IRQCHIP),
+                    help="interrupt controllers: kite --irqchip, QEMU's matching kernel-irqchip= (default kernel)")
+    ap.add_argument("--vmms", default=",".join(VMMS), help="comma-separated, of kite,microvm,pc (default all three)")
     ap.add_argument("--render", nargs="+", metavar="DIR",
                     help="run nothing: print one report from earlier runs' results.json files")
     args = ap.parse_args()
@@ -354,6 +367,9 @@ def main():
         ap.error(f"--cpus {args.cpus!r}: not a list of numbers")
     if not cpus_list or min(cpus_list) < 1 or max(cpus_list) > 254:
         ap.error("--cpus: counts from 1 to 254")
+    vmms = [v for v in args.vmms.split(",") if v]
+    if not vmms or any(v not in VMMS for v in vmms):
+        ap.error("--vmms: a comma-separated list of kite, microvm, pc")
     if args.runs < 1 or args.scaling_runs < 1 or not 1 <= args.ipi_rounds <= 10_000_000:
         ap.error("--runs and --scaling-runs at least 1, --ipi-rounds 1 to 10000000")
     kite = os.environ.get("KITE_BIN", os.path.join(ROOT, ".build/release/kite"))
@@ -397,10 +413,10 @@ def main():
     for c, runs in configs:
         # A warm-up round first (run 0, not counted): in the testbed the first boot of a
         # session is up to 1.9 s faster than the rest (fresh L1 memory), whichever VMM it is.
-        todo = [(v, c, r) for r in range(1, runs + 1) for v in VMMS]   # A B C A B C ...
+        todo = [(v, c, r) for r in range(1, runs + 1) for v in vmms]   # A B C A B C ...
         for attempt in range(3):
             idx += 1
-            done, h, wedged = run_session(idx, [(v, c, 0) for v in VMMS] + todo, args, files, logdir)
+            done, h, wedged = run_session(idx, [(v, c, 0) for v in vmms] + todo, args, files, logdir)
             all_runs += [r for r in done if r["run"] > 0]
             host = host or h
             finished = {(r["vmm"], r["cpus"], r["run"]) for r in done}
@@ -414,7 +430,8 @@ def main():
              f"kernel {host.get('kernel', '?')}) on" if os.path.exists("/sys/module/kvm_pvm")
              or os.environ.get("KITE_FORCE_L1") else "directly on")
     header = (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kite {commit}, {where} "
-              f"{cpu_model} ({os.cpu_count()} CPUs); guest {args.memory} MiB, {args.ipi_rounds} IPI rounds, "
+              f"{cpu_model} ({os.cpu_count()} CPUs); interrupt controllers: kite --irqchip {args.irqchip}, "
+              f"QEMU kernel-irqchip={QEMU_IRQCHIP[args.irqchip]}; guest {args.memory} MiB, {args.ipi_rounds} IPI rounds, "
               f"medians of {args.runs} runs per VMM" + (f" ({args.scaling_runs} at 8/32/64 vCPUs)" if args.scaling else "")
               + f"; {time.monotonic() - t_all:.0f} s in all"
               + (f"; {lost} planned runs never completed (testbed stuck)" if lost else "") + ".\n\n"
