@@ -124,6 +124,26 @@ public struct LocalAPIC: Sendable, Equatable {
         return v
     }
 
+    // MARK: Local interrupt pins
+
+    public enum LocalInterruptPin: Sendable { case lint0, lint1 }
+
+    /// What a rising edge on LINT0 or LINT1 sends this APIC, by the pin's LVT entry (SDM
+    /// 11.5.1): a fixed interrupt (as an edge: none of Kite's sources is level-triggered),
+    /// an NMI or an INIT, for the caller to post like an IPI; nil when the entry is masked,
+    /// the APIC software-disabled, or the mode SMI or ExtINT (a PIC's vector, and Kite's
+    /// machines with their own APICs have no PIC).
+    public func message(for pin: LocalInterruptPin) -> InterProcessorInterrupt.Message? {
+        let entry = lvt[pin == .lint0 ? 3 : 4]
+        guard entry & Self.lvtMask == 0 else { return nil }
+        switch InterProcessorInterrupt.DeliveryMode(rawValue: (entry >> 8) & 7) {
+        case .fixed: return .interrupt(vector: UInt8(truncatingIfNeeded: entry), levelTriggered: false)
+        case .nmi: return .nmi
+        case .initialize: return .initialize
+        default: return nil
+        }
+    }
+
     // MARK: Register access
 
     /// A 32-bit read of the register at `offset` (other widths and unaligned reads are the

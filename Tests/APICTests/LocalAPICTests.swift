@@ -77,6 +77,30 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         #expect(a.deliverableVector == 0xEF)
     }
 
+    /// LINT0 and LINT1 send what their LVT entries say: fixed, NMI (Linux sets LINT1 so),
+    /// INIT; nothing while masked, after a software disable, or for ExtINT and SMI.
+    @Test func localInterruptPinsFollowTheirLVTEntries() {
+        var a = enabledAPIC()
+        #expect(a.message(for: .lint0) == nil)           // masked since reset
+        #expect(a.message(for: .lint1) == nil)
+        _ = a.write(R.lvtLINT0, 0x0000_0035, at: 0)       // fixed, vector 0x35
+        _ = a.write(R.lvtLINT1, 0x0000_0400, at: 0)       // NMI
+        #expect(a.message(for: .lint0) == .interrupt(vector: 0x35, levelTriggered: false))
+        #expect(a.message(for: .lint1) == .nmi)
+        _ = a.write(R.lvtLINT0, 0x0000_0700, at: 0)       // ExtINT: no PIC
+        #expect(a.message(for: .lint0) == nil)
+        _ = a.write(R.lvtLINT0, 0x0000_0500, at: 0)       // INIT
+        #expect(a.message(for: .lint0) == .initialize)
+        _ = a.write(R.lvtLINT0, 0x0000_0200, at: 0)       // SMI: unsupported
+        #expect(a.message(for: .lint0) == nil)
+        _ = a.write(R.lvtLINT1, 0x0001_0400, at: 0)       // NMI, masked
+        #expect(a.message(for: .lint1) == nil)
+        _ = a.write(R.lvtLINT1, 0x0000_0400, at: 0)
+        _ = a.write(R.spuriousVector, 0x0FF, at: 0)       // software disable masks every LVT
+        #expect(a.message(for: .lint1) == nil)
+        #expect(a.read(R.lvtLINT1) == 0x0001_0400)
+    }
+
     @Test func aLevelTriggeredEOIIsForwardedAndAnEdgeOneIsNot() {
         var a = enabledAPIC()
         a.accept(vector: 0x60, levelTriggered: true)
