@@ -6,7 +6,7 @@ several guests per testbed session: inside L1 (QEMU TCG with emulated SVM, see
 testbed/run-job.sh) when this host has no usable hardware virtualization, else directly.
 
     python3 testbed/boot_tests.py                  # boot1..boot32 seeds4 pvh2 reboot2 rebootkbd2
-    python3 testbed/boot_tests.py --extended       # + boot64 (L1 -smp 1)
+    python3 testbed/boot_tests.py --extended       # + boot64, boot288-split (L1 -smp 1)
     python3 testbed/boot_tests.py --only boot4,seeds4
     python3 testbed/boot_tests.py --cpus-list 1,3,8
     python3 testbed/boot_tests.py --l1-smp 2       # every test in a two-CPU L1 (see boot_l1_smp)
@@ -46,6 +46,7 @@ DEADLINES = {
     "boot16": 300,
     "boot32": 600,
     "boot64": 900,
+    "boot288-split": 2400,
     "boot32-userspace": 600,
     "seeds4": 240,
 }
@@ -202,6 +203,8 @@ def build_matrix(args):
     tests += bringup_tests(args.extended)
     if args.extended:
         tests += [Test("boot64", "boot", 64)]
+        # More than 254 vCPUs: split mode with 32-bit APIC IDs and 15-bit IOAPIC destinations.
+        tests += [Test("boot288-split", "boot", 288, irqchip="split")]
     if args.only:
         want = set(args.only.split(","))
         unknown = want - {t.name for t in tests}
@@ -949,7 +952,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated test names (e.g. boot4,seeds4; bootN/seedsN allowed)")
     ap.add_argument("--cpus-list", help="comma-separated vCPU counts for the boot tests (default 1,2,4,10)")
-    ap.add_argument("--extended", action="store_true", help="add boot64 (runs in L1 with -smp 1)")
+    ap.add_argument("--extended", action="store_true", help="add boot64 and boot288-split (run in L1 with -smp 1) and the bring-up runs beside QEMU")
     ap.add_argument("--allow-xstate-warning", action="store_true",
                     help="ignore the Call Trace of the known fpu__init_system_xstate WARNING "
                          "(emulated CPU's inconsistent CPUID leaf 0xD)")

@@ -17,8 +17,9 @@ public struct IOAPIC: Sendable, Equatable {
     static let levelTriggered: UInt64 = 1 << 15
     static let masked: UInt64 = 1 << 16
     /// Bits the guest may write: vector, delivery mode, destination mode, polarity, trigger,
-    /// mask, destination (delivery status and remote IRR are read-only).
-    static let writable: UInt64 = 0xFF00_0000_0001_AFFF
+    /// mask, destination, and the extended destination ID (delivery status and remote IRR
+    /// are read-only).
+    static let writable: UInt64 = 0xFFFE_0000_0001_AFFF
 
     public private(set) var id: UInt8 = 0
     public private(set) var select: UInt32 = 0
@@ -152,7 +153,7 @@ public struct IOAPIC: Sendable, Equatable {
                                 deliveryMode: InterProcessorInterrupt.DeliveryMode(rawValue: UInt32((e >> 8) & 7)) ?? .fixed,
                                 logicalDestination: e & (1 << 11) != 0,
                                 levelTriggered: e & Self.levelTriggered != 0,
-                                destination: UInt8(truncatingIfNeeded: e >> 56))
+                                destination: UInt32(truncatingIfNeeded: e >> 56) | UInt32((e >> 49) & 0x7F) << 8)
     }
 }
 
@@ -162,10 +163,14 @@ public struct InterruptMessage: Sendable, Equatable {
     public var deliveryMode: InterProcessorInterrupt.DeliveryMode
     public var logicalDestination: Bool
     public var levelTriggered: Bool
-    public var destination: UInt8
+    /// Up to 15 bits: the redirection entry's 8-bit destination, and above it the 7 bits of
+    /// the extended destination ID (bits 55:49), which a guest uses to reach x2APIC IDs
+    /// above 255 without interrupt remapping when CPUID offers KVM's MSI_EXT_DEST_ID (`split`
+    /// mode with more than 254 vCPUs).
+    public var destination: UInt32
 
     public init(vector: UInt8, deliveryMode: InterProcessorInterrupt.DeliveryMode, logicalDestination: Bool,
-                levelTriggered: Bool, destination: UInt8) {
+                levelTriggered: Bool, destination: UInt32) {
         self.vector = vector
         self.deliveryMode = deliveryMode
         self.logicalDestination = logicalDestination
@@ -173,17 +178,21 @@ public struct InterruptMessage: Sendable, Equatable {
         self.destination = destination
     }
 
-    /// The MSI address and data that carry this message (Intel SDM 11.11), as KVM's GSI
-    /// routing takes them in `split` mode.
+    /// The MSI address and data that carry this message (Intel SDM 11.11), as KVM takes
+    /// them in `split` mode: destination bits 7:0 in address bits 19:12, and the bits above
+    /// in the upper address word's bits 31:8, where KVM reads them once KVM_CAP_X2APIC_API
+    /// gives it 32-bit APIC IDs (it ignores that word otherwise).
     public var msi: (address: UInt64, data: UInt32) {
-        let address = 0xFEE0_0000 | UInt64(destination) << 12 | (logicalDestination ? 1 << 2 : 0)
+        let address = 0xFEE0_0000 | UInt64(destination & 0xFF) << 12 | (logicalDestination ? 1 << 2 : 0)
+            | UInt64(destination & 0xFFFF_FF00) << 32
         let data = UInt32(vector) | deliveryMode.rawValue << 8 | (levelTriggered ? 1 << 15 | 1 << 14 : 0)
         return (address, data)
     }
 
     /// The indices of the APICs it reaches (lowest priority: one of them).
     public func targets(in apics: [LocalAPIC]) -> [Int] {
-        LocalAPIC.matching(destination: destination, logical: logicalDestination,
+        // xAPICs (Kite's own, `userspace`) see the 8-bit destination only.
+        LocalAPIC.matching(destination: UInt8(truncatingIfNeeded: destination), logical: logicalDestination,
                            lowestPriority: deliveryMode == .lowestPriority, in: apics)
     }
 }

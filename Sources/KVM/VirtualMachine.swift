@@ -74,6 +74,16 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_SIGNAL_MSI", ckvm_ioctl_ptr(fd, CKVM_SIGNAL_MSI, &msi))
     }
 
+    /// KVM_CAP_X2APIC_API with 32-bit APIC IDs (MSI destinations above 255 in the address's
+    /// upper word) and no xAPIC broadcast quirk (in x2APIC mode 0xFF is APIC 255, not
+    /// everyone): what a guest with more than 254 vCPUs needs. Before any vCPU.
+    public func enableX2APICAPI() throws(KVMError) {
+        var cap = kvm_enable_cap()
+        cap.cap = UInt32(KVM_CAP_X2APIC_API)
+        cap.args.0 = 0x3   // KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK
+        _ = try check("KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
+    }
+
     /// Replaces the VM's GSI routing with MSI routes, one per (gsi, address, data)
     /// (KVM_SET_GSI_ROUTING, at most 64). In `split` mode these tell KVM's local APICs which
     /// vectors are the IOAPIC's level-triggered ones, whose EOIs must come back to Kite.

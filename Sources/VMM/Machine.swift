@@ -36,9 +36,17 @@ public final class Machine {
     /// The boot timer (`BootTimer`), at the bottom of the 32-bit MMIO hole: init writes 123
     /// here (`devmem 0xc0000000 8 123`).
     public static let bootTimerAddress: UInt64 = GuestLayout.mmioHoleStart
-    /// Linux's ceiling for xAPIC IDs; beyond it the guest needs x2APIC IDs that the
-    /// in-kernel IOAPIC cannot target without KVM_CAP_X2APIC_API (not enabled yet).
+    /// Linux's ceiling for xAPIC IDs, and so for `kernel` mode (KVM's IOAPIC sends 8-bit
+    /// destinations) and `userspace` mode (Kite's APICs are xAPICs).
     public static let maxVCPUs = 254
+    /// `split` mode: Kite's IOAPIC sends 15-bit destinations (KVM's MSI_EXT_DEST_ID) and KVM
+    /// takes 32-bit APIC IDs (KVM_CAP_X2APIC_API), so the host KVM's limit applies, up to this.
+    public static let maxSplitVCPUs = 1024
+
+    /// The most vCPUs `mode` can give a guest, before the host KVM's own limit.
+    public static func maxVCPUs(_ mode: InterruptControllerMode) -> Int {
+        mode == .split ? maxSplitVCPUs : maxVCPUs
+    }
 
     let config: MachineConfig
     let kvm: KVMSystem
@@ -84,9 +92,12 @@ public final class Machine {
         // 1. Check the request against the host.
         guard config.cpus >= 1 else { throw SetupError("--cpus must be at least 1") }
         let kvm = try openKVM(path: config.kvmPath)
-        let cpuLimit = min(kvm.maxVCPUs, maxVCPUs)
-        guard config.cpus <= cpuLimit else {
-            throw SetupError("--cpus \(config.cpus) is more than this host's KVM allows (at most \(cpuLimit))")
+        guard config.cpus <= maxVCPUs(config.irqchip) else {
+            throw SetupError("--cpus \(config.cpus) is more than --irqchip \(config.irqchip.rawValue) allows (at most "
+                             + "\(maxVCPUs(config.irqchip))\(config.irqchip == .split ? "" : "; --irqchip split takes up to \(maxSplitVCPUs)"))")
+        }
+        guard config.cpus <= kvm.maxVCPUs else {
+            throw SetupError("--cpus \(config.cpus) is more than this host's KVM allows (at most \(kvm.maxVCPUs))")
         }
         guard config.memoryBytes >= GuestLayout.minimumRAM else {
             throw SetupError("--memory \(config.memoryBytes >> 20) MiB is too small (at least \(GuestLayout.minimumRAM >> 20) MiB)")
@@ -116,7 +127,8 @@ public final class Machine {
             interrupts = try setup { try KernelInterruptController(vm: vm) }
         case .split:
             interrupts = try setup {
-                try SplitInterruptController(vm: vm, watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
+                try SplitInterruptController(vm: vm, x2apicIDs: config.cpus > maxVCPUs,
+                                             watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
             }
         case .userspace:
             try setup { try vm.trapMSR(UserspaceInterruptController.tscDeadlineMSR) }
@@ -286,7 +298,7 @@ public final class Machine {
         let kvmAPICs = config.irqchip != .userspace
         let template = CPUIDTemplate(supported: supported, vcpuCount: config.cpus,
                                      tscDeadlineTimer: kvmAPICs ? kvm.capability(KVM_CAP_TSC_DEADLINE_TIMER) > 0 : true,
-                                     localAPICsInKVM: kvmAPICs)
+                                     localAPICsInKVM: kvmAPICs, extendedDestinationIDs: config.irqchip == .split)
         var threads: [VCPUThread] = []
         for id in 0..<config.cpus {
             let vcpu = try setup { try vm.createVCPU(id: id) }

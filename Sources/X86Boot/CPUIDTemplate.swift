@@ -18,12 +18,19 @@ public struct CPUIDTemplate: Sendable {
     /// (`apicDependentFeatures`): with those a guest's IPI or wake-up would be lost. (The
     /// TSC-deadline timer is offered when Kite traps its MSR: `tscDeadlineTimer`.)
     public let localAPICsInKVM: Bool
+    /// Offer KVM's MSI_EXT_DEST_ID: the IOAPIC is the VMM's (`split`) and takes 15-bit
+    /// destinations, so a guest without interrupt remapping can send device interrupts to
+    /// APIC IDs above 255 (Linux otherwise leaves those CPUs offline). QEMU offers it with
+    /// its split irqchip too.
+    public let extendedDestinationIDs: Bool
 
-    public init(supported: [CPUIDEntry], vcpuCount: Int, tscDeadlineTimer: Bool = false, localAPICsInKVM: Bool = true) {
+    public init(supported: [CPUIDEntry], vcpuCount: Int, tscDeadlineTimer: Bool = false, localAPICsInKVM: Bool = true,
+                extendedDestinationIDs: Bool = false) {
         self.supported = supported
         self.vcpuCount = vcpuCount
         self.tscDeadlineTimer = tscDeadlineTimer
         self.localAPICsInKVM = localAPICsInKVM
+        self.extendedDestinationIDs = extendedDestinationIDs
     }
 
     /// KVM features that work only with KVM's local APIC: PV send-IPI and sched-yield walk
@@ -103,9 +110,10 @@ public struct CPUIDTemplate: Sendable {
             case Self.hypervisorBase + 1:
                 // Pass every PV feature this host supports, but never claim dedicated CPUs:
                 // KVM_HINTS_REALTIME would make the guest spin instead of yielding, fatal
-                // on an overcommitted host. MSI extended destination IDs need a matching
-                // IOAPIC mode Kite does not enable.
-                e.eax &= ~(UInt32(1) << UInt32(KVMFeature.msiExtDestID.rawValue))
+                // on an overcommitted host. MSI extended destination IDs only where the
+                // IOAPIC is Kite's (KVM's own takes 8-bit destinations).
+                let extDestID = UInt32(1) << UInt32(KVMFeature.msiExtDestID.rawValue)
+                if extendedDestinationIDs { e.eax |= extDestID } else { e.eax &= ~extDestID }
                 if !localAPICsInKVM {
                     for f in Self.apicDependentFeatures { e.eax &= ~(UInt32(1) << UInt32(f.rawValue)) }
                 }

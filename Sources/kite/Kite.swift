@@ -40,7 +40,8 @@ struct Run: ParsableCommand {
                                valueName: "string"))
     var cmdline: String?
 
-    @Option(help: ArgumentHelp("Number of vCPUs (1 to the host KVM's limit, at most 254).", valueName: "n"))
+    @Option(help: ArgumentHelp("Number of vCPUs (1 to the host KVM's limit: at most 254, or 1024 with --irqchip split).",
+                               valueName: "n"))
     var cpus: Int = 1
 
     @Option(help: ArgumentHelp("Guest RAM: 512M, 2G, or a plain number of MiB.", valueName: "size"))

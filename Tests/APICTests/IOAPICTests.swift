@@ -110,4 +110,21 @@ import Testing
         #expect(lowest.targets(in: apics) == [1])
         #expect(lowest.msi.address == 0xFEE0_3004 && lowest.msi.data == 0xC141)
     }
+
+    /// An entry's extended destination ID (bits 55:49, KVM's MSI_EXT_DEST_ID) makes a 15-bit
+    /// destination, which the MSI carries above bit 8 in its upper address word (KVM's
+    /// 32-bit APIC IDs); Kite's xAPICs see the low 8 bits only.
+    @Test func extendedDestinationIDsReachAPICsAbove255() {
+        var io = IOAPIC()
+        // Destination 0x12C (300): 0x2C in bits 63:56, 0x01 in bits 55:49.
+        _ = Self.program(&io, pin: 3, low: 0x0000_0050, high: 0x2C02_0000)
+        #expect(Self.readEntry(&io, pin: 3) >> 32 == 0x2C02_0000)
+        let sent = io.setLine(3, level: true)
+        #expect(sent.map(\.destination) == [300])
+        #expect(sent.first?.msi.address == 0x0000_0100_FEE2_C000)
+        #expect(sent.first?.msi.data == 0x50)
+        // Bit 48 stays reserved.
+        _ = Self.program(&io, pin: 4, low: 0x0001_0051, high: 0x0001_0000)
+        #expect(Self.readEntry(&io, pin: 4) >> 32 == 0)
+    }
 }

@@ -112,7 +112,17 @@ import KVM
 
     @Test func resourceProblems() throws {
         let k = try Self.temp("k", makeBzImage())
-        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "100000"], "more than this host's KVM allows")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "255"], "more than --irqchip kernel allows (at most 254")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "255", "--irqchip", "userspace"],
+                                  "more than --irqchip userspace allows")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "1025", "--irqchip", "split"],
+                                  "more than --irqchip split allows (at most 1024)")
+        // Within the mode's limit, the host KVM's own limit still applies.
+        let hostLimit = try KVMSystem().maxVCPUs
+        if hostLimit < 1024 {
+            try Self.expectSetupError(["run", "--kernel", k, "--cpus", "\(hostLimit + 1)", "--irqchip", "split"],
+                                      "more than this host's KVM allows (at most \(hostLimit))")
+        }
         try Self.expectSetupError(["run", "--kernel", k, "--memory", "8M"], "too small")
         // The synthetic kernel needs 48 MiB (16 MiB load address + 32 MiB init_size).
         try Self.expectSetupError(["run", "--kernel", k, "--memory", "40M"], "too small for this kernel")

@@ -102,6 +102,19 @@ let amdSupported: [CPUIDEntry] = [
         }
     }
 
+    /// MSI_EXT_DEST_ID only where Kite's IOAPIC takes 15-bit destinations (`split`);
+    /// with KVM's own IOAPIC a guest using it would send interrupts nowhere.
+    @Test(arguments: [false, true])
+    func extendedDestinationIDsOnlyWhenAsked(offered: Bool) throws {
+        var host = amdSupported
+        host[host.firstIndex { $0.function == 0x4000_0001 }!].eax |= 1 << 15   // a host table that claims it
+        let e = CPUIDTemplate(supported: host, vcpuCount: 300, extendedDestinationIDs: offered).entries(forVCPU: 299)
+        #expect((try #require(leaf(e, 0x4000_0001)).eax & (1 << 15) != 0) == offered)
+        // The x2APIC ID is whole in leaf 0xB; leaf 1 has its low 8 bits, as on hardware.
+        #expect(e.first { $0.function == 0xB && $0.index == 0 }?.edx == 299)
+        #expect(try #require(leaf(e, 1)).ebx >> 24 == 299 & 0xFF)
+    }
+
     @Test func pvFeaturesTheHostLacksAreNotInvented() throws {
         var host = amdSupported
         host[8].eax = 1 << 3                      // only kvmclock2

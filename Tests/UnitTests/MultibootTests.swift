@@ -267,6 +267,15 @@ func multibootHeader(flags: UInt32 = 0x0001_0003, addresses: [UInt32]) -> [UInt8
         #expect(r.stdout.contains("MB fw_cfg=QEMU cpus=2 ram_mib=80\n"), "\(r.stdout)")
     }
 
+    @Test func splitModeTakesMoreThan254VCPUs() throws {
+        // KVM_CAP_X2APIC_API on, x2APIC entries in the MADT for APIC IDs 255 and up, 300 vCPU
+        // threads started and stopped in order; the kernel reads the count from fw_cfg.
+        let r = try Self.boot(TestKernels.multiboot, name: "split300", ["--cmdline", "exit=3", "--test-devices",
+                                                                        "--irqchip", "split", "--cpus", "300"])
+        #expect(r.status == 7, "status \(r.status); stdout: \(r.stdout); stderr: \(r.stderr)")   // (3 << 1) | 1
+        #expect(r.stdout.contains("MB fw_cfg=QEMU cpus=12c ram_mib=80\n"), "\(r.stdout)")   // hex
+    }
+
     @Test func withoutTestDevicesTheExitPortIsJustAnUnknownPort() throws {
         // No --cmdline: the kernel's arguments are its name alone, and the guest's write to
         // 0xf4 is ignored, so it powers off through ACPI and kite exits 0.

@@ -29,9 +29,12 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
     /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
     private let watch: (Int32, @escaping () -> Void) throws -> Void
 
-    /// Enables the split irqchip; must come before any vCPU exists.
-    init(vm: VirtualMachine, watch: @escaping (Int32, @escaping () -> Void) throws -> Void) throws(KVMError) {
+    /// Enables the split irqchip; must come before any vCPU exists. `x2apicIDs` (more than
+    /// 254 vCPUs): KVM takes 32-bit APIC IDs, so that MSIs reach APIC IDs above 255.
+    init(vm: VirtualMachine, x2apicIDs: Bool = false,
+         watch: @escaping (Int32, @escaping () -> Void) throws -> Void) throws(KVMError) {
         try vm.enableSplitInterruptController(pins: UInt64(IOAPIC.pins))
+        if x2apicIDs { try vm.enableX2APICAPI() }
         self.vm = vm
         self.watch = watch
     }
