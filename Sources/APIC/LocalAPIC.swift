@@ -263,14 +263,12 @@ public struct LocalAPIC: Sendable, Equatable {
         isSoftwareEnabled ? value & keep : (value & keep) | Self.lvtMask
     }
 
+    /// EOI: the highest vector in service ends; a level-triggered one (its TMR bit set, which
+    /// stays set: only the vector's next acceptance changes it) goes on to the IOAPIC.
     mutating func endOfInterrupt() -> WriteEffect {
         guard let v = isr.highest else { return .none }
         isr.remove(v)
-        if tmr.contains(v) {
-            tmr.remove(v)
-            return .levelEOI(vector: v)
-        }
-        return .none
+        return tmr.contains(v) ? .levelEOI(vector: v) : .none
     }
 
     /// An LVT entry's own interrupt (error, timer): fixed delivery to this APIC, if
