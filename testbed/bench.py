@@ -22,6 +22,7 @@ from the boot timer) is collected too.
     python3 testbed/bench.py --cpus 2 --runs 2 --ipi-rounds 1000      # a quick look
     python3 testbed/bench.py --irqchip userspace --cpus 2 --runs 3      # one interrupt-controller mode
     python3 testbed/bench.py --irqchip split --vmms kite --cpus 2 --runs 1 --ipi-rounds 1000000   # a soak
+    python3 testbed/bench.py --render-modes DIR DIR DIR   # one table across the modes' runs
 
 --irqchip gives kite `--irqchip MODE` and both QEMUs the matching `kernel-irqchip=` (kernel:
 on, split: split, userspace: off). In a soak, a lost wake-up is a guest that stops: its
@@ -342,6 +343,35 @@ def render(dirs):
     return 0
 
 
+def render_modes(dirs):
+    """One table across interrupt-controller modes, from runs made with --irqchip (one
+    directory per mode): boot and IPI medians of each VMM, and kite's ratios."""
+    rows = []
+    for d in dirs:
+        with open(os.path.join(d, "results.json")) as f:
+            data = json.load(f)
+        mode = data["args"].get("irqchip", "kernel")
+        runs = data["runs"]
+        counts = sorted({r["cpus"] for r in runs})
+        summary = summarize(runs, counts)
+        for c in counts:
+            rows.append((mode, c, summary, data.get("commit", "?")))
+    out = ["| vCPUs | kite --irqchip / QEMU kernel-irqchip= | boot kite | microvm | pc | kite/microvm | kite/pc | "
+           "IPI median kite | microvm | pc | kite/microvm | kite/pc | runs k/µ/pc |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for mode, c, summary, commit in rows:
+        g = lambda v, k: summary.get((c, v), {}).get(k)
+        boot = [g(v, "boot_ms") for v in VMMS]
+        ipi = [g(v, "ipi_median_us") for v in VMMS]
+        counts = "/".join(str(g(v, "runs") or 0) for v in VMMS)
+        out.append(f"| {c} | {mode} / {QEMU_IRQCHIP[mode]} | " + " | ".join(fmt(x, " ms") for x in boot)
+                   + f" | {ratio(boot[0], boot[1])} | {ratio(boot[0], boot[2])} | "
+                   + " | ".join(fmt(x, " µs", 1) for x in ipi)
+                   + f" | {ratio(ipi[0], ipi[1])} | {ratio(ipi[0], ipi[2])} | {counts} |")
+    print("\n".join(out))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,11 +386,15 @@ def main():
     ap.add_argument("--irqchip", default="kernel", choices=list(QEMU_IRQCHIP),
                     help="interrupt controllers: kite --irqchip, QEMU's matching kernel-irqchip= (default kernel)")
     ap.add_argument("--vmms", default=",".join(VMMS), help="comma-separated, of kite,microvm,pc (default all three)")
+    ap.add_argument("--render-modes", nargs="+", metavar="DIR",
+                    help="run nothing: one table across --irqchip modes from earlier runs (a directory per mode)")
     ap.add_argument("--render", nargs="+", metavar="DIR",
                     help="run nothing: print one report from earlier runs' results.json files")
     args = ap.parse_args()
     if args.render:
         return render(args.render)
+    if args.render_modes:
+        return render_modes(args.render_modes)
     try:
         cpus_list = sorted({int(c) for c in args.cpus.split(",") if c.strip()})
     except ValueError:
