@@ -21,11 +21,13 @@ import Glibc
 final class SplitInterruptController: InterruptController, @unchecked Sendable {
     let mode = "split"
     private let vm: VirtualMachine
-    /// Under its own lock; sending MSIs needs no other.
-    private let ioapic = Mutex(IOAPIC())
-    /// The level-triggered entries KVM has as routes, guarded by `ioapic`'s lock so that
-    /// routes are installed in the order the guest wrote the entries.
-    private var routed: [IOAPIC.Route] = []
+    /// The IOAPIC, and the level-triggered entries KVM has as routes (installed under the
+    /// same lock, so in the order the guest wrote the entries). Sending MSIs needs no lock.
+    private struct IOAPICState {
+        var ioapic = IOAPIC()
+        var routed: [IOAPIC.Route] = []
+    }
+    private let state = Mutex(IOAPICState())
     /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
     private let watch: (Int32, @escaping () -> Void) throws -> Void
 
@@ -40,7 +42,7 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
     }
 
     func setLine(_ gsi: UInt32, level: Bool) {
-        send(ioapic.withLock { $0.setLine(Int(gsi), level: level) })
+        send(state.withLock { $0.ioapic.setLine(Int(gsi), level: level) })
     }
 
     /// Each signal of `eventFD` pulses line `gsi`, as KVM's irqfd does for its own IOAPIC.
@@ -49,24 +51,25 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
     }
 
     func endOfInterrupt(vector: UInt8) {
-        send(ioapic.withLock { $0.endOfInterrupt(vector: vector) })
+        send(state.withLock { $0.ioapic.endOfInterrupt(vector: vector) })
     }
 
     func makeIOAPICDevice() -> (any BusDevice)? {
-        IOAPICWindow(read: { [unowned self] offset in ioapic.withLock { $0.read(offset) } },
-                     write: { [unowned self] offset, value in send(ioapic.withLock { io in
-                         let sent = io.write(offset, value)
-                         updateRoutes(io.levelTriggeredRoutes)
+        IOAPICWindow(read: { [unowned self] offset in state.withLock { $0.ioapic.read(offset) } },
+                     write: { [unowned self] offset, value in send(state.withLock { s in
+                         let sent = s.ioapic.write(offset, value)
+                         updateRoutes(&s)
                          return sent
                      }) })
     }
 
-    /// Under `ioapic`'s lock: gives KVM the level-triggered entries as routes if they changed.
-    private func updateRoutes(_ routes: [IOAPIC.Route]) {
-        guard routes != routed else { return }
+    /// Under the IOAPIC's lock: gives KVM the level-triggered entries as routes if they changed.
+    private func updateRoutes(_ s: inout IOAPICState) {
+        let routes = s.ioapic.levelTriggeredRoutes
+        guard routes != s.routed else { return }
         do {
             try vm.setMSIRoutes(routes.map { (gsi: UInt32($0.pin), address: $0.message.msi.address, data: $0.message.msi.data) })
-            routed = routes
+            s.routed = routes
         } catch {
             printLine("kite: split irqchip: \(error); the guest's level-triggered interrupts will not be acknowledged")
         }
