@@ -140,6 +140,7 @@ public final class Machine {
         //    description is collected as they are placed.
         let apicIDs = (0..<config.cpus).map { CPUIDTemplate.apicID(forVCPU: $0) }
         var acpi = ACPIConfig(apicIDs: apicIDs)
+        acpi.hasPICs = config.irqchip == .kernel
         acpi.sleepControlPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepControlOffset)
         acpi.sleepStatusPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepStatusOffset)
         acpi.resetPort = UInt16(Ports.acpiPower + ACPIPowerDevice.resetOffset)
