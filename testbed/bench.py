@@ -21,12 +21,13 @@ from the boot timer) is collected too.
     python3 testbed/bench.py --scaling             # + 8,32,64 vCPUs (--scaling-runs each)
     python3 testbed/bench.py --cpus 2 --runs 2 --ipi-rounds 1000      # a quick look
     python3 testbed/bench.py --irqchip userspace --cpus 2 --runs 3      # one interrupt-controller mode
-    python3 testbed/bench.py --irqchip split --vmms kite --cpus 2 --runs 1 --ipi-rounds 1000000   # a soak
+    python3 testbed/bench.py --irqchip split --vmms kite --cpus 2 --runs 1 --ipi-rounds 1000000 --hang-timeout 60
     python3 testbed/bench.py --render-modes DIR DIR DIR   # one table across the modes' runs
 
 --irqchip gives kite `--irqchip MODE` and both QEMUs the matching `kernel-irqchip=` (kernel:
-on, split: split, userspace: off). In a soak, a lost wake-up is a guest that stops: its
-probe's deadline ends the run, which then has no IPI result and counts as trouble.
+on, split: split, userspace: off). In a soak (with --hang-timeout), a lost wake-up is a
+guest that stops: kite's watchdog reports the hang and ends the run (trouble, no IPI
+result), or failing that the probe's deadline does.
 
 Prints Markdown tables (also written to .cache/bench/<stamp>/results.md, raw numbers to
 results.json, every console to session*.log). Not a test: it never fails on a number.
@@ -62,11 +63,12 @@ TROUBLE = re.compile(r"soft lockup|hard LOCKUP|rcu: INFO|detected stalls|blocked
                      r"Kernel panic|BUG:|kite: the guest (hung|crashed)")
 
 
-def vmm_command(vmm, cpus, memory_mib, kernel, initrd, cmdline, qemu, irqchip="kernel"):
+def vmm_command(vmm, cpus, memory_mib, kernel, initrd, cmdline, qemu, irqchip="kernel", hang_timeout=0):
     if vmm == "kite":
         return ["$KITE", "run", "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline,
                 "--cpus", str(cpus), "--memory", f"{memory_mib}M", "--boot-timing"] + \
-               (["--irqchip", irqchip] if irqchip != "kernel" else [])
+               (["--irqchip", irqchip] if irqchip != "kernel" else []) + \
+               (["--hang-timeout", str(hang_timeout)] if hang_timeout else [])
     machine = vmm if irqchip == "kernel" else f"{vmm},kernel-irqchip={QEMU_IRQCHIP[irqchip]}"
     return [qemu, "-M", machine, "-accel", "kvm", "-cpu", "host", "-smp", str(cpus),
             "-m", f"{memory_mib}M", "-nodefaults", "-no-user-config", "-display", "none",
@@ -106,7 +108,8 @@ def write_job(path, plan, args, files):
         for vmm, cpus, run in plan:
             ipi = ipi_rounds_for(cpus, run, args.ipi_rounds)
             cmdline = "console=ttyS0 quiet panic=-1 kite.test=bench" + (f" kite.ipi={ipi}" if ipi else "")
-            cmd = vmm_command(vmm, cpus, args.memory, "$GUEST_KERNEL", initrd, cmdline, args.qemu, args.irqchip)
+            cmd = vmm_command(vmm, cpus, args.memory, "$GUEST_KERNEL", initrd, cmdline, args.qemu, args.irqchip,
+                              args.hang_timeout)
             quoted = " ".join(c if c.startswith("$") else shlex.quote(c) for c in cmd)
             f.write(f'echo "BENCH-RUN vmm={vmm} cpus={cpus} run={run}"\n')
             f.write(f"{probe} --marker {shlex.quote(MARKER)} --guest-mem-mib {args.memory} "
@@ -385,6 +388,8 @@ def main():
     ap.add_argument("--qemu", default=os.environ.get("QEMU", "qemu-system-x86_64"))
     ap.add_argument("--irqchip", default="kernel", choices=list(QEMU_IRQCHIP),
                     help="interrupt controllers: kite --irqchip, QEMU's matching kernel-irqchip= (default kernel)")
+    ap.add_argument("--hang-timeout", type=int, default=0, metavar="S",
+                    help="give kite --hang-timeout S: a guest stuck that long gets kite's hang report (default off)")
     ap.add_argument("--vmms", default=",".join(VMMS), help="comma-separated, of kite,microvm,pc (default all three)")
     ap.add_argument("--render-modes", nargs="+", metavar="DIR",
                     help="run nothing: one table across --irqchip modes from earlier runs (a directory per mode)")
