@@ -228,9 +228,15 @@ def main():
     ap.add_argument("--l1-smp", type=int, default=2, help="CPUs of the testbed's L1 (default 2)")
     ap.add_argument("--irqchip", default="kernel",
                     help="comma-separated kite --irqchip modes, each beside QEMU's matching kernel-irqchip= (default kernel)")
+    ap.add_argument("--deadline", type=int, metavar="S",
+                    help="seconds each run may take, instead of the per-test defaults")
     ap.add_argument("--markdown", help="write the side-by-side table here")
     ap.add_argument("--from-log", help="read the results from an earlier testbed session's console log instead of running")
     args = ap.parse_args()
+    if args.deadline:
+        global DEADLINE
+        DEADLINE = args.deadline
+        TESTBED_DEADLINES.clear()
     names = [n for n in args.tests.split(",") if n]
     unknown = [n for n in names if n not in TESTS]
     if unknown:
