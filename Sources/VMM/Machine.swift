@@ -303,7 +303,10 @@ public final class Machine {
         var threads: [VCPUThread] = []
         for id in 0..<config.cpus {
             let vcpu = try setup { try vm.createVCPU(id: id) }
-            try setup { try X86VCPUSetup.configure(vcpu, cpuid: template.entries(forVCPU: id), localAPICInKVM: kvmAPICs) }
+            try setup {
+                try X86VCPUSetup.configure(vcpu, cpuid: template.entries(forVCPU: id), localAPICInKVM: kvmAPICs,
+                                           x2apicMode: config.cpus > maxVCPUs)
+            }
             if id == 0 { try setup { try X86VCPUSetup.enter(vcpu, at: entry) } }
             threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: interrupts, control: control,
                                       timeline: id == 0 ? timeline : nil))

@@ -25,7 +25,13 @@ enum X86VCPUSetup {
         static let masked: UInt32 = 1 << 16
     }
 
-    static func configure(_ vcpu: VCPU, cpuid: [CPUIDEntry], localAPICInKVM: Bool = true) throws {
+    /// `x2apicMode` (more than 254 vCPUs): the local APIC starts in x2APIC mode, as firmware
+    /// leaves it for so many CPUs (SeaBIOS does the same). Linux reads the MADT's x2APIC
+    /// entries with the APIC driver it starts with, and the xAPIC one ignores every ID above
+    /// 254 ("ACPI: x2apic entry ignored"); an APIC already in x2APIC mode makes it switch to
+    /// x2APIC first.
+    static func configure(_ vcpu: VCPU, cpuid: [CPUIDEntry], localAPICInKVM: Bool = true,
+                          x2apicMode: Bool = false) throws {
         try vcpu.setCPUID(cpuid)
         // XCR0 starts with every offered XSAVE component enabled, so leaf 0xD EBX (which KVM
         // derives from XCR0) already matches what the guest will enable. Under nested SVM
@@ -52,6 +58,11 @@ enum X86VCPUSetup {
         let lint1 = page.get(UInt32.self, at: APIC.lvtLINT1) ?? 0
         page.put((lint1 & ~(APIC.deliveryModeMask | APIC.masked)) | APIC.nmi, at: APIC.lvtLINT1)
         try vcpu.setLocalAPIC(page)
+        if x2apicMode {
+            // IA32_APIC_BASE: 0xFEE00000, enabled, x2APIC (EXTD), BSP flag on vCPU 0. KVM
+            // then gives the APIC its 32-bit x2APIC ID (the vCPU's index, as CPUID says).
+            try vcpu.setMSRs([(0x1B, 0xFEE0_0C00 | (vcpu.id == 0 ? 0x100 : 0))])
+        }
     }
 
     /// The XSAVE components leaf 0xD offers, when leaf 1 says XSAVE exists.

@@ -379,6 +379,26 @@ import Glibc
         #expect(seen == (levelTriggered ? "RDE" : "RD"))
     }
 
+    /// More than 254 vCPUs (`split`): each local APIC starts in x2APIC mode with its 32-bit
+    /// ID, the BSP flag only on vCPU 0; below that, xAPIC mode as before.
+    @Test func manyVCPUsStartInX2APICMode() throws {
+        let (kvm, vm, _) = try Self.makeVM(program: [0xF4])
+        _ = try SplitInterruptController(vm: vm, x2apicIDs: true, watch: { _, _ in })
+        let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 300, extendedDestinationIDs: true)
+        for id in [0, 299] {
+            let vcpu = try vm.createVCPU(id: id)
+            try X86VCPUSetup.configure(vcpu, cpuid: template.entries(forVCPU: id), x2apicMode: true)
+            let base = try #require(try vcpu.readMSRs([0x1B]).first ?? nil)
+            #expect(base == 0xFEE0_0C00 | (id == 0 ? 0x100 : 0), "vCPU \(id): APIC base 0x\(String(base, radix: 16))")
+            // In x2APIC mode (with 32-bit IDs) the ID register holds the whole x2APIC ID.
+            let page = try vcpu.localAPIC()
+            #expect(page.get(UInt32.self, at: 0x20) == UInt32(id))
+        }
+        let small = try vm.createVCPU(id: 1)
+        try X86VCPUSetup.configure(small, cpuid: template.entries(forVCPU: 1))
+        #expect(try small.readMSRs([0x1B]).first ?? nil == 0xFEE0_0800)
+    }
+
     /// A started vCPU thread whose guest spins (`jmp .`) without ever exiting. The VM and
     /// its memory come back too: the caller keeps them alive while the vCPU runs.
     static func startSpinningVCPU() throws -> (VCPUThread, VCPU, MachineControl, (VirtualMachine, GuestMemory)) {
