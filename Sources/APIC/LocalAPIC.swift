@@ -48,6 +48,11 @@ public struct LocalAPIC: Sendable, Equatable {
     public enum TimerMode: UInt32, Sendable { case oneShot = 0, periodic = 1, tscDeadline = 2 }
 
     public private(set) var apicID: UInt8
+    /// The ID it has at power-up (the guest may write another).
+    public let initialAPICID: UInt8
+    /// IA32_APIC_BASE's global enable (bit 11). Hardware-disabled, the APIC is not there
+    /// (SDM 11.4.3): its page is not decoded, it takes no interrupts, matches no destination.
+    public private(set) var isHardwareEnabled = true
     public private(set) var taskPriority: UInt32 = 0
     public private(set) var logicalDestination: UInt32 = 0
     public private(set) var destinationFormat: UInt32 = 0xFFFF_FFFF
@@ -68,6 +73,15 @@ public struct LocalAPIC: Sendable, Equatable {
 
     public init(apicID: UInt8) {
         self.apicID = apicID
+        self.initialAPICID = apicID
+    }
+
+    /// The guest set or cleared IA32_APIC_BASE's enable bit. Either change leaves the APIC in
+    /// its power-up state (initial ID, software-disabled, every LVT masked, nothing pending).
+    public mutating func setHardwareEnabled(_ enabled: Bool) {
+        guard enabled != isHardwareEnabled else { return }
+        self = LocalAPIC(apicID: initialAPICID)
+        isHardwareEnabled = enabled
     }
 
     // MARK: State the guest cannot write directly
@@ -104,6 +118,7 @@ public struct LocalAPIC: Sendable, Equatable {
     /// illegal vector (0-15, which sets "received illegal vector" in the ESR).
     @discardableResult
     public mutating func accept(vector: UInt8, levelTriggered: Bool = false) -> Bool {
+        guard isHardwareEnabled else { return false }
         guard vector >= 16 else {
             pendingErrors |= Self.receivedIllegalVector
             raiseLocal(lvtIndex: 5)
@@ -189,7 +204,8 @@ public struct LocalAPIC: Sendable, Equatable {
 
     /// What a guest write asks the rest of the machine to do.
     public enum WriteEffect: Sendable, Equatable {
-        case none
+        /// Nothing beyond the register (named so, not `none`, to stay apart from `Optional.none`).
+        case noEffect
         /// An EOI for a level-triggered vector: the IOAPIC must clear its remote IRR.
         case levelEOI(vector: UInt8)
         /// An IPI to route (ICR low written).
@@ -225,7 +241,7 @@ public struct LocalAPIC: Sendable, Equatable {
             if ipi.deliveryMode == .fixed && ipi.vector < 16 {
                 pendingErrors |= Self.sendIllegalVector
                 raiseLocal(lvtIndex: 5)
-                return .none
+                return .noEffect
             }
             return .interProcessor(ipi)
         case Register.lvtTimer:
@@ -247,7 +263,7 @@ public struct LocalAPIC: Sendable, Equatable {
         default:
             break   // read-only and reserved registers ignore writes
         }
-        return .none
+        return .noEffect
     }
 
     /// CR8 in 64-bit mode is TPR bits 7:4 (SDM 10.8.6.1): reading it gives them, writing it
@@ -266,9 +282,9 @@ public struct LocalAPIC: Sendable, Equatable {
     /// EOI: the highest vector in service ends; a level-triggered one (its TMR bit set, which
     /// stays set: only the vector's next acceptance changes it) goes on to the IOAPIC.
     mutating func endOfInterrupt() -> WriteEffect {
-        guard let v = isr.highest else { return .none }
+        guard let v = isr.highest else { return .noEffect }
         isr.remove(v)
-        return tmr.contains(v) ? .levelEOI(vector: v) : .none
+        return tmr.contains(v) ? .levelEOI(vector: v) : .noEffect
     }
 
     /// An LVT entry's own interrupt (error, timer): fixed delivery to this APIC, if
@@ -325,6 +341,7 @@ public struct LocalAPIC: Sendable, Equatable {
     /// Whether a message for `destination` in `logical` or physical mode is for this APIC
     /// (xAPIC: 8-bit destinations; 0xFF is every APIC).
     public func matches(destination: UInt8, logical: Bool) -> Bool {
+        guard isHardwareEnabled else { return false }
         if destination == 0xFF { return true }
         guard logical else { return destination == apicID }
         let ldr = UInt8(truncatingIfNeeded: logicalDestination >> 24)

@@ -31,10 +31,10 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         let got6 = a.acknowledge()
         #expect(got6 == 0x61)               // a higher class nests
         let got7 = a.write(R.endOfInterrupt, 0, at: 0)
-        #expect(got7 == .none)
+        #expect(got7 == .noEffect)
         #expect(!a.isInService(0x61) && a.isInService(0x52))
         let got8 = a.write(R.endOfInterrupt, 0, at: 0)
-        #expect(got8 == .none)
+        #expect(got8 == .noEffect)
         #expect(a.deliverableVector == 0x5F)
         let got9 = a.acknowledge()
         #expect(got9 == 0x5F)
@@ -101,6 +101,32 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         #expect(a.read(R.lvtLINT1) == 0x0001_0400)
     }
 
+    /// IA32_APIC_BASE's enable bit: hardware-disabled, the APIC takes nothing and matches no
+    /// destination; enabled again, it is in its power-up state with its initial ID.
+    @Test func hardwareDisableAndEnableReturnToPowerUpState() {
+        var a = LocalAPIC(apicID: 3)
+        _ = a.write(R.spuriousVector, 0x1FF, at: 0)
+        _ = a.write(R.id, 0x0700_0000, at: 0)
+        a.accept(vector: 0x40)
+        a.setHardwareEnabled(false)
+        #expect(!a.isHardwareEnabled)
+        let tookWhileDisabled = a.accept(vector: 0x41)
+        #expect(!tookWhileDisabled)
+        #expect(!a.matches(destination: 3, logical: false) && !a.matches(destination: 0xFF, logical: false))
+        #expect(a.deliverableVector == nil)
+        a.setHardwareEnabled(true)
+        #expect(a.isHardwareEnabled)
+        #expect(a.apicID == 3)
+        #expect(a.read(R.version) == LocalAPIC.versionValue)
+        #expect(a.read(R.spuriousVector) == 0xFF)
+        let tookSoftwareDisabled = a.accept(vector: 0x42)   // software-disabled, as at power-up
+        #expect(!tookSoftwareDisabled)
+        _ = a.write(R.spuriousVector, 0x1FF, at: 0)
+        let took = a.accept(vector: 0x42)
+        #expect(took)
+        #expect(a.deliverableVector == 0x42)
+    }
+
     @Test func aLevelTriggeredEOIIsForwardedAndAnEdgeOneIsNot() {
         var a = enabledAPIC()
         a.accept(vector: 0x60, levelTriggered: true)
@@ -117,10 +143,10 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         #expect(!a.isLevelTriggered(0x60))
         _ = a.acknowledge()
         let got15 = a.write(R.endOfInterrupt, 0, at: 0)
-        #expect(got15 == .none)
+        #expect(got15 == .noEffect)
         // An EOI with nothing in service does nothing.
         let got16 = a.write(R.endOfInterrupt, 0, at: 0)
-        #expect(got16 == .none)
+        #expect(got16 == .noEffect)
     }
 
     @Test func illegalVectorsAreRefusedAndLatchedInTheErrorStatus() {
@@ -276,7 +302,7 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
     @Test func aFixedIPIWithAnIllegalVectorIsNotSent() {
         var a = enabledAPIC()
         let got31 = a.write(R.commandLow, 0x0000_4005, at: 0)
-        #expect(got31 == .none)
+        #expect(got31 == .noEffect)
         _ = a.write(R.errorStatus, 0, at: 0)
         #expect(a.read(R.errorStatus) == LocalAPIC.sendIllegalVector)
     }

@@ -341,6 +341,38 @@ import Glibc
         }
     }
 
+    /// `userspace` mode: a guest that clears IA32_APIC_BASE's enable bit (KVM keeps the MSR;
+    /// Kite reads it back after the exit) finds no APIC at its page, and after setting the
+    /// bit again an APIC in its power-up state, as kvm-unit-tests' apic_disable test expects.
+    @Test func userspaceAPICCanBeHardwareDisabledAndEnabledAgain() throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicDisable)
+        try EntryState.writeTables(into: memory, longMode: false)
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let port = TestPort(control: control, stopOn: UInt8(ascii: "E"))
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
+        let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
+        let controller = try UserspaceInterruptController(vcpuCount: 1)
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: true)
+        try X86VCPUSetup.configure(thread.vcpu, cpuid: CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 1,
+                                                                     localAPICsInKVM: false).entries(forVCPU: 0),
+                                   localAPICInKVM: false)
+        try thread.vcpu.setSpecialRegisters(EntryState.specialRegisters(try thread.vcpu.specialRegisters(),
+                                                                        for: .pvh32(rip: 0x1000, startInfo: 0)))
+        try thread.vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
+        controller.attach([thread])
+        try thread.start()
+        let finished = Self.waitForStop(control, seconds: 20)
+        control.stop(.vmmError("test timed out"))
+        thread.release()
+        #expect(thread.join(withinMilliseconds: 10_000))
+        controller.stop()
+        let seen = String(decoding: port.seen.withLock { $0 }, as: UTF8.self)
+        #expect(finished, "the guest said \(seen); \(String(describing: control.exitReason))")
+        #expect(seen == "DE")
+    }
+
     /// A device line raised on another thread reaches the halted vCPU through Kite's IOAPIC
     /// (programmed by the guest over MMIO): in `userspace` mode through Kite's local APIC,
     /// in `split` mode as an MSI to KVM's. Edge-triggered (xapic_ioapic.S), it wakes the

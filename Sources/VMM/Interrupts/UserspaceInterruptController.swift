@@ -144,9 +144,14 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
 
     /// The guest's MOV to CR8 sets the task priority; a lower one may let an interrupt through
     /// (KVM exits with `.taskPriorityLowered`, and the next look before entry injects it).
-    func guestWroteCR8(_ state: inout UserspaceVCPUState, _ cr8: UInt64) {
+    /// Its WRMSR to IA32_APIC_BASE (KVM keeps the MSR, and CPUID's APIC bit) may disable or
+    /// re-enable the APIC.
+    func guestWroteRegisters(_ state: inout UserspaceVCPUState, cr8: UInt64, apicBase: UInt64) {
+        state.apic.setHardwareEnabled(apicBase & Self.apicBaseEnable != 0)
         state.apic.setCR8(cr8)
     }
+
+    static let apicBaseEnable: UInt64 = 1 << 11
 
     /// A HLT exit (on the vCPU's thread, under its lock).
     func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU) {
@@ -159,22 +164,25 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
         let base = GuestLayout.localAPICAddress
         guard address >= base && address < base + Self.apicPageSize else { return false }
         let offset = UInt32(address - base) & ~0xF
-        let effect = threads[index].withInterruptState { state -> LocalAPIC.WriteEffect in
+        let effect = threads[index].withInterruptState { state -> LocalAPIC.WriteEffect? in
+            // Hardware-disabled, the page is not the APIC's: the bus answers (all-ones).
+            guard state.apic.isHardwareEnabled else { return nil }
             let now = monotonicNanoseconds()
             state.apic.advance(to: now)
             guard let value else {
                 read(offset == LocalAPIC.Register.timerCurrentCount ? state.apic.timerCurrentCount(at: now)
                                                                      : state.apic.read(offset))
-                return .none
+                return .noEffect
             }
             let effect = state.apic.write(offset, value, at: now)
             timers.arm(index, state.apic.timerDeadline)
             return effect
         }
         switch effect {
-        case .interProcessor(let ipi): send(ipi, from: index)
-        case .levelEOI(let vector): deliver(ioapic.withLock { $0.endOfInterrupt(vector: vector) })
-        case .none: break
+        case .some(.interProcessor(let ipi)): send(ipi, from: index)
+        case .some(.levelEOI(let vector)): deliver(ioapic.withLock { $0.endOfInterrupt(vector: vector) })
+        case .some(.noEffect): break
+        case nil: return false   // not decoded: the APIC is hardware-disabled
         }
         return true
     }
