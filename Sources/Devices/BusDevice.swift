@@ -10,7 +10,8 @@ public protocol BusDevice: AnyObject, Sendable {
 }
 
 /// Routes accesses to the device whose range holds the address. Unknown addresses read
-/// as all-ones and are logged once each: a guest can probe anything without harm.
+/// as all-ones and are logged once each, the first `noticedAddressLimit` of them: a guest
+/// can probe anything without harm, and without flooding the log.
 public final class Bus: Sendable {
     public struct Range: Sendable {
         public let base: UInt64
@@ -23,7 +24,12 @@ public final class Bus: Sendable {
 
     public let name: String
     private let ranges: [Range]
-    private let seenUnknown = Mutex<Set<UInt64>>([])
+    /// Unknown addresses noticed so far, and whether the limit notice was given.
+    private struct UnknownAccesses {
+        var noticed: Set<UInt64> = []
+        var overLimit = false
+    }
+    private let seenUnknown = Mutex(UnknownAccesses())
     private let report: @Sendable (String) -> Void
 
     public enum Error: Swift.Error, CustomStringConvertible {
@@ -74,12 +80,25 @@ public final class Bus: Sendable {
     }
 
     /// The unknown addresses seen so far (for tests and diagnostics).
-    public var unknownAddresses: Set<UInt64> { seenUnknown.withLock { $0 } }
+    public var unknownAddresses: Set<UInt64> { seenUnknown.withLock { $0.noticed } }
+
+    /// How many distinct unknown addresses get their notice (and are remembered): a guest
+    /// that sweeps a range (kvm-unit-tests fills a disabled APIC's page) must not flood the
+    /// log or grow the set without bound.
+    public static let noticedAddressLimit = 64
 
     private func noteUnknown(_ address: UInt64, _ kind: String) {
-        let first = seenUnknown.withLock { $0.insert(address).inserted }
+        let (first, atLimit) = seenUnknown.withLock { u -> (Bool, Bool) in
+            if u.noticed.count < Self.noticedAddressLimit || u.noticed.contains(address) {
+                return (u.noticed.insert(address).inserted, false)
+            }
+            defer { u.overLimit = true }
+            return (false, !u.overLimit)
+        }
         if first {
             report("\(name): guest \(kind) at unknown address 0x\(String(address, radix: 16)); answering with all-ones (logged once)")
+        } else if atLimit {
+            report("\(name): more than \(Self.noticedAddressLimit) unknown addresses; the rest are answered with all-ones without a notice")
         }
     }
 }

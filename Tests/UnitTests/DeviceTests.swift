@@ -106,6 +106,17 @@ final class Recorder: Sendable {
         #expect(bus.read(0x80, width: 1) == 0)
     }
 
+    @Test func unknownAddressNoticesStopAtTheLimit() throws {
+        let notices = Mutex<[String]>([])
+        let bus = try Bus(name: "mmio", ranges: [], report: { line in notices.withLock { $0.append(line) } })
+        for a in 0..<UInt64(1000) { bus.write(0xFEE0_0000 + a, width: 1, value: 0xFF) }
+        for a in 0..<UInt64(1000) { #expect(bus.read(0xFEE0_0000 + a, width: 1) == 0xFF) }
+        let lines = notices.withLock { $0 }
+        #expect(lines.count == Bus.noticedAddressLimit + 1)
+        #expect(lines.last?.contains("more than \(Bus.noticedAddressLimit) unknown addresses") == true)
+        #expect(bus.unknownAddresses.count == Bus.noticedAddressLimit)
+    }
+
     @Test func overlappingRangesAreRefused() {
         #expect(throws: Bus.Error.self) {
             try Bus(name: "x", ranges: [.init(base: 0x10, length: 8, device: NullDevice()),
