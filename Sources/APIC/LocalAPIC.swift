@@ -245,9 +245,14 @@ public struct LocalAPIC: Sendable, Equatable {
             }
             return .interProcessor(ipi)
         case Register.lvtTimer:
-            let old = timerMode
+            // Between one-shot and periodic the count runs on (kvm-unit-tests' apic checks
+            // it); into or out of TSC-deadline mode the timer stops and TMICT clears, as KVM does.
+            let wasDeadline = timerMode == .tscDeadline
             lvt[0] = lvtValue(value, keep: 0x0007_00FF)
-            if timerMode != old { stopTimer() }
+            if wasDeadline != (timerMode == .tscDeadline) {
+                stopTimer()
+                timerInitialCount = 0
+            }
         case Register.lvtThermal: lvt[1] = lvtValue(value, keep: 0x0001_07FF)
         case Register.lvtPerformance: lvt[2] = lvtValue(value, keep: 0x0001_07FF)
         case Register.lvtLINT0: lvt[3] = lvtValue(value, keep: 0x0001_A7FF)

@@ -281,6 +281,27 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         a.setTSCDeadline(30_000)
         #expect(a.timerDeadline == nil)
     }
+
+    /// kvm-unit-tests' apic_change_mode: between one-shot and periodic the count runs on (and
+    /// a periodic timer reloads from TMICT); into TSC-deadline mode it stops, TMICT cleared.
+    @Test func switchingBetweenOneShotAndPeriodicKeepsTheCountRunning() {
+        var a = enabledAPIC()
+        _ = a.write(R.timerDivide, 0xB, at: 0)           // divide by 1: 1 tick per ns
+        _ = a.write(R.lvtTimer, 0x00EC, at: 0)           // one-shot
+        _ = a.write(R.timerInitialCount, 1000, at: 0)
+        #expect(a.timerCurrentCount(at: 600) == 400)
+        _ = a.write(R.lvtTimer, 0x2_00EC, at: 600)       // periodic, mid-count
+        #expect(a.timerMode == .periodic && a.timerCurrentCount(at: 700) == 300)
+        let fired = a.advance(to: 1000)
+        #expect(fired && a.timerCurrentCount(at: 1100) == 900)   // reloaded from TMICT
+        _ = a.write(R.lvtTimer, 0x00EC, at: 1100)        // back to one-shot: runs out at 2000
+        #expect(a.timerCurrentCount(at: 1500) == 500)
+        let firedAgain = a.advance(to: 2000)
+        #expect(firedAgain && a.timerDeadline == nil && a.timerCurrentCount(at: 2100) == 0)
+        _ = a.write(R.timerInitialCount, 1000, at: 3000)
+        _ = a.write(R.lvtTimer, 0x4_00EC, at: 3100)      // TSC-deadline: stopped, TMICT 0
+        #expect(a.timerDeadline == nil && a.read(R.timerInitialCount) == 0)
+    }
 }
 
 @Suite struct InterProcessorInterruptTests {
