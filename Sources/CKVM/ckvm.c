@@ -151,15 +151,18 @@ long ckvm_getrandom(void *buffer, unsigned long length) {
     return n < 0 ? -errno : n;
 }
 
-int ckvm_trap_msr(int vmfd, uint32_t index) {
-    uint8_t denied = 0;   // one MSR, its bit clear: denied, so the access exits to the VMM
+int ckvm_trap_msrs(int vmfd, uint32_t count, const uint32_t *indexes, const uint32_t *flags) {
+    uint8_t denied[16] = {0};   // one MSR per range, its bit clear: denied, so the access exits
     struct kvm_msr_filter filter;
+    if (count > 16 || count > KVM_MSR_FILTER_MAX_RANGES) return -EINVAL;
     memset(&filter, 0, sizeof filter);
     filter.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
-    filter.ranges[0].flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
-    filter.ranges[0].nmsrs = 1;
-    filter.ranges[0].base = index;
-    filter.ranges[0].bitmap = &denied;   // KVM copies the bitmap during the ioctl
+    for (uint32_t i = 0; i < count; i++) {
+        filter.ranges[i].flags = flags[i];
+        filter.ranges[i].nmsrs = 1;
+        filter.ranges[i].base = indexes[i];
+        filter.ranges[i].bitmap = &denied[i];   // KVM copies the bitmaps during the ioctl
+    }
     return ioctl(vmfd, KVM_X86_SET_MSR_FILTER, &filter) < 0 ? -errno : 0;
 }
 

@@ -119,10 +119,6 @@ public final class VCPU: @unchecked Sendable {
         set { runState.pointee.cr8 = newValue }
     }
 
-    /// IA32_APIC_BASE at the last exit (kvm_run's apic_base; 0 before the first run). KVM
-    /// keeps the MSR even without an in-kernel local APIC.
-    public var apicBase: UInt64 { runState.pointee.apic_base }
-
     /// The guest's RFLAGS.IF at the last exit (kvm_run's if_flag).
     public var interruptsEnabled: Bool { runState.pointee.if_flag != 0 }
 

@@ -57,12 +57,21 @@ public final class VirtualMachine: Sendable {
     /// Sends the guest's reads and writes of MSR `index` to Kite as `.msrRead`/`.msrWrite`
     /// exits (KVM_CAP_X86_USER_SPACE_MSR with filter exits, and a filter for that MSR).
     public func trapMSR(_ index: UInt32) throws(KVMError) {
+        try trapMSRs([(index, reads: true, writes: true)])
+    }
+
+    /// The same for several MSRs at once (the VM has one filter): each MSR's reads, writes
+    /// or both go to Kite; at most 16.
+    public func trapMSRs(_ msrs: [(index: UInt32, reads: Bool, writes: Bool)]) throws(KVMError) {
         var cap = kvm_enable_cap()
         cap.cap = UInt32(KVM_CAP_X86_USER_SPACE_MSR)
         cap.args.0 = UInt64(KVM_MSR_EXIT_REASON_FILTER)
         _ = try check("KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
-        let rc = ckvm_trap_msr(fd, index)
-        if rc < 0 { throw KVMError("KVM_X86_SET_MSR_FILTER 0x\(String(index, radix: 16))", errno: -rc) }
+        let flags = msrs.map { UInt32($0.reads ? KVM_MSR_FILTER_READ : 0) | UInt32($0.writes ? KVM_MSR_FILTER_WRITE : 0) }
+        let rc = ckvm_trap_msrs(fd, UInt32(msrs.count), msrs.map(\.index), flags)
+        if rc < 0 {
+            throw KVMError("KVM_X86_SET_MSR_FILTER \(msrs.map { "0x" + String($0.index, radix: 16) }.joined(separator: ","))", errno: -rc)
+        }
     }
 
     /// Sends an MSI (address, data) to the in-kernel local APICs (KVM_SIGNAL_MSI). Thread-safe.

@@ -131,8 +131,12 @@ public final class Machine {
                                              watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
             }
         case .userspace:
-            try setup { try vm.trapMSR(UserspaceInterruptController.tscDeadlineMSR) }
-            interrupts = try UserspaceInterruptController(vcpuCount: config.cpus,
+            try setup { try vm.trapMSRs(UserspaceInterruptController.trappedMSRs) }
+            // The guest's physical-address width, as its CPUID will say (leaf 0x80000008 is
+            // passed through): IA32_APIC_BASE bits above it are reserved.
+            let supported = try setup { try kvm.supportedCPUID() }
+            let addressBits = supported.first { $0.function == 0x8000_0008 }.map { Int($0.eax & 0xFF) } ?? 36
+            interrupts = try UserspaceInterruptController(vcpuCount: config.cpus, physicalAddressBits: addressBits,
                                                           watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
         }
 

@@ -147,7 +147,7 @@ final class VCPUThread: @unchecked Sendable {
             lastEntry.store(monotonicNanoseconds(), ordering: .relaxed)
             activity.store(ThreadActivity.inGuest.rawValue, ordering: .releasing)
             if !entered { entered = true; timeline?.mark(.firstInstruction) }
-            let (cr8AtEntry, apicBaseAtEntry) = (vcpu.cr8, vcpu.apicBase)
+            let cr8AtEntry = vcpu.cr8
             do {
                 exit = try vcpu.run()
             } catch {
@@ -156,11 +156,11 @@ final class VCPUThread: @unchecked Sendable {
                 break
             }
             lastReturn.store(monotonicNanoseconds(), ordering: .relaxed)
-            // Kite's APIC learns a CR8 or APIC base the guest wrote before handling the exit,
-            // which may itself be a TPR write through the APIC page (the newer value wins).
-            if hasOwnAPIC && (vcpu.cr8 != cr8AtEntry || vcpu.apicBase != apicBaseAtEntry) {
-                let (cr8, apicBase) = (vcpu.cr8, vcpu.apicBase)
-                events.withLock { interrupts.guestWroteRegisters(&posted.interrupts!, cr8: cr8, apicBase: apicBase) }
+            // Kite's APIC learns a CR8 the guest wrote before handling the exit, which may
+            // itself be a TPR write through the APIC page (the newer value wins).
+            if hasOwnAPIC && vcpu.cr8 != cr8AtEntry {
+                let cr8 = vcpu.cr8
+                events.withLock { interrupts.guestWroteCR8(&posted.interrupts!, cr8) }
             }
             activity.store(ThreadActivity.handlingExit.rawValue, ordering: .releasing)
             if case .interrupted = exit {} else {

@@ -1,8 +1,9 @@
 # One vCPU for `userspace` mode, flat 32-bit protected mode at 0x1000: hardware-disables its
 # local APIC (IA32_APIC_BASE bit 11 cleared), when its page must read as nothing (all-ones)
 # and writes to it must go nowhere; then enables it again, when it must be in its power-up
-# state (version readable, software-disabled). Says 'D' after the disabled read, 'E' after
-# the enabled one; on a wrong value 'F', after 'V' (the version) or 'S' (the SVR).
+# state (version readable, software-disabled); then moves it to 0xFED40000, where it must be
+# found, and not at its old page. Says 'D' after the disabled read, 'E' after the enabled
+# one, 'M' after the move; on a wrong value 'F', after 'V' (the version) or 'S' (the SVR).
 .code32
 .globl _start
 _start:
@@ -30,6 +31,17 @@ _start:
     jne fail
     mov $0x10, %dx
     mov $'E', %al
+    out %al, %dx
+    mov $0x1b, %ecx                  # move the APIC to 0xFED40000 (enabled, BSP)
+    mov $0xfed40900, %eax
+    xor %edx, %edx
+    wrmsr
+    mov $0x10, %dx
+    cmpl $0x00050014, 0xfed40030     # the version register at its new page
+    jne fail
+    cmpl $0xffffffff, 0xfee00030     # and nothing at the old one
+    jne fail
+    mov $'M', %al
     out %al, %dx
 1:  hlt
     jmp 1b

@@ -31,10 +31,11 @@ void ckvm_set_thread_name(const char *name);
 int ckvm_join_thread(pthread_t thread, int milliseconds);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); returns the fd or -errno.
 int ckvm_eventfd(void);
-/// Sends guest reads and writes of MSR `index` to the VMM (KVM_X86_SET_MSR_FILTER with
-/// every other MSR allowed; needs KVM_CAP_X86_USER_SPACE_MSR enabled for filter exits).
-/// 0 or -errno.
-int ckvm_trap_msr(int vmfd, uint32_t index);
+/// Sends the guest's accesses to `count` MSRs (at most 16) to the VMM: `indexes[i]` for
+/// reads when `flags[i]` has KVM_MSR_FILTER_READ (1), writes when it has
+/// KVM_MSR_FILTER_WRITE (2); every other access stays KVM's. One filter for the VM, so one
+/// call with every MSR. 0 or -errno.
+int ckvm_trap_msrs(int vmfd, uint32_t count, const uint32_t *indexes, const uint32_t *flags);
 /// Replaces the VM's GSI routing table (KVM_SET_GSI_ROUTING) with `count` MSI routes: route
 /// i sends gsi `gsis[i]` as the MSI (`addresses[i]`, `datas[i]`). At most 64. 0 or -errno.
 int ckvm_set_msi_routes(int vmfd, uint32_t count, const uint32_t *gsis, const uint64_t *addresses,

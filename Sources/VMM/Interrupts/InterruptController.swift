@@ -38,9 +38,9 @@ protocol InterruptController: AnyObject, Sendable {
     func prepareEntry(_ index: Int, _ state: inout UserspaceVCPUState, vcpu: VCPU) -> EntryDecision
     /// A HLT exit, under the vCPU's lock.
     func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU)
-    /// After an exit at which CR8 (the task priority) or IA32_APIC_BASE, which KVM keeps,
-    /// differ from what the vCPU entered with: the guest wrote them. Under the vCPU's lock.
-    func guestWroteRegisters(_ state: inout UserspaceVCPUState, cr8: UInt64, apicBase: UInt64)
+    /// After an exit at which CR8 (the task priority, which KVM keeps without its own APIC)
+    /// differs from what the vCPU entered with: the guest wrote it. Under the vCPU's lock.
+    func guestWroteCR8(_ state: inout UserspaceVCPUState, _ cr8: UInt64)
     /// An MMIO access by vCPU `index`, without its lock: true if it was the controller's.
     func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool
     /// A trapped MSR access by vCPU `index` (on its thread): a read's value or 0 for a
@@ -59,7 +59,7 @@ extension InterruptController {
     func initialState(forVCPU index: Int, apicID: UInt8) -> UserspaceVCPUState? { nil }
     func prepareEntry(_ index: Int, _ state: inout UserspaceVCPUState, vcpu: VCPU) -> EntryDecision { .enter }
     func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU) {}
-    func guestWroteRegisters(_ state: inout UserspaceVCPUState, cr8: UInt64, apicBase: UInt64) {}
+    func guestWroteCR8(_ state: inout UserspaceVCPUState, _ cr8: UInt64) {}
     func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool { false }
     func msrAccess(_ index: Int, msr: UInt32, write value: UInt64?, vcpu: VCPU) -> UInt64? { nil }
 }

@@ -25,6 +25,8 @@ struct UserspaceVCPUState: Sendable {
     var startUpVector: UInt8?
     /// IA32_TSC_DEADLINE as the guest wrote it (guest TSC ticks), while armed.
     var tscDeadline: UInt64 = 0
+    /// Where IA32_APIC_BASE puts the APIC's page (the guest may move it).
+    var apicPageAddress: UInt64 = GuestLayout.localAPICAddress
 
     /// Whether the vCPU's thread has a reason to stop waiting in Kite.
     var canRun: Bool {
@@ -66,8 +68,14 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
     private let watch: (Int32, @escaping () -> Void) throws -> Void
 
-    init(vcpuCount: Int, watch: @escaping (Int32, @escaping () -> Void) throws -> Void = { _, _ in }) throws {
+    /// The guest's physical-address width (CPUID 0x80000008 EAX[7:0]): IA32_APIC_BASE bits
+    /// at or above it are reserved.
+    private let physicalAddressBits: Int
+
+    init(vcpuCount: Int, physicalAddressBits: Int = 36,
+         watch: @escaping (Int32, @escaping () -> Void) throws -> Void = { _, _ in }) throws {
         timers = try APICTimerThread(vcpuCount: vcpuCount)
+        self.physicalAddressBits = min(max(physicalAddressBits, 32), 52)
         self.watch = watch
     }
 
@@ -144,14 +152,9 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
 
     /// The guest's MOV to CR8 sets the task priority; a lower one may let an interrupt through
     /// (KVM exits with `.taskPriorityLowered`, and the next look before entry injects it).
-    /// Its WRMSR to IA32_APIC_BASE (KVM keeps the MSR, and CPUID's APIC bit) may disable or
-    /// re-enable the APIC.
-    func guestWroteRegisters(_ state: inout UserspaceVCPUState, cr8: UInt64, apicBase: UInt64) {
-        state.apic.setHardwareEnabled(apicBase & Self.apicBaseEnable != 0)
+    func guestWroteCR8(_ state: inout UserspaceVCPUState, _ cr8: UInt64) {
         state.apic.setCR8(cr8)
     }
-
-    static let apicBaseEnable: UInt64 = 1 << 11
 
     /// A HLT exit (on the vCPU's thread, under its lock).
     func halted(_ state: inout UserspaceVCPUState, vcpu: VCPU) {
@@ -161,12 +164,12 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
 
     /// An MMIO access by vCPU `index`: true if it was to the local APIC page (handled).
     func localAPICAccess(_ index: Int, address: UInt64, write value: UInt32?, read: (UInt32) -> Void) -> Bool {
-        let base = GuestLayout.localAPICAddress
-        guard address >= base && address < base + Self.apicPageSize else { return false }
-        let offset = UInt32(address - base) & ~0xF
         let effect = threads[index].withInterruptState { state -> LocalAPIC.WriteEffect? in
-            // Hardware-disabled, the page is not the APIC's: the bus answers (all-ones).
-            guard state.apic.isHardwareEnabled else { return nil }
+            // The page is the APIC's where IA32_APIC_BASE puts it, and only while the APIC is
+            // enabled there; otherwise the bus answers (all-ones).
+            let base = state.apicPageAddress
+            guard state.apic.isHardwareEnabled, address >= base, address < base + Self.apicPageSize else { return nil }
+            let offset = UInt32(address - base) & ~0xF
             let now = monotonicNanoseconds()
             state.apic.advance(to: now)
             guard let value else {
@@ -192,9 +195,16 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     /// TSC read now and KVM's TSC frequency.
     static let tscDeadlineMSR: UInt32 = 0x6E0
     static let tscMSR: UInt32 = 0x10
+    /// IA32_APIC_BASE: its writes come to Kite (its reads stay KVM's, which keeps the value).
+    static let apicBaseMSR: UInt32 = 0x1B
+    /// What `VirtualMachine.trapMSRs` must send to Kite in this mode.
+    static let trappedMSRs: [(index: UInt32, reads: Bool, writes: Bool)] = [
+        (tscDeadlineMSR, reads: true, writes: true), (apicBaseMSR, reads: false, writes: true),
+    ]
     private let tscKHz = Mutex<UInt64>(0)
 
     func msrAccess(_ index: Int, msr: UInt32, write value: UInt64?, vcpu: VCPU) -> UInt64? {
+        if msr == Self.apicBaseMSR, let value { return writeAPICBase(index, value, vcpu: vcpu) }
         guard msr == Self.tscDeadlineMSR else { return nil }
         let khz = tscKHz.withLock { k -> UInt64 in
             if k == 0 { k = (try? vcpu.tscKHz()) ?? 0 }
@@ -217,6 +227,25 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
             timers.arm(index, state.apic.timerDeadline)
             return 0
         }
+    }
+
+    /// IA32_APIC_BASE bits: BSP (8), x2APIC enable (10), global enable (11), base (12 and up).
+    static let apicBaseBSP: UInt64 = 1 << 8
+    static let apicBaseEnable: UInt64 = 1 << 11
+
+    /// The guest's WRMSR to IA32_APIC_BASE: #GP (nil) for reserved bits, bits at or above the
+    /// guest's physical-address width, and x2APIC mode (CPUID hides it); otherwise KVM keeps
+    /// the value too (RDMSR, and CPUID.1:EDX.APIC follows the enable bit), and the APIC is
+    /// disabled, re-enabled at power-up state, or moved to its new page.
+    func writeAPICBase(_ index: Int, _ value: UInt64, vcpu: VCPU) -> UInt64? {
+        let addressMask = (UInt64(1) << UInt64(physicalAddressBits)) - 1
+        guard value & ~(addressMask & ~0xFFF | Self.apicBaseBSP | Self.apicBaseEnable) == 0,
+              (try? vcpu.setMSRs([(Self.apicBaseMSR, value)])) != nil else { return nil }
+        threads[index].withInterruptState { state in
+            state.apic.setHardwareEnabled(value & Self.apicBaseEnable != 0)
+            state.apicPageAddress = value & addressMask & ~0xFFF
+        }
+        return 0
     }
 
     /// Routes the IOAPIC's messages to their local APICs and posts them.
