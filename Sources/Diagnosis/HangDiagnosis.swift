@@ -209,7 +209,7 @@ public enum HangDiagnosis {
             else if h.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds) { starved.append(h) }
             else if lockSleepers.contains(where: { $0.id == h.id }) { continue }
             else if !lockSleepers.isEmpty || !notRun.isEmpty, spinsForALock(h) { lockSpinners.append(h) }
-            else if h.isHaltedThroughout, h.pendingVectorThroughout != nil { haltedPending.append(h) }
+            else if h.isHaltedThroughout, h.pendingVectorThroughout != nil, !h.exitedBetweenSamples { haltedPending.append(h) }
             else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
             else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
             else if h.isSpinning, h.waitsPerConsole { waiters.append(h) }
@@ -580,6 +580,15 @@ struct VCPUHistory {
     }
 
     var nothingPendingThroughout: Bool { throughout { $0.apic?.deliverableVector == nil } }
+
+    /// The guest made the vCPU exit between the first and the last answered sample: it ran.
+    /// A vCPU caught halted with a vector pending in every sample of a busy IPI exchange
+    /// (each sample right between a post and the wake-up it causes, likely where the woken
+    /// thread waits for a host CPU) is not one that was never woken.
+    var exitedBetweenSamples: Bool {
+        guard let first = answered.first?.exitCount, let last = answered.last?.exitCount else { return false }
+        return last > first
+    }
 
     var interruptsDisabledThroughout: Bool { throughout { $0.registers.map { !$0.interruptsEnabled } ?? false } }
 

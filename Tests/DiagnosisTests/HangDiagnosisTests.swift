@@ -164,6 +164,31 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(rules(f) == [.allIdle])
     }
 
+    @Test func aVCPUThatKeepsExitingWasWokenEachTime() {
+        // A busy IPI ping-pong (testbed/bench's, in `userspace` mode on one host CPU): every
+        // sample catches the vCPU halted with 0xfb just posted, but it exits thousands of
+        // times in between. Seen as a false "not woken" verdict that ended a healthy guest.
+        let f = HangDiagnosis.findings(Make.evidence { i in
+            (0..<2).map { id in
+                var v = Make.halted(id, irr: [0xfb])
+                v.thread = id == 0 ? .waitingInKite : .inGuest
+                v.exitCount = 290_000 + UInt64(i) * 900
+                return v
+            }
+        })
+        #expect(!rules(f).contains(.haltedWithInterruptPending), "\(f)")
+        #expect(!HangDiagnosis.isHang(f))
+        // The same with the exit counts standing still is the lost wake-up.
+        let g = HangDiagnosis.findings(Make.evidence { _ in
+            (0..<2).map { id in
+                var v = Make.halted(id, irr: id == 1 ? [0xfb] : [])
+                v.thread = .waitingInKite
+                return v
+            }
+        })
+        #expect(rules(g).first == .haltedWithInterruptPending, "\(g)")
+    }
+
     @Test func aVectorBelowThePriorityIsNotDeliverable() {
         var v = Make.halted(0, irr: [0x31])
         v.apic?.ppr = 0xf0
