@@ -113,6 +113,22 @@ import Glibc
         return poll(&fd, 1, seconds * 1000) == 1
     }
 
+    /// Attaches `threads` to `controller` and starts them, runs `whileRunning`, waits up to
+    /// 20 s for the guest to stop the machine, then stops, releases and joins every thread
+    /// and the controller. Returns whether the guest stopped the machine in time.
+    static func run(_ threads: [VCPUThread], _ controller: any InterruptController, _ control: MachineControl,
+                    whileRunning: () -> Void = {}) throws -> Bool {
+        controller.attach(threads)
+        for t in threads { try t.start() }
+        whileRunning()
+        let finished = waitForStop(control, seconds: 20)
+        control.stop(.vmmError("test timed out"))
+        for t in threads { t.release() }
+        for t in threads { #expect(t.join(withinMilliseconds: 10_000)) }
+        controller.stop()
+        return finished
+    }
+
     @Test func secondVCPUStartsWithINITSIPIAndAnswersAnIPI() throws {
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.smpBsp, irqchip: true)
         try memory.write(GuestPrograms.smpAp, at: GuestAddress(0x8000))
@@ -180,13 +196,7 @@ import Glibc
             }
             threads.append(VCPUThread(vcpu: vcpu, ports: ports, mmio: mmio, interrupts: controller, control: control))
         }
-        controller.attach(threads)
-        for t in threads { try t.start() }
-        let finished = Self.waitForStop(control, seconds: 20)
-        control.stop(.vmmError("test timed out"))
-        for t in threads { t.release() }
-        for t in threads { #expect(t.join(withinMilliseconds: 10_000)) }
-        controller.stop()
+        let finished = try Self.run(threads, controller, control)
         #expect(finished, "the guests did not finish within 20 s: \(String(decoding: port.seen.withLock { $0 }, as: UTF8.self))")
         #expect(control.exitReason == .powerOff)
         #expect(String(decoding: port.seen.withLock { $0 }, as: UTF8.self) == "AIB")
@@ -239,13 +249,7 @@ import Glibc
         let controller = try UserspaceInterruptController(vcpuCount: 1)
         let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
                                                 control: control, kiteAPIC: true, longMode: true)
-        controller.attach([thread])
-        try thread.start()
-        let finished = Self.waitForStop(control, seconds: 20)
-        control.stop(.vmmError("test timed out"))
-        thread.release()
-        #expect(thread.join(withinMilliseconds: 10_000))
-        controller.stop()
+        let finished = try Self.run([thread], controller, control)
         let seen = String(decoding: port.seen.withLock { $0 }, as: UTF8.self)
         #expect(finished, "the guest said \(seen)")
         #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
@@ -363,13 +367,7 @@ import Glibc
         try thread.vcpu.setSpecialRegisters(EntryState.specialRegisters(try thread.vcpu.specialRegisters(),
                                                                         for: .pvh32(rip: 0x1000, startInfo: 0)))
         try thread.vcpu.setRegisters(EntryState.registers(for: .pvh32(rip: 0x1000, startInfo: 0)))
-        controller.attach([thread])
-        try thread.start()
-        let finished = Self.waitForStop(control, seconds: 20)
-        control.stop(.vmmError("test timed out"))
-        thread.release()
-        #expect(thread.join(withinMilliseconds: 10_000))
-        controller.stop()
+        let finished = try Self.run([thread], controller, control)
         let seen = String(decoding: port.seen.withLock { $0 }, as: UTF8.self)
         #expect(finished, "the guest said \(seen); \(String(describing: control.exitReason))")
         #expect(seen == "DEM")
@@ -397,16 +395,12 @@ import Glibc
                                                          device: controller.makeIOAPICDevice()!)], report: { _ in })
         let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
                                                 control: control, kiteAPIC: mode == "userspace")
-        controller.attach([thread])
-        try thread.start()
-        let wasReady = ready.wait(timeout: .now() + 20) == .success
-        usleep(50_000)   // let the vCPU reach its HLT: the line must wake it, not catch it running
-        controller.setLine(5, level: true)
-        let finished = Self.waitForStop(control, seconds: 20)
-        control.stop(.vmmError("test timed out"))
-        thread.release()
-        #expect(thread.join(withinMilliseconds: 10_000))
-        controller.stop()
+        var wasReady = false
+        let finished = try Self.run([thread], controller, control) {
+            wasReady = ready.wait(timeout: .now() + 20) == .success
+            usleep(50_000)   // let the vCPU reach its HLT: the line must wake it, not catch it running
+            controller.setLine(5, level: true)
+        }
         let seen = String(decoding: port.seen.withLock { $0 }, as: UTF8.self)
         #expect(wasReady && finished, "the guest said \(seen)")
         #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
