@@ -121,6 +121,8 @@ public final class Machine {
         //    with the TSC-deadline MSR trapped. In both of Kite's modes the device thread reads
         //    the devices' interrupt eventfds.
         let deviceEvents = try DeviceEventLoop()
+        // What CPUID can offer (the vCPUs' template in step 7; userspace mode's address width).
+        let supported = try setup { try kvm.supportedCPUID() }
         let interrupts: any InterruptController
         switch config.irqchip {
         case .kernel:
@@ -134,7 +136,6 @@ public final class Machine {
             try setup { try vm.trapMSRs(UserspaceInterruptController.trappedMSRs) }
             // The guest's physical-address width, as its CPUID will say (leaf 0x80000008 is
             // passed through): IA32_APIC_BASE bits above it are reserved.
-            let supported = try setup { try kvm.supportedCPUID() }
             let addressBits = supported.first { $0.function == 0x8000_0008 }.map { Int($0.eax & 0xFF) } ?? 36
             interrupts = try UserspaceInterruptController(vcpuCount: config.cpus, physicalAddressBits: addressBits,
                                                           watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
@@ -299,7 +300,6 @@ public final class Machine {
 
         // 7. vCPUs: CPUID, MSRs, APIC; the boot vCPU gets the entry state, the others wait
         //    for INIT/SIPI (in KVM's local APIC, or in Kite's in userspace mode).
-        let supported = try setup { try kvm.supportedCPUID() }
         let kvmAPICs = config.irqchip != .userspace
         let template = CPUIDTemplate(supported: supported, vcpuCount: config.cpus,
                                      tscDeadlineTimer: kvmAPICs ? kvm.capability(KVM_CAP_TSC_DEADLINE_TIMER) > 0 : true,
