@@ -18,7 +18,7 @@ public enum VCPUExit {
     /// Without an in-kernel local APIC: the guest lowered CR8 (its task priority), so an
     /// interrupt it held back may be deliverable now (`VCPU.cr8` has the new value).
     case taskPriorityLowered
-    /// A read or write of an MSR trapped to the VMM (`VirtualMachine.trapMSR`); answer with
+    /// A read or write of an MSR trapped to the VMM (`VirtualMachine.trapMSRs`); answer with
     /// `VCPU.completeMSR` before the next run.
     case msrRead(index: UInt32)
     case msrWrite(index: UInt32, value: UInt64)

@@ -54,14 +54,9 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
     }
 
-    /// Sends the guest's reads and writes of MSR `index` to Kite as `.msrRead`/`.msrWrite`
-    /// exits (KVM_CAP_X86_USER_SPACE_MSR with filter exits, and a filter for that MSR).
-    public func trapMSR(_ index: UInt32) throws(KVMError) {
-        try trapMSRs([(index, reads: true, writes: true)])
-    }
-
-    /// The same for several MSRs at once (the VM has one filter): each MSR's reads, writes
-    /// or both go to Kite; at most 16.
+    /// Sends the guest's reads, writes or both of each MSR to Kite as `.msrRead`/`.msrWrite`
+    /// exits (KVM_CAP_X86_USER_SPACE_MSR with filter exits, and one filter for the VM, so
+    /// every trapped MSR in one call; at most 16).
     public func trapMSRs(_ msrs: [(index: UInt32, reads: Bool, writes: Bool)]) throws(KVMError) {
         var cap = kvm_enable_cap()
         cap.cap = UInt32(KVM_CAP_X86_USER_SPACE_MSR)

@@ -191,7 +191,7 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     }
 
     /// IA32_TSC_DEADLINE: the APIC timer's TSC-deadline mode, trapped to Kite
-    /// (`VirtualMachine.trapMSR`); the deadline is turned into Kite's clock with the guest
+    /// (`VirtualMachine.trapMSRs`); the deadline is turned into Kite's clock with the guest
     /// TSC read now and KVM's TSC frequency.
     static let tscDeadlineMSR: UInt32 = 0x6E0
     static let tscMSR: UInt32 = 0x10
