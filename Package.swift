@@ -5,7 +5,8 @@ import PackageDescription
 //   CKVM (C shim for <linux/kvm.h>) -> KVM (fds, mappings, exits) -> GuestMemory
 //   ACPI (table and AML builders, pure data) / X86Boot (kernel loading, CPUID, page tables)
 //   Diagnosis (console watcher, kernel symbols, hang rules; pure data)
-//   APIC (the local APIC and IPI routing as pure state, for Kite's own interrupt controllers)
+//   APIC (the local APIC, IOAPIC, 8259 PICs and IPI routing as pure state, for Kite's own
+//   interrupt controllers)
 //   Devices (UART, i8042, ACPI power); Virtio (split virtqueue, MMIO transport) -> VirtioDevices
 //   -> VMM (the boot recipe, vCPU threads, device event loop) -> kite (CLI)
 let package = Package(

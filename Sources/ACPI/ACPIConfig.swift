@@ -3,9 +3,6 @@ public struct ACPIConfig: Sendable, Equatable {
     /// One entry per vCPU; the ACPI processor UID is the index. Must be distinct.
     /// IDs up to 254 get a Processor Local APIC entry, larger ones a Processor Local x2APIC.
     public var apicIDs: [UInt32]
-    /// Dual 8259 PICs exist (KVM's, in `kernel` mode): the MADT's PCAT_COMPAT flag. Kite's
-    /// own interrupt controllers (`split`, `userspace`) have none.
-    public var hasPICs: Bool = true
     /// I/O APIC ID written to the MADT.
     public var ioapicID: UInt8 = 0
     public var ioapicAddress: UInt32 = 0xFEC0_0000

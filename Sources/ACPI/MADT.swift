@@ -153,7 +153,7 @@ public struct MADT: Sendable, Equatable {
             entries.append(.localX2APICNMI(processorUID: Self.allProcessorsX2APICUID,
                                            flags: InterruptFlags.conforming, lint: 1))
         }
-        self.init(localAPICAddress: config.localAPICAddress, flags: config.hasPICs ? .pcatCompatible : [], entries: entries)
+        self.init(localAPICAddress: config.localAPICAddress, entries: entries)
     }
 
     public func encoded() -> [UInt8] {

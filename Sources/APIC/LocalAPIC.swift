@@ -64,23 +64,30 @@ public struct LocalAPIC: Sendable, Equatable {
     var pendingErrors: UInt32 = 0
     public private(set) var commandLow: UInt32 = 0
     public private(set) var commandHigh: UInt32 = 0
-    /// timer, thermal, performance, LINT0, LINT1, error, CMCI: all masked at reset.
+    /// timer, thermal, performance, LINT0, LINT1, error, CMCI: all masked at reset, except
+    /// LINT0 of the boot processor (`init`).
     var lvt: [UInt32] = Array(repeating: LocalAPIC.lvtMask, count: 7)
+    /// The boot processor's APIC: at reset its LINT0 is ExtINT, unmasked.
+    public let isBootProcessor: Bool
     public private(set) var timerInitialCount: UInt32 = 0
     public private(set) var timerDivide: UInt32 = 0
     /// When the running count next reaches 0, or the TSC deadline (caller's nanoseconds).
     public private(set) var timerDeadline: UInt64?
 
-    public init(apicID: UInt8) {
+    /// `bootProcessor`: LINT0 starts as ExtINT and unmasked, so that the PIC reaches the boot
+    /// processor (the virtual-wire mode firmware sets up, and KVM's and QEMU's reset state).
+    public init(apicID: UInt8, bootProcessor: Bool = false) {
         self.apicID = apicID
         self.initialAPICID = apicID
+        self.isBootProcessor = bootProcessor
+        if bootProcessor { lvt[3] = Self.extINTDeliveryMode << 8 }
     }
 
     /// The guest set or cleared IA32_APIC_BASE's enable bit. Either change leaves the APIC in
     /// its power-up state (initial ID, software-disabled, every LVT masked, nothing pending).
     public mutating func setHardwareEnabled(_ enabled: Bool) {
         guard enabled != isHardwareEnabled else { return }
-        self = LocalAPIC(apicID: initialAPICID)
+        self = LocalAPIC(apicID: initialAPICID, bootProcessor: isBootProcessor)
         isHardwareEnabled = enabled
     }
 
@@ -146,8 +153,8 @@ public struct LocalAPIC: Sendable, Equatable {
     /// What a rising edge on LINT0 or LINT1 sends this APIC, by the pin's LVT entry (SDM
     /// 11.5.1): a fixed interrupt (as an edge: none of Kite's sources is level-triggered),
     /// an NMI or an INIT, for the caller to post like an IPI; nil when the entry is masked,
-    /// the APIC software-disabled, or the mode SMI or ExtINT (a PIC's vector, and Kite's
-    /// machines with their own APICs have no PIC).
+    /// the APIC software-disabled, or the mode SMI or ExtINT (the PIC's INTR, which is a
+    /// level the processor acknowledges: `takesExternalInterrupts`).
     public func message(for pin: LocalInterruptPin) -> InterProcessorInterrupt.Message? {
         let entry = lvt[pin == .lint0 ? 3 : 4]
         guard entry & Self.lvtMask == 0 else { return nil }
@@ -157,6 +164,18 @@ public struct LocalAPIC: Sendable, Equatable {
         case .initialize: return .initialize
         default: return nil
         }
+    }
+
+    /// ExtINT delivery mode in an LVT or ICR.
+    static let extINTDeliveryMode: UInt32 = 7
+
+    /// Whether the PIC's INTR on LINT0 reaches the processor, which then takes the PIC's
+    /// vector (INTA) ahead of the APIC's own: LINT0 unmasked in ExtINT mode, or the APIC
+    /// hardware-disabled, when LINT0 is the processor's INTR pin itself (SDM 11.4.3; KVM's
+    /// `kvm_apic_accept_pic_intr`).
+    public var takesExternalInterrupts: Bool {
+        guard isHardwareEnabled else { return true }
+        return lvt[3] & Self.lvtMask == 0 && (lvt[3] >> 8) & 7 == Self.extINTDeliveryMode
     }
 
     // MARK: Register access
@@ -371,7 +390,7 @@ public struct LocalAPIC: Sendable, Equatable {
 
     /// INIT: back to the power-on state, keeping the APIC ID (SDM 11.4.7.3).
     public mutating func reset() {
-        self = LocalAPIC(apicID: apicID)
+        self = LocalAPIC(apicID: apicID, bootProcessor: isBootProcessor)
     }
 }
 

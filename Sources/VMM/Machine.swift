@@ -18,6 +18,10 @@ public final class Machine {
         public static let com1: UInt64 = 0x3F8
         public static let com1IRQ: UInt32 = 4
         public static let i8042: UInt64 = 0x60
+        /// The 8259 PICs and their ELCR (Kite's in `split` and `userspace` modes).
+        public static let picMaster: UInt64 = 0x20
+        public static let picSlave: UInt64 = 0xA0
+        public static let edgeLevelControl: UInt64 = 0x4D0
         public static let postCode: UInt64 = 0x80
         public static let acpiPower: UInt64 = 0x600
         /// QEMU's fw_cfg: selector, then data.
@@ -117,9 +121,9 @@ public final class Machine {
         try setup { try vm.map(memory) }
 
         // 3. Interrupt controllers (before any vCPU exists): KVM's in-kernel ones and its PIT;
-        //    or (split) KVM's local APICs and Kite's IOAPIC; or (userspace) every APIC in Kite,
-        //    with the TSC-deadline MSR trapped. In both of Kite's modes the device thread reads
-        //    the devices' interrupt eventfds.
+        //    or (split) KVM's local APICs and Kite's IOAPIC and PICs; or (userspace) every APIC
+        //    and the PICs in Kite, with the TSC-deadline MSR trapped. In both of Kite's modes the
+        //    device thread reads the devices' interrupt eventfds.
         let deviceEvents = try DeviceEventLoop()
         // What CPUID can offer (the vCPUs' template in step 7; userspace mode's address width).
         let supported = try setup { try kvm.supportedCPUID() }
@@ -145,7 +149,6 @@ public final class Machine {
         //    description is collected as they are placed.
         let apicIDs = (0..<config.cpus).map { CPUIDTemplate.apicID(forVCPU: $0) }
         var acpi = ACPIConfig(apicIDs: apicIDs)
-        acpi.hasPICs = config.irqchip == .kernel
         acpi.sleepControlPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepControlOffset)
         acpi.sleepStatusPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepStatusOffset)
         acpi.resetPort = UInt16(Ports.acpiPower + ACPIPowerDevice.resetOffset)
@@ -179,6 +182,14 @@ public final class Machine {
                   device: FirmwareConfig(cpus: config.cpus, ramBytes: config.memoryBytes)),
         ]
         var mmioRanges: [Bus.Range] = [.init(base: bootTimerAddress, length: 1, device: bootTimer)]
+        if let pics = interrupts.makeLegacyPICDevices() {
+            portRanges += [
+                .init(base: Ports.picMaster, length: LegacyPICDevices.chipPortCount, device: pics.master),
+                .init(base: Ports.picSlave, length: LegacyPICDevices.chipPortCount, device: pics.slave),
+                .init(base: Ports.edgeLevelControl, length: LegacyPICDevices.edgeLevelControlPortCount,
+                      device: pics.edgeLevelControl),
+            ]
+        }
         if let ioapic = interrupts.makeIOAPICDevice() {
             mmioRanges.append(.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length, device: ioapic))
         }

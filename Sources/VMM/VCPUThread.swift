@@ -143,6 +143,7 @@ final class VCPUThread: @unchecked Sendable {
                 waitOutOfGuest(until: { ($0.interrupts?.canRun ?? true) || $0.released || $0.stalled }, deadline: deadline)
                 continue
             }
+            if !hasOwnAPIC { interrupts.beforeEntry(vcpu.id, vcpu: vcpu) }
             let exit: VCPUExit
             lastEntry.store(monotonicNanoseconds(), ordering: .relaxed)
             activity.store(ThreadActivity.inGuest.rawValue, ordering: .releasing)
@@ -233,6 +234,12 @@ final class VCPUThread: @unchecked Sendable {
         post { box in
             if box.interrupts != nil { record(&box.interrupts!) }
         }
+    }
+
+    /// Wakes the thread or kicks it out of KVM_RUN, so that its next look before entry
+    /// (`InterruptController.beforeEntry`) sees what was posted elsewhere: `split`'s PIC.
+    func wake() {
+        post { _ in }
     }
 
     /// Blocks out of the guest while stalled, answering snapshot requests; the machine's

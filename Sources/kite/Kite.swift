@@ -104,9 +104,9 @@ struct Run: ParsableCommand {
     var testDevices = false
 
     @Option(help: ArgumentHelp("Interrupt controllers: kernel (KVM's local APICs, IOAPIC, PIC and PIT), split "
-                               + "(KVM's local APICs; Kite's IOAPIC, its interrupts sent as MSIs) or userspace (Kite's "
-                               + "local APICs, xAPIC only, IOAPIC and APIC timers). split and userspace have no PIC and "
-                               + "no PIT: the guest needs kvmclock and the APIC's TSC-deadline timer, as Linux uses them.",
+                               + "(KVM's local APICs; Kite's IOAPIC, its interrupts sent as MSIs, and PICs) or userspace "
+                               + "(Kite's local APICs, xAPIC only, IOAPIC, PICs and APIC timers). split and userspace "
+                               + "have no PIT: the guest needs kvmclock and the APIC's TSC-deadline timer, as Linux uses them.",
                                valueName: "kernel|split|userspace"))
     var irqchip = "kernel"
 

@@ -87,8 +87,9 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         _ = a.write(R.lvtLINT1, 0x0000_0400, at: 0)       // NMI
         #expect(a.message(for: .lint0) == .interrupt(vector: 0x35, levelTriggered: false))
         #expect(a.message(for: .lint1) == .nmi)
-        _ = a.write(R.lvtLINT0, 0x0000_0700, at: 0)       // ExtINT: no PIC
+        _ = a.write(R.lvtLINT0, 0x0000_0700, at: 0)       // ExtINT: the PIC's INTR, not a message
         #expect(a.message(for: .lint0) == nil)
+        #expect(a.takesExternalInterrupts)
         _ = a.write(R.lvtLINT0, 0x0000_0500, at: 0)       // INIT
         #expect(a.message(for: .lint0) == .initialize)
         _ = a.write(R.lvtLINT0, 0x0000_0200, at: 0)       // SMI: unsupported
@@ -99,6 +100,30 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         _ = a.write(R.spuriousVector, 0x0FF, at: 0)       // software disable masks every LVT
         #expect(a.message(for: .lint1) == nil)
         #expect(a.read(R.lvtLINT1) == 0x0001_0400)
+    }
+
+    /// The boot processor's LINT0 starts as ExtINT, unmasked (virtual wire, as KVM and QEMU
+    /// reset it), and INIT or a hardware disable and enable bring that back; another
+    /// processor's starts masked. Masked or in another mode, LINT0 keeps the PIC out; a
+    /// hardware-disabled APIC lets it through (LINT0 is then the processor's INTR pin).
+    @Test func onlyTheBootProcessorsLINT0PassesThePICAtReset() {
+        var boot = LocalAPIC(apicID: 0, bootProcessor: true)
+        let other = LocalAPIC(apicID: 1)
+        #expect(boot.read(R.lvtLINT0) == 0x0000_0700)
+        #expect(other.read(R.lvtLINT0) == 0x0001_0000)
+        #expect(boot.takesExternalInterrupts && !other.takesExternalInterrupts)
+        _ = boot.write(R.spuriousVector, 0x1FF, at: 0)
+        _ = boot.write(R.lvtLINT0, 0x0001_0700, at: 0)    // masked
+        #expect(!boot.takesExternalInterrupts)
+        _ = boot.write(R.lvtLINT0, 0x0000_0035, at: 0)    // fixed
+        #expect(!boot.takesExternalInterrupts)
+        boot.reset()                                      // INIT
+        #expect(boot.read(R.lvtLINT0) == 0x0000_0700 && boot.takesExternalInterrupts)
+        _ = boot.write(R.lvtLINT0, 0x0001_0700, at: 0)
+        boot.setHardwareEnabled(false)
+        #expect(boot.takesExternalInterrupts)
+        boot.setHardwareEnabled(true)
+        #expect(boot.read(R.lvtLINT0) == 0x0000_0700)
     }
 
     /// IA32_APIC_BASE's enable bit: hardware-disabled, the APIC takes nothing and matches no

@@ -373,6 +373,55 @@ import Glibc
         #expect(seen == "DEM")
     }
 
+    /// A port bus with `ranges` and, where they are Kite's, the controller's PICs where a PC has them.
+    static func portBus(_ ranges: [Bus.Range], _ controller: any InterruptController) throws -> Bus {
+        var ranges = ranges
+        if let pics = controller.makeLegacyPICDevices() {
+            ranges += [.init(base: Machine.Ports.picMaster, length: LegacyPICDevices.chipPortCount, device: pics.master),
+                       .init(base: Machine.Ports.picSlave, length: LegacyPICDevices.chipPortCount, device: pics.slave),
+                       .init(base: Machine.Ports.edgeLevelControl, length: LegacyPICDevices.edgeLevelControlPortCount,
+                             device: pics.edgeLevelControl)]
+        }
+        return try Bus(name: "ports", ranges: ranges, report: { _ in })
+    }
+
+    /// An ISA line raised on another thread reaches the halted boot vCPU through the 8259
+    /// PICs the guest programmed over ports 0x20/0xA0 and through LINT0 in its reset state
+    /// (ExtINT, unmasked): KVM's PIC and APIC in `kernel` mode; Kite's PIC and KVM's APIC
+    /// (KVM_INTERRUPT once KVM says the vCPU can take it) in `split`; Kite's PIC and APIC in
+    /// `userspace`. The vector is the one the guest gave, and its EOI empties the PIC's ISR.
+    @Test(arguments: ["kernel", "split", "userspace"])
+    func picInterruptWakesTheHaltedBootVCPU(mode: String) throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.picExtint)
+        try EntryState.writeTables(into: memory, longMode: false)
+        let controller: any InterruptController
+        switch mode {
+        case "kernel": controller = try KernelInterruptController(vm: vm)
+        case "split": controller = try SplitInterruptController(vm: vm, watch: { _, _ in })
+        default: controller = try UserspaceInterruptController(vcpuCount: 1)
+        }
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let ready = DispatchSemaphore(value: 0)
+        let port = TestPort(control: control, stopOn: UInt8(ascii: "E"), onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
+        #expect((controller.makeLegacyPICDevices() == nil) == (mode == "kernel"))
+        let ports = try Self.portBus([.init(base: 0x10, length: 1, device: port)], controller)
+        let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: mode == "userspace")
+        var wasReady = false
+        let finished = try Self.run([thread], controller, control) {
+            wasReady = ready.wait(timeout: .now() + 20) == .success
+            usleep(50_000)   // let the vCPU reach its HLT: the line must wake it, not catch it running
+            controller.setLine(5, level: true)
+            controller.setLine(5, level: false)
+        }
+        let seen = String(decoding: port.seen.withLock { $0 }, as: UTF8.self)
+        #expect(wasReady && finished, "the guest said \(seen)")
+        #expect(control.exitReason == .powerOff, "\(String(describing: control.exitReason))")
+        #expect(seen == "RPE")
+    }
+
     /// A device line raised on another thread reaches the halted vCPU through Kite's IOAPIC
     /// (programmed by the guest over MMIO): in `userspace` mode through Kite's local APIC,
     /// in `split` mode as an MSI to KVM's. Edge-triggered (xapic_ioapic.S), it wakes the
@@ -390,7 +439,7 @@ import Glibc
         let ready = DispatchSemaphore(value: 0)
         let last = UInt8(ascii: levelTriggered ? "E" : "D")
         let port = TestPort(control: control, stopOn: last, onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
-        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
+        let ports = try Self.portBus([.init(base: 0x10, length: 1, device: port)], controller)
         let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
                                                          device: controller.makeIOAPICDevice()!)], report: { _ in })
         let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,

@@ -15,6 +15,9 @@ _start:
     shr $16, %eax
     mov %ax, 0x7000 + 0x42 * 8 + 6
     lidt idt_desc
+    mov $0xff, %al                   # mask both 8259 PICs, as an OS that uses the IOAPIC does:
+    out %al, $0x21                   # the line is an ISA IRQ too, and the boot APIC's LINT0
+    out %al, $0xa1                   # passes the PIC's INTR at reset (virtual wire)
     movl $0x1ff, 0xfee000f0          # spurious vector register: software enable
     movl $0x1b, 0xfec00000           # IOREGSEL: redirection entry 5, high half
     movl $0x00000000, 0xfec00010     # destination APIC 0

@@ -22,6 +22,11 @@ protocol InterruptController: AnyObject, Sendable {
     /// Kite's IOAPIC registers for the MMIO bus at `GuestLayout.ioapicAddress`, or nil when
     /// the IOAPIC is KVM's.
     func makeIOAPICDevice() -> (any BusDevice)?
+    /// Kite's two 8259 PICs' ports, for the port bus, or nil when the PICs are KVM's.
+    func makeLegacyPICDevices() -> LegacyPICDevices?
+    /// Before each KVM_RUN where KVM keeps the local APICs, on the vCPU's thread after the
+    /// kick was cleared: `split` gives the boot vCPU the PIC's interrupt (KVM_INTERRUPT).
+    func beforeEntry(_ index: Int, vcpu: VCPU)
     /// KVM_EXIT_IOAPIC_EOI: the guest ended a level-triggered interrupt of Kite's IOAPIC.
     func endOfInterrupt(vector: UInt8)
     /// The vCPU threads, once created (before they start).
@@ -53,6 +58,8 @@ extension InterruptController {
         (try? vcpu.localAPIC()).map { LocalAPICState(page: $0) }
     }
     func makeIOAPICDevice() -> (any BusDevice)? { nil }
+    func makeLegacyPICDevices() -> LegacyPICDevices? { nil }
+    func beforeEntry(_ index: Int, vcpu: VCPU) {}
     func endOfInterrupt(vector: UInt8) {}
     func attach(_ threads: [VCPUThread]) {}
     func stop() {}

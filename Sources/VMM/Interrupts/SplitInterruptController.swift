@@ -9,9 +9,16 @@ import Glibc
 
 /// `split` mode (KVM_CAP_SPLIT_IRQCHIP): the local APICs stay in KVM; the IOAPIC is Kite's
 /// (`APIC.IOAPIC`, MMIO at 0xFEC00000), and every interrupt it sends reaches KVM's APICs as
-/// an MSI (KVM_SIGNAL_MSI). There is no PIC and no PIT: Linux keeps time with kvmclock and
-/// the local APIC's TSC-deadline timer, as under QEMU's `microvm,pit=off,pic=off`.
+/// an MSI (KVM_SIGNAL_MSI). The two 8259 PICs are Kite's too (`LegacyPIC`, ports 0x20,
+/// 0xA0, 0x4D0): ISA lines 0-15 drive both, as KVM's default routing does. There is no
+/// PIT: Linux keeps time with kvmclock and the local APIC's TSC-deadline timer.
 /// Devices' eventfds are read on Kite's device thread, which raises the line.
+///
+/// The PIC's interrupt: when its output rises, the boot vCPU is kicked (or, halted in KVM,
+/// woken by the kick); before its next entry (`beforeEntry`), if KVM says the guest can take
+/// an external interrupt, which includes its LINT0 being ExtINT and unmasked, Kite
+/// acknowledges the PIC and hands KVM the vector (KVM_INTERRUPT); while one is left, it asks
+/// for an interrupt window. This is QEMU's way in this mode.
 ///
 /// Level-triggered entries: KVM's local APICs send an EOI back to Kite
 /// (KVM_EXIT_IOAPIC_EOI) only for vectors it knows to be the IOAPIC's, which it learns from
@@ -28,6 +35,9 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
         var routed: [IOAPIC.Route] = []
     }
     private let state = Mutex(IOAPICState())
+    private let pic = LegacyPIC()
+    /// The boot vCPU's thread, which takes the PIC's interrupts: set once before it starts.
+    private let bootVCPU = Mutex<VCPUThread?>(nil)
     /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
     private let watch: (Int32, @escaping () -> Void) throws -> Void
 
@@ -43,6 +53,33 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
 
     func setLine(_ gsi: UInt32, level: Bool) {
         send(state.withLock { $0.ioapic.setLine(Int(gsi), level: level) })
+        if let change = pic.setLine(gsi, level: level) { picOutputChanged(change) }
+    }
+
+    func attach(_ threads: [VCPUThread]) {
+        bootVCPU.withLock { $0 = threads.first }
+    }
+
+    func makeLegacyPICDevices() -> LegacyPICDevices? {
+        pic.makeDevices(changed: { [unowned self] in picOutputChanged($0) })
+    }
+
+    /// A rising output kicks the boot vCPU, whose next look before entry injects.
+    private func picOutputChanged(_ change: LegacyPIC.OutputChange) {
+        guard change.level else { return }
+        bootVCPU.withLock { $0 }?.wake()
+    }
+
+    /// The boot vCPU, before each entry: the PIC's vector if KVM can take it now, and an
+    /// interrupt window while the PIC still asks.
+    func beforeEntry(_ index: Int, vcpu: VCPU) {
+        guard index == 0 else { return }
+        let (vector, stillAsking) = pic.update { p -> (UInt8?, Bool) in
+            guard p.output, vcpu.canTakeInterrupt else { return (nil, p.output) }
+            return (p.acknowledge(), p.output)
+        }.0
+        if let vector { try? vcpu.injectInterrupt(vector) }
+        vcpu.requestInterruptWindow(stillAsking)
     }
 
     /// Each signal of `eventFD` pulses line `gsi`, as KVM's irqfd does for its own IOAPIC.

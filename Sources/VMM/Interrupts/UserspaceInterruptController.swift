@@ -27,12 +27,28 @@ struct UserspaceVCPUState: Sendable {
     var tscDeadline: UInt64 = 0
     /// Where IA32_APIC_BASE puts the APIC's page (the guest may move it).
     var apicPageAddress: UInt64 = GuestLayout.localAPICAddress
+    /// The PICs' output on this vCPU's LINT0 (the boot vCPU's only), and the number of the
+    /// change that set it (`LegacyPIC.OutputChange`): an older change never overwrites it.
+    var picOutput = false
+    var picOutputSequence: UInt64 = 0
+
+    /// Keeps the PICs' output as `change` set it, unless a newer change was recorded already.
+    mutating func record(_ change: LegacyPIC.OutputChange) {
+        guard change.sequence > picOutputSequence else { return }
+        picOutput = change.level
+        picOutputSequence = change.sequence
+    }
+
+    /// The PIC asks and the APIC lets it through to the processor (LINT0 in ExtINT mode).
+    var externalInterruptPending: Bool { picOutput && apic.takesExternalInterrupts }
 
     /// Whether the vCPU's thread has a reason to stop waiting in Kite.
     var canRun: Bool {
         if initPending { return true }
         if !started { return startUpVector != nil }
-        if halted { return nmiPending || (interruptsEnabledAtHalt && apic.deliverableVector != nil) }
+        if halted {
+            return nmiPending || (interruptsEnabledAtHalt && (apic.deliverableVector != nil || externalInterruptPending))
+        }
         return true
     }
 }
@@ -52,6 +68,9 @@ enum EntryDecision: Equatable {
 ///
 /// Device lines go to Kite's IOAPIC (`makeIOAPICDevice`, MMIO at 0xFEC00000), whose messages
 /// take the same path as IPIs; level-triggered EOIs come back to it from the local APICs.
+/// ISA lines 0-15 also drive Kite's two 8259 PICs (`LegacyPIC`), whose output is posted to
+/// the boot vCPU (its LINT0) like any other event; before entry, the vCPU acknowledges the
+/// PIC and injects its vector ahead of the APIC's own, as the processor's INTA would.
 ///
 /// The TSC-deadline MSR is trapped to Kite (`msrAccess`); CPUID hides x2APIC and KVM's
 /// paravirtual features that need KVM's APIC (`CPUIDTemplate.localAPICsInKVM`).
@@ -64,6 +83,9 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     private let timers: APICTimerThread
     /// The IOAPIC, under its own lock (never held while posting to a vCPU).
     private let ioapic = Mutex(IOAPIC())
+    /// The PICs, under their own lock: never held while posting to a vCPU, and taken under
+    /// the boot vCPU's lock only by that vCPU's acknowledge (so the order is always vCPU, PIC).
+    private let pic = LegacyPIC()
 
     /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
     private let watch: (Int32, @escaping () -> Void) throws -> Void
@@ -90,11 +112,21 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     // MARK: InterruptController
 
     func initialState(forVCPU index: Int, apicID: UInt8) -> UserspaceVCPUState? {
-        UserspaceVCPUState(apic: LocalAPIC(apicID: apicID), started: index == 0)
+        UserspaceVCPUState(apic: LocalAPIC(apicID: apicID, bootProcessor: index == 0), started: index == 0)
     }
 
     func setLine(_ gsi: UInt32, level: Bool) {
         deliver(ioapic.withLock { $0.setLine(Int(gsi), level: level) })
+        if let change = pic.setLine(gsi, level: level) { picOutputChanged(change) }
+    }
+
+    func makeLegacyPICDevices() -> LegacyPICDevices? {
+        pic.makeDevices(changed: { [unowned self] in picOutputChanged($0) })
+    }
+
+    /// Posts the PICs' new output to the boot vCPU (woken or kicked).
+    private func picOutputChanged(_ change: LegacyPIC.OutputChange) {
+        threads[0].postInterruptEvent { $0.record(change) }
     }
 
     /// The IOAPIC's registers for the MMIO bus (at `GuestLayout.ioapicAddress`).
@@ -140,11 +172,16 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
             state.nmiPending = false
             try? vcpu.injectNMI()
         }
-        if state.apic.deliverableVector != nil && vcpu.canTakeInterrupt, let vector = state.apic.acknowledge() {
+        if state.externalInterruptPending && vcpu.canTakeInterrupt {
+            // INTA: the PIC's vector goes first (ExtINT bypasses the APIC's priorities).
+            let (vector, change) = pic.acknowledge()
+            if let change { state.record(change) }
+            try? vcpu.injectInterrupt(vector)
+        } else if state.apic.deliverableVector != nil && vcpu.canTakeInterrupt, let vector = state.apic.acknowledge() {
             try? vcpu.injectInterrupt(vector)
         }
         // Whatever is still deliverable waits for the guest to be able to take it.
-        vcpu.requestInterruptWindow(state.apic.deliverableVector != nil)
+        vcpu.requestInterruptWindow(state.apic.deliverableVector != nil || state.externalInterruptPending)
         timers.arm(index, state.apic.timerDeadline)
         vcpu.cr8 = state.apic.cr8   // the task priority as the guest's CR8 reads it
         return .enter
@@ -258,7 +295,9 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
             case .fixed, .lowestPriority: event = .interrupt(vector: m.vector, levelTriggered: m.levelTriggered)
             case .nmi: event = .nmi
             case .initialize: event = .initialize
-            case .smi, .reserved, .extINT, .startUp: continue   // no PIC in this mode; SMI unsupported
+            // ExtINT through the IOAPIC (virtual wire through pin 0) is not modelled: the PICs
+            // reach the boot vCPU through its LINT0. SMI is unsupported.
+            case .smi, .reserved, .extINT, .startUp: continue
             }
             for target in m.targets(in: apics) { post(event, to: target) }
         }
