@@ -47,6 +47,15 @@ public struct Finding: Sendable, Equatable {
         /// "vCPU 2 is halted with vector 0xfb pending in its IRR: an IPI reached the APIC but
         /// the vCPU was not woken"
         case haltedWithInterruptPending = "halted-with-interrupt-pending"
+        /// Runnable in the guest in every sample, with interrupts enabled and a deliverable
+        /// vector in its IRR, and no exit between the samples for at least a second: it never
+        /// reaches a point where the interrupt can be injected (with Kite's own APIC, the
+        /// interrupt window Kite asked for never opens). Seen in the two-CPU testbed, where the
+        /// emulated CPU kept a vCPU in a page-fault loop.
+        /// "vCPU 0 runs with interrupts enabled and vector 0xfb deliverable, but made no exit
+        /// for 44 s and did not take it (at 0xffffffffc04d8dcc, exception 0x0e (page fault)
+        /// pending in every sample): ..."
+        case interruptNeverTaken = "interrupt-never-taken"
         /// Spinning in an xAPIC send-IPI function (or with the ICR "send pending" in every
         /// sample): the second seed, where KVM's emulator lost the flags of the busy-bit test.
         /// "vCPU 0 polls the xAPIC ICR busy bit in default_send_IPI_allbutself: its IPI
@@ -108,8 +117,8 @@ public struct Finding: Sendable, Equatable {
 
         public var role: Role {
             switch self {
-            case .notAnswering, .starved, .haltedWithInterruptPending, .pollingICR, .haltedNothingPending, .nmiNotTaken,
-                 .sleepingInSpinlockWait:
+            case .notAnswering, .starved, .haltedWithInterruptPending, .interruptNeverTaken, .pollingICR,
+                 .haltedNothingPending, .nmiNotTaken, .sleepingInSpinlockWait:
                 .rootCause
             case .waitingForIPI, .waitingForSpinlock:
                 .waiter
@@ -190,6 +199,7 @@ public enum HangDiagnosis {
         // Each vCPU gets at most one state finding; the first rule that matches wins.
         var notAnswering: [VCPUHistory] = [], starved: [VCPUHistory] = [], haltedPending: [VCPUHistory] = []
         var icrPollers: [VCPUHistory] = [], waiters: [VCPUHistory] = [], loopers: [VCPUHistory] = []
+        var neverTaking: [VCPUHistory] = []
         var haltedIdle: [VCPUHistory] = []
         // A spinlock waiter asleep in the PV wait, and the vCPUs spinning for a lock meanwhile
         // (without a sleeper, a lock spinner is judged by the other rules).
@@ -210,6 +220,7 @@ public enum HangDiagnosis {
             else if lockSleepers.contains(where: { $0.id == h.id }) { continue }
             else if !lockSleepers.isEmpty || !notRun.isEmpty, spinsForALock(h) { lockSpinners.append(h) }
             else if h.isHaltedThroughout, h.pendingVectorThroughout != nil, !h.exitedBetweenSamples { haltedPending.append(h) }
+            else if h.untakenInterruptWhileRunning != nil { neverTaking.append(h) }
             else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
             else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
             else if h.isSpinning, h.waitsPerConsole { waiters.append(h) }
@@ -228,7 +239,7 @@ public enum HangDiagnosis {
         // A sleeper in the paravirtual spinlock wait is a root cause (a lost kick) only while
         // every vCPU runs; otherwise it waits, like the lock's spinners, for a vCPU not run.
         let sleepersAreRootCauses = notRun.isEmpty
-        var suspects = Set((notAnswering + starved + haltedWithIF + icrPollers
+        var suspects = Set((notAnswering + starved + haltedWithIF + neverTaking + icrPollers
                             + (sleepersAreRootCauses ? lockSleepers : [])).map(\.id))
         if suspects.isEmpty { suspects = Set((loopers + haltedWithoutIF).map(\.id)) }
         var neverWoken = haltedIdle.filter { consoleStalled.contains($0.id) }
@@ -239,6 +250,7 @@ public enum HangDiagnosis {
         findings += notAnswering.map(notAnsweringFinding)
         findings += starved.map { starvedFinding($0) }
         findings += haltedPending.map(haltedWithInterruptPendingFinding)
+        findings += neverTaking.map(interruptNeverTakenFinding)
         findings += icrPollers.map(pollingICRFinding)
         if !neverWoken.isEmpty { findings.append(haltedNothingPendingFinding(neverWoken.map(\.id))) }
         let stuckElsewhere = Set((notAnswering + starved).map(\.id))
@@ -339,6 +351,21 @@ public enum HangDiagnosis {
             : "vCPU \(h.id) is halted with vector \(vector) pending in its IRR: "
                 + "an IPI reached the APIC but the vCPU was not woken"
         return Finding(rule: .haltedWithInterruptPending, vcpus: [h.id], sentence: sentence)
+    }
+
+    static func interruptNeverTakenFinding(_ h: VCPUHistory) -> Finding {
+        let v = h.latest
+        let place = h.function.map { "in \(h.describeFunction($0))" } ?? "at \(Wording.hex(v.registers?.rip ?? 0))"
+        var evidence = place
+        let exceptions = h.answered.map { $0.events?.exception }
+        if let vector = exceptions.last ?? nil, exceptions.allSatisfy({ $0 == vector }) {
+            evidence += ", exception \(Wording.hex(vector))\(Wording.exceptionName(vector).map { " (\($0))" } ?? "") "
+                + "pending in every sample"
+        }
+        let sentence = "vCPU \(h.id) runs with interrupts enabled and vector \(Wording.hex(h.untakenInterruptWhileRunning ?? 0)) "
+            + "deliverable, but made no exit for \(Wording.seconds(v.secondsSinceExit)) and did not take it (\(evidence)): "
+            + "it never reaches a point where an interrupt can be injected, as in a fault that repeats forever"
+        return Finding(rule: .interruptNeverTaken, vcpus: [h.id], sentence: sentence)
     }
 
     static func pollingICRFinding(_ h: VCPUHistory) -> Finding {
@@ -590,6 +617,16 @@ struct VCPUHistory {
         return last > first
     }
 
+    /// Runnable in the guest with interrupts enabled in every sample (at least two), a vector
+    /// deliverable throughout (the latest's, returned), and no exit between the samples nor
+    /// in the last second: the vector is not being taken.
+    var untakenInterruptWhileRunning: UInt8? {
+        guard answered.count >= 2, !exitedBetweenSamples, latest.secondsSinceExit >= 1,
+              throughout({ $0.thread == .inGuest && $0.mpState == .runnable && ($0.registers?.interruptsEnabled ?? false) })
+        else { return nil }
+        return pendingVectorThroughout
+    }
+
     var interruptsDisabledThroughout: Bool { throughout { $0.registers.map { !$0.interruptsEnabled } ?? false } }
 
     /// Idle: halted with nothing pending now, or never started (waiting for INIT/SIPI).
@@ -645,6 +682,22 @@ enum Wording {
 
     private static func pad(_ s: String, _ digits: Int) -> String {
         s.count >= digits ? s : String(repeating: "0", count: digits - s.count) + s
+    }
+
+    /// The architectural name of exception `vector` (0-31), where it has a common one.
+    static func exceptionName(_ vector: UInt8) -> String? {
+        switch vector {
+        case 0: "divide error"
+        case 1: "debug"
+        case 3: "breakpoint"
+        case 6: "invalid opcode"
+        case 8: "double fault"
+        case 13: "general protection"
+        case 14: "page fault"
+        case 17: "alignment check"
+        case 18: "machine check"
+        default: nil
+        }
     }
 
     /// "41 s", "2.5 s".

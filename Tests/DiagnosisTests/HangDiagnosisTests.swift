@@ -189,6 +189,46 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(rules(g).first == .haltedWithInterruptPending, "\(g)")
     }
 
+    /// The two-CPU testbed's `userspace` stall: vCPU 0 stays in KVM_RUN with interrupts on,
+    /// a call-function IPI and its timer deliverable in Kite's APIC and a page fault pending
+    /// in KVM, and makes no exit at all, so the window Kite asked for never opens.
+    static func stalledInAFault(exits: (Int) -> UInt64 = { _ in 81_443 }, rflags: UInt64 = 0x10246,
+                                sinceExit: Double = 44) -> HangEvidence {
+        Make.evidence { i in
+            var running = Make.vcpu(0, entry: 44, exit: sinceExit, rip: 0xffff_ffff_c04d_8dcc, rflags: rflags,
+                                    apic: LocalAPICState(apicID: 0, irr: [0xec, 0xfb]), events: VCPUEvents(exception: 14))
+            running.exitCount = exits(i)
+            var idle = Make.halted(1)
+            idle.thread = .waitingInKite
+            return [running, idle]
+        }
+    }
+
+    @Test func aRunningVCPUThatNeverTakesADeliverableInterruptIsNamed() {
+        let f = HangDiagnosis.findings(Self.stalledInAFault())
+        #expect(f.first == Finding(rule: .interruptNeverTaken, vcpus: [0], sentence:
+            "vCPU 0 runs with interrupts enabled and vector 0xfb deliverable, but made no exit for 44 s and did not take it "
+            + "(at 0xffffffffc04d8dcc, exception 0x0e (page fault) pending in every sample): it never reaches a point "
+            + "where an interrupt can be injected, as in a fault that repeats forever"), "\(f)")
+        #expect(HangDiagnosis.isHang(f))
+    }
+
+    @Test func aRunningVCPUWithADeliverableVectorIsFineWhileItExitsOrHasInterruptsOff() {
+        // Exits between the samples: it runs, and takes interrupts (each EOI is an exit in
+        // `userspace` mode); caught with one pending each time is a busy guest.
+        let exiting = HangDiagnosis.findings(Self.stalledInAFault(exits: { 81_443 + UInt64($0) * 500 }))
+        #expect(!rules(exiting).contains(.interruptNeverTaken), "\(exiting)")
+        // Exited within the last second: too soon to say.
+        let recent = HangDiagnosis.findings(Self.stalledInAFault(sinceExit: 0.4))
+        #expect(!rules(recent).contains(.interruptNeverTaken), "\(recent)")
+        // Interrupts off: it cannot take one, which the looping rule describes instead.
+        let masked = HangDiagnosis.findings(Self.stalledInAFault(rflags: 0x10046))
+        #expect(!rules(masked).contains(.interruptNeverTaken), "\(masked)")
+        // One sample is not enough to say it made no exit.
+        let once = HangDiagnosis.findings(HangEvidence(samples: [Self.stalledInAFault().samples[0]]))
+        #expect(!rules(once).contains(.interruptNeverTaken), "\(once)")
+    }
+
     @Test func aVectorBelowThePriorityIsNotDeliverable() {
         var v = Make.halted(0, irr: [0x31])
         v.apic?.ppr = 0xf0
@@ -553,7 +593,7 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
 
     @Test func ruleIdsAreStableAndUnique() {
         #expect(Finding.Rule.allCases.map(\.rawValue) == [
-            "vcpu-not-answering", "vcpu-starved", "halted-with-interrupt-pending", "polling-icr", "halted-nothing-pending",
+            "vcpu-not-answering", "vcpu-starved", "halted-with-interrupt-pending", "interrupt-never-taken", "polling-icr", "halted-nothing-pending",
             "nmi-not-taken", "pv-spinlock-sleeper", "waiting-for-ipi", "waiting-for-spinlock", "looping-interrupts-disabled",
             "guest-report-only", "all-idle",
             "running-normally",
