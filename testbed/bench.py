@@ -114,6 +114,12 @@ def write_job(path, plan, args, files):
             f.write(f'echo "BENCH-RUN vmm={vmm} cpus={cpus} run={run}"\n')
             f.write(f"{probe} --marker {shlex.quote(MARKER)} --guest-mem-mib {args.memory} "
                     f"--timeout {run_timeout(cpus, ipi)} -- {quoted}\n")
+            # What L1's KVM traced during the run (shutdowns, injected exceptions; see
+            # l1/init): how many events, and the last few, then cleared for the next run.
+            f.write('if [ -n "${KVM_TRACE:-}" ]; then '
+                    'echo "L1 kvm trace: $(grep -vc \'^#\' "$KVM_TRACE/trace") events"; '
+                    'grep -v \'^#\' "$KVM_TRACE/trace" | tail -n 8 | sed \'s/^/L1 kvm trace: /\'; '
+                    ': >"$KVM_TRACE/trace"; fi\n')
             f.write('echo "BENCH-DONE"\n')
 
 
