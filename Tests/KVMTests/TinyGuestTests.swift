@@ -270,12 +270,7 @@ import Glibc
         var random = SplitMix64(seed: seed)
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicWake_64)
         try EntryState.writeTables(into: memory, longMode: true)
-        let controller: any InterruptController
-        switch mode {
-        case "kernel": controller = try KernelInterruptController(vm: vm)
-        case "split": controller = try SplitInterruptController(vm: vm, watch: { _, _ in })
-        default: controller = try UserspaceInterruptController(vcpuCount: 1)
-        }
+        let controller = try Self.interruptController(mode, vm)
         _ = ckvm_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let ready = DispatchSemaphore(value: 0)
@@ -373,6 +368,15 @@ import Glibc
         #expect(seen == "DEM")
     }
 
+    /// The `--irqchip` mode's controller for a one-vCPU VM (devices' eventfds not watched).
+    static func interruptController(_ mode: String, _ vm: VirtualMachine) throws -> any InterruptController {
+        switch mode {
+        case "kernel": try KernelInterruptController(vm: vm)
+        case "split": try SplitInterruptController(vm: vm, watch: { _, _ in })
+        default: try UserspaceInterruptController(vcpuCount: 1)
+        }
+    }
+
     /// A port bus with `ranges` and, where they are Kite's, the controller's PICs where a PC has them.
     static func portBus(_ ranges: [Bus.Range], _ controller: any InterruptController) throws -> Bus {
         var ranges = ranges
@@ -394,12 +398,7 @@ import Glibc
     func picInterruptWakesTheHaltedBootVCPU(mode: String) throws {
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.picExtint)
         try EntryState.writeTables(into: memory, longMode: false)
-        let controller: any InterruptController
-        switch mode {
-        case "kernel": controller = try KernelInterruptController(vm: vm)
-        case "split": controller = try SplitInterruptController(vm: vm, watch: { _, _ in })
-        default: controller = try UserspaceInterruptController(vcpuCount: 1)
-        }
+        let controller = try Self.interruptController(mode, vm)
         _ = ckvm_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let ready = DispatchSemaphore(value: 0)
@@ -432,8 +431,7 @@ import Glibc
     func ioapicLineWakesAHaltedVCPU(mode: String, levelTriggered: Bool) throws {
         let (kvm, vm, memory) = try Self.makeVM(program: levelTriggered ? GuestPrograms.xapicIoapicLevel : GuestPrograms.xapicIoapic)
         try EntryState.writeTables(into: memory, longMode: false)
-        let controller: any InterruptController = mode == "split" ? try SplitInterruptController(vm: vm, watch: { _, _ in })
-                                                                  : try UserspaceInterruptController(vcpuCount: 1)
+        let controller = try Self.interruptController(mode, vm)
         _ = ckvm_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let ready = DispatchSemaphore(value: 0)
