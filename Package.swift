@@ -45,14 +45,16 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Shared by the test targets (a seeded random generator).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UnitTests", dependencies: [
             "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
         ]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),
-        .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices"]),
+        .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "TestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices", "TestSupport"]),
         .testTarget(name: "KVMTests", dependencies: [
-            "CKVM", "KVM", "GuestMemory", "VMM", "Devices", "Diagnosis",
+            "CKVM", "KVM", "GuestMemory", "VMM", "Devices", "Diagnosis", "TestSupport",
         ]),
     ]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Diagnosis
 
 /// Loads a log from Tests/DiagnosisTests/Fixtures.
@@ -14,19 +15,6 @@ private func functions(_ frames: [KernelFrame]) -> [String] {
 
 private func count(_ kind: KernelEvent.Kind, in events: [KernelEvent]) -> Int {
     events.filter { $0.kind == kind }.count
-}
-
-/// A small deterministic generator (SplitMix64), so the chunked and random-byte tests are
-/// the same on every run.
-private struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 // MARK: - Seed logs
@@ -636,7 +624,7 @@ struct ConsoleWatcherStreamingTests {
         let whole = ConsoleWatcher.events(in: log)
         #expect(!whole.isEmpty)
 
-        var generator = SeededGenerator(state: 0x4B49_5445)
+        var generator = SplitMix64(seed: 0x4B49_5445)
         let bytes = Array(log.utf8)
         var watcher = ConsoleWatcher()
         var chunked: [KernelEvent] = []
@@ -712,7 +700,7 @@ struct ConsoleWatcherStreamingTests {
 @Suite("ConsoleWatcher: hostile input")
 struct ConsoleWatcherHostileInputTests {
     @Test func randomBytesDoNotCrashOrGrow() {
-        var generator = SeededGenerator(state: 0xDEAD_BEEF)
+        var generator = SplitMix64(seed: 0xDEAD_BEEF)
         var watcher = ConsoleWatcher()
         var chunk = [UInt8](repeating: 0, count: 4096)
         for _ in 0..<256 { // 1 MiB
@@ -737,7 +725,7 @@ struct ConsoleWatcherHostileInputTests {
             "kthread starved for ", "->cpu=", "WARNING: CPU: ", ", CPU#", "BUG: ", "Oops: ", "[#1]", "99999999999999999999",
             "\u{1B}[31m", "\u{1B}]0;title\u{07}", "\r", "\u{0}", "é", "\u{FFFD}",
         ]
-        var generator = SeededGenerator(state: 42)
+        var generator = SplitMix64(seed: 42)
         var watcher = ConsoleWatcher()
         for _ in 0..<20_000 {
             let piece = pieces[Int.random(in: 0..<pieces.count, using: &generator)]

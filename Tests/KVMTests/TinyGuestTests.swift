@@ -6,6 +6,7 @@ import GuestMemory
 import KVM
 import Synchronization
 import Testing
+import TestSupport
 import X86Boot
 @testable import VMM
 #if canImport(Glibc)
@@ -325,19 +326,6 @@ import Glibc
         init(onCount: @escaping @Sendable (UInt32) -> Void) { self.onCount = onCount }
         func read(offset: UInt64, width: Int) -> UInt64 { 0 }
         func write(offset: UInt64, width: Int, value: UInt64) { onCount(UInt32(truncatingIfNeeded: value)) }
-    }
-
-    /// A small seeded generator (SplitMix64), so that a failing interleaving can be replayed.
-    struct SplitMix64 {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 
     /// `userspace` mode: a guest that clears IA32_APIC_BASE's enable bit (its writes are

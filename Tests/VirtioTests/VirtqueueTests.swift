@@ -1,5 +1,6 @@
 import GuestMemory
 import Testing
+import TestSupport
 import Virtio
 
 // Guest RAM for every test: two 64 KiB regions with a 64 KiB hole between them, so a
@@ -542,18 +543,6 @@ private func runFuzzInput(_ input: [UInt8], memory: GuestMemory) -> FuzzOutcome 
     }
 }
 
-/// SplitMix64: a tiny deterministic generator, so the inputs are the same on every run.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A plausible-looking but hostile queue: rings at fixed low addresses, descriptors with
 /// random flags, links and buffers that land in RAM, in the hole, across edges or anywhere.
 private func makeFuzzInput(_ rng: inout SplitMix64) -> [UInt8] {
@@ -610,7 +599,7 @@ private func makeFuzzInput(_ rng: inout SplitMix64) -> [UInt8] {
 
 @Test func fuzzedQueuesNeverEscapeGuestMemory() throws {
     let memory = try GuestMemory(layout: fuzzLayout)
-    var rng = SplitMix64(state: 0x4B49_5445)
+    var rng = SplitMix64(seed: 0x4B49_5445)
     var drained = 0, served = 0, rejected = 0
     for _ in 0..<3000 {
         switch runFuzzInput(makeFuzzInput(&rng), memory: memory) {
