@@ -48,7 +48,7 @@ let package = Package(
         // Shared by the test targets (a seeded random generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UnitTests", dependencies: [
-            "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM",
+            "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC",
         ]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),
         .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "TestSupport"], resources: [.copy("Fixtures")]),
