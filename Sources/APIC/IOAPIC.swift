@@ -89,13 +89,20 @@ public struct IOAPIC: Sendable, Equatable {
         }
     }
 
-    /// The messages of every level-triggered entry (masked or not; vectors 16 and up), by
-    /// pin: where the local APICs are KVM's (`split`), Kite gives KVM these as MSI routes so
-    /// that KVM knows which vectors' EOIs are the IOAPIC's and sends them back.
-    public var levelTriggeredRoutes: [Route] {
+    /// The entries KVM must have as MSI routes where the local APICs are KVM's (`split`),
+    /// by pin (vectors 16 and up only):
+    /// - every level-triggered entry, masked or not, so that KVM knows which vectors' EOIs
+    ///   are the IOAPIC's and sends them back (a masked one may still have one in service);
+    /// - the unmasked edge-triggered entries of `directPins`, the pins whose device signals
+    ///   KVM itself (an irqfd on GSI = pin): the route is how its edges reach the APICs
+    ///   without Kite, and a masked entry has none, so its edges are dropped, as the
+    ///   IOAPIC drops an edge on a masked entry.
+    public func routes(directPins: Set<Int> = []) -> [Route] {
         (0..<Self.pins).compactMap { pin in
             let e = entries[pin]
-            guard e & Self.levelTriggered != 0, UInt8(truncatingIfNeeded: e) >= 16 else { return nil }
+            guard UInt8(truncatingIfNeeded: e) >= 16 else { return nil }
+            let level = e & Self.levelTriggered != 0
+            guard level || (directPins.contains(pin) && e & Self.masked == 0) else { return nil }
             return Route(pin: pin, message: message(pin))
         }
     }

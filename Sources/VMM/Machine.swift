@@ -122,8 +122,9 @@ public final class Machine {
 
         // 3. Interrupt controllers (before any vCPU exists): KVM's in-kernel ones and its PIT;
         //    or (split) KVM's local APICs and Kite's IOAPIC and PICs; or (userspace) every APIC
-        //    and the PICs in Kite, with the TSC-deadline MSR trapped. In both of Kite's modes the
-        //    device thread reads the devices' interrupt eventfds.
+        //    and the PICs in Kite, with the TSC-deadline MSR trapped. The devices' interrupt eventfds
+        //    are irqfds to KVM (kernel; split, through MSI routes), or read on the device
+        //    thread (userspace).
         let deviceEvents = try DeviceEventLoop()
         // What CPUID can offer (the vCPUs' template in step 7; userspace mode's address width).
         let supported = try setup { try kvm.supportedCPUID() }
@@ -133,8 +134,7 @@ public final class Machine {
             interrupts = try setup { try KernelInterruptController(vm: vm) }
         case .split:
             interrupts = try setup {
-                try SplitInterruptController(vm: vm, x2apicIDs: config.cpus > maxVCPUs,
-                                             watch: { fd, handler in _ = try deviceEvents.watch(fd, handler) })
+                try SplitInterruptController(vm: vm, x2apicIDs: config.cpus > maxVCPUs)
             }
         case .userspace:
             try setup { try vm.trapMSRs(UserspaceInterruptController.trappedMSRs) }

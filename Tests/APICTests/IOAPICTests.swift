@@ -77,20 +77,28 @@ import Testing
     }
 
     /// `split` mode's routes: every level entry with a real vector, masked or not (a masked
-    /// entry may still have one in service), and no edge entry.
-    @Test func levelTriggeredRoutesListLevelEntriesOnly() {
+    /// entry may still have one in service), and an edge entry only where its device
+    /// signals KVM directly and the entry is unmasked.
+    @Test func routesListLevelEntriesAndUnmaskedDirectEdgeEntries() {
         var io = IOAPIC()
-        #expect(io.levelTriggeredRoutes.isEmpty)
+        #expect(io.routes().isEmpty)
         _ = Self.program(&io, pin: 4, low: 0x24)                        // edge
         _ = Self.program(&io, pin: 9, low: 0x0001_8029, high: 0x0300_0000)  // level, masked
         _ = Self.program(&io, pin: 14, low: 0x0000_8931, high: 0x0200_0000) // level, logical, lowest priority
         _ = Self.program(&io, pin: 15, low: 0x0000_8005)                // level, but vector 5
-        let routes = io.levelTriggeredRoutes
+        let routes = io.routes()
         #expect(routes.map(\.pin) == [9, 14])
         #expect(routes[0].message.msi.address == 0xFEE0_3000)
         #expect(routes[0].message.msi.data == 0xC029)
         #expect(routes[1].message.msi.address == 0xFEE0_2004)
         #expect(routes[1].message.msi.data == 0xC131)
+        _ = Self.program(&io, pin: 16, low: 0x0001_0040)                // edge, masked
+        #expect(io.routes(directPins: [4, 16]).map(\.pin) == [4, 9, 14])
+        #expect(io.routes(directPins: [4, 16])[0].message.msi.data == 0x0024)
+        _ = Self.program(&io, pin: 16, low: 0x0000_0040, high: 0x0100_0000)  // unmasked
+        #expect(io.routes(directPins: [4, 16]).map(\.pin) == [4, 9, 14, 16])
+        #expect(io.routes(directPins: [4, 16])[3].message.msi.address == 0xFEE0_1000)
+        #expect(io.routes(directPins: [16]).map(\.pin) == [9, 14, 16])
     }
 
     @Test func messagesReachTheirAPICsAndEncodeAsMSIs() {

@@ -360,7 +360,7 @@ import Glibc
     static func interruptController(_ mode: String, _ vm: VirtualMachine) throws -> any InterruptController {
         switch mode {
         case "kernel": try KernelInterruptController(vm: vm)
-        case "split": try SplitInterruptController(vm: vm, watch: { _, _ in })
+        case "split": try SplitInterruptController(vm: vm)
         default: try UserspaceInterruptController(vcpuCount: 1)
         }
     }
@@ -442,11 +442,49 @@ import Glibc
         #expect(seen == (levelTriggered ? "RDE" : "RD"))
     }
 
+    /// `split` mode: a device's eventfd is an irqfd on its IOAPIC pin, and the pin's MSI
+    /// route, installed when the guest unmasks the entry, carries the edge from the eventfd
+    /// to KVM's APIC with no thread of Kite's in between (this test runs no device thread).
+    /// Before the guest programs the entry there is no route, and a signal is dropped, as
+    /// the IOAPIC drops an edge on a masked entry.
+    @Test func splitModeDeviceEdgesGoStraightFromTheEventFDToKVM() throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicIoapic)
+        try EntryState.writeTables(into: memory, longMode: false)
+        let controller = try Self.interruptController("split", vm)
+        let device = try EventFD()
+        try controller.attachEdgeTrigger(eventFD: device.fd, gsi: 5)
+        device.signal()   // the entry is still masked: no route, nothing delivered
+        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let ready = DispatchSemaphore(value: 0)
+        let signalled = Mutex(false), tookTheEarlyOne = Mutex(false)
+        let port = TestPort(control: control, stopOn: UInt8(ascii: "D"), onByte: { byte in
+            if byte == UInt8(ascii: "R") { ready.signal() }
+            if byte == UInt8(ascii: "D") && !signalled.withLock({ $0 }) { tookTheEarlyOne.withLock { $0 = true } }
+        })
+        let ports = try Self.portBus([.init(base: 0x10, length: 1, device: port)], controller)
+        let mmio = try Bus(name: "mmio", ranges: [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
+                                                         device: controller.makeIOAPICDevice()!)], report: { _ in })
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: false)
+        var wasReady = false
+        let finished = try Self.run([thread], controller, control) {
+            wasReady = ready.wait(timeout: .now() + 20) == .success
+            usleep(50_000)   // let the vCPU reach its HLT
+            signalled.withLock { $0 = true }
+            device.signal()
+        }
+        let seen = String(decoding: port.seen.withLock { $0 }, as: UTF8.self)
+        #expect(wasReady && finished, "the guest said \(seen)")
+        #expect(seen == "RD")
+        #expect(!tookTheEarlyOne.withLock { $0 }, "the signal sent while the entry was masked was delivered")
+    }
+
     /// More than 254 vCPUs (`split`): each local APIC starts in x2APIC mode with its 32-bit
     /// ID, the BSP flag only on vCPU 0; below that, xAPIC mode as before.
     @Test func manyVCPUsStartInX2APICMode() throws {
         let (kvm, vm, _) = try Self.makeVM(program: [0xF4])
-        _ = try SplitInterruptController(vm: vm, x2apicIDs: true, watch: { _, _ in })
+        _ = try SplitInterruptController(vm: vm, x2apicIDs: true)
         let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), vcpuCount: 300, extendedDestinationIDs: true)
         for id in [0, 299] {
             let vcpu = try vm.createVCPU(id: id)

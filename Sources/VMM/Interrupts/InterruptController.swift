@@ -94,9 +94,9 @@ final class KernelInterruptController: InterruptController {
     }
 }
 
-/// For an IOAPIC that is Kite's (`split`, `userspace`): each signal of `eventFD`, read by
-/// `watch` on the device thread, pulses line `gsi` (high, then low), as KVM's irqfd does for
-/// its own IOAPIC.
+/// Where no irqfd can reach the interrupt controller (`userspace`: KVM has none): each
+/// signal of `eventFD`, read by `watch` on the device thread, pulses line `gsi` (high, then
+/// low), as KVM's irqfd does for its own IOAPIC.
 func pulseLine(_ gsi: UInt32, onSignalOf eventFD: Int32, watch: (Int32, @escaping () -> Void) throws -> Void,
                setLine: @escaping (Bool) -> Void) throws(KVMError) {
     do {

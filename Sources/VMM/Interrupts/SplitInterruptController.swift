@@ -9,10 +9,9 @@ import Glibc
 
 /// `split` mode (KVM_CAP_SPLIT_IRQCHIP): the local APICs stay in KVM; the IOAPIC is Kite's
 /// (`APIC.IOAPIC`, MMIO at 0xFEC00000), and every interrupt it sends reaches KVM's APICs as
-/// an MSI (KVM_SIGNAL_MSI). The two 8259 PICs are Kite's too (`LegacyPIC`, ports 0x20,
-/// 0xA0, 0x4D0): ISA lines 0-15 drive both, as KVM's default routing does. There is no
-/// PIT: Linux keeps time with kvmclock and the local APIC's TSC-deadline timer.
-/// Devices' eventfds are read on Kite's device thread, which raises the line.
+/// an MSI. The two 8259 PICs are Kite's too (`LegacyPIC`, ports 0x20, 0xA0, 0x4D0): ISA
+/// lines 0-15 drive both, as KVM's default routing does. There is no PIT: Linux keeps time
+/// with kvmclock and the local APIC's TSC-deadline timer.
 ///
 /// The PIC's interrupt: when its output rises, the boot vCPU is kicked (or, halted in KVM,
 /// woken by the kick); before its next entry (`beforeEntry`), if KVM says the guest can take
@@ -20,35 +19,40 @@ import Glibc
 /// acknowledges the PIC and hands KVM the vector (KVM_INTERRUPT); while one is left, it asks
 /// for an interrupt window. This is QEMU's way in this mode.
 ///
-/// Level-triggered entries: KVM's local APICs send an EOI back to Kite
-/// (KVM_EXIT_IOAPIC_EOI) only for vectors it knows to be the IOAPIC's, which it learns from
-/// the GSI routing table. So whenever the guest changes the IOAPIC's level-triggered entries,
-/// Kite installs one MSI route per such entry (gsi = pin), as QEMU does in this mode; the
-/// routes only mark vectors, interrupts themselves still go by KVM_SIGNAL_MSI.
+/// GSI routing: whenever the guest changes the IOAPIC's entries, Kite gives KVM one MSI
+/// route per entry that needs one (gsi = pin; `IOAPIC.routes(directPins:)`):
+/// - the devices' edges (virtio): each device's eventfd is an irqfd on its pin's GSI, so an
+///   interrupt goes from the device straight to KVM's APICs as the entry's MSI, with no
+///   thread of Kite's in between; a masked entry has no route, and KVM drops the edge, as
+///   the IOAPIC would;
+/// - level-triggered entries: KVM's local APICs send an EOI back to Kite
+///   (KVM_EXIT_IOAPIC_EOI) only for vectors it finds in its routes, as QEMU arranges in
+///   this mode; these interrupts themselves go by KVM_SIGNAL_MSI from Kite's IOAPIC, which
+///   keeps their remote IRR.
+/// Lines Kite drives itself (the UART, the test devices) go through Kite's IOAPIC (then
+/// KVM_SIGNAL_MSI) and PICs.
 final class SplitInterruptController: InterruptController, @unchecked Sendable {
     let mode = "split"
     private let vm: VirtualMachine
-    /// The IOAPIC, and the level-triggered entries KVM has as routes (installed under the
-    /// same lock, so in the order the guest wrote the entries). Sending MSIs needs no lock.
+    /// The IOAPIC, the pins whose device signals KVM directly (an irqfd), and the routes
+    /// KVM has (installed under the same lock, so in the order the guest wrote the entries).
+    /// Sending MSIs needs no lock.
     private struct IOAPICState {
         var ioapic = IOAPIC()
+        var directPins: Set<Int> = []
         var routed: [IOAPIC.Route] = []
     }
     private let state = Mutex(IOAPICState())
     private let pic = LegacyPIC()
     /// The boot vCPU's thread, which takes the PIC's interrupts: set once before it starts.
     private let bootVCPU = Mutex<VCPUThread?>(nil)
-    /// Watches an eventfd on the device thread (`DeviceEventLoop.watch`).
-    private let watch: (Int32, @escaping () -> Void) throws -> Void
 
     /// Enables the split irqchip; must come before any vCPU exists. `x2apicIDs` (more than
     /// 254 vCPUs): KVM takes 32-bit APIC IDs, so that MSIs reach APIC IDs above 255.
-    init(vm: VirtualMachine, x2apicIDs: Bool = false,
-         watch: @escaping (Int32, @escaping () -> Void) throws -> Void) throws(KVMError) {
+    init(vm: VirtualMachine, x2apicIDs: Bool = false) throws(KVMError) {
         try vm.enableSplitInterruptController(pins: UInt64(IOAPIC.pins))
         if x2apicIDs { try vm.enableX2APICAPI() }
         self.vm = vm
-        self.watch = watch
     }
 
     func setLine(_ gsi: UInt32, level: Bool) {
@@ -82,9 +86,16 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
         vcpu.requestInterruptWindow(stillAsking)
     }
 
-    /// Each signal of `eventFD` pulses line `gsi`, as KVM's irqfd does for its own IOAPIC.
+    /// Each signal of `eventFD` is an edge on IOAPIC pin `gsi`, delivered by KVM itself: an
+    /// irqfd on GSI `gsi`, whose MSI route follows the pin's entry (none while it is masked).
+    /// A pin outside the IOAPIC is refused.
     func attachEdgeTrigger(eventFD: Int32, gsi: UInt32) throws(KVMError) {
-        try pulseLine(gsi, onSignalOf: eventFD, watch: watch) { [unowned self] in setLine(gsi, level: $0) }
+        guard gsi < UInt32(IOAPIC.pins) else { throw KVMError("no IOAPIC pin \(gsi) for an irqfd", errno: EINVAL) }
+        state.withLock { s in
+            s.directPins.insert(Int(gsi))
+            updateRoutes(&s)
+        }
+        try vm.attachInterrupt(eventFD: eventFD, gsi: gsi)
     }
 
     func endOfInterrupt(vector: UInt8) {
@@ -100,15 +111,16 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
                      }) })
     }
 
-    /// Under the IOAPIC's lock: gives KVM the level-triggered entries as routes if they changed.
+    /// Under the IOAPIC's lock: gives KVM the routes the entries need, if they changed.
     private func updateRoutes(_ s: inout IOAPICState) {
-        let routes = s.ioapic.levelTriggeredRoutes
+        let routes = s.ioapic.routes(directPins: s.directPins)
         guard routes != s.routed else { return }
         do {
             try vm.setMSIRoutes(routes.map { (gsi: UInt32($0.pin), address: $0.message.msi.address, data: $0.message.msi.data) })
             s.routed = routes
         } catch {
-            printLine("kite: split irqchip: \(error); the guest's level-triggered interrupts will not be acknowledged")
+            printLine("kite: split irqchip: \(error); the guest's device interrupts may not arrive, and its "
+                      + "level-triggered ones may not be acknowledged")
         }
     }
 
