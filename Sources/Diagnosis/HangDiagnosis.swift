@@ -83,7 +83,9 @@ public struct Finding: Sendable, Equatable {
         // MARK: Waiters: a vCPU that waits for another one.
 
         /// Spinning in a function that waits for other CPUs to answer an IPI (see
-        /// `IPIWait.functionPrefixes`). It waits for the vCPUs the root-cause rules (and
+        /// `IPIWait.functionPrefixes`), or running kernel code elsewhere (its timer tick, IPIs
+        /// it sends from handlers) while its own lockup report places it in one and a
+        /// root-cause rule found another vCPU stuck. It waits for the vCPUs the root-cause rules (and
         /// `loopingInterruptsDisabled`) found, else for the CPUs the guest's RCU stall names.
         /// "vCPU 0 spins in smp_call_function_many_cond waiting for CPU 2"
         case waitingForIPI = "waiting-for-ipi"
@@ -200,6 +202,10 @@ public enum HangDiagnosis {
         var notAnswering: [VCPUHistory] = [], starved: [VCPUHistory] = [], haltedPending: [VCPUHistory] = []
         var icrPollers: [VCPUHistory] = [], waiters: [VCPUHistory] = [], loopers: [VCPUHistory] = []
         var neverTaking: [VCPUHistory] = []
+        // Running kernel code in several places, while its own lockup report says it waits
+        // for an IPI: a waiter only if some other vCPU is found stuck (otherwise the whole
+        // VM may have been starved, and it has moved on: `guestReportOnly`).
+        var waitersPerConsoleOnly: [VCPUHistory] = []
         var haltedIdle: [VCPUHistory] = []
         // A spinlock waiter asleep in the PV wait, and the vCPUs spinning for a lock meanwhile
         // (without a sleeper, a lock spinner is judged by the other rules).
@@ -224,6 +230,9 @@ public enum HangDiagnosis {
             else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
             else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
             else if h.isSpinning, h.waitsPerConsole { waiters.append(h) }
+            else if h.runsKernelCodeThroughout, !h.functionFromConsole, h.consoleWaitFunction != nil {
+                waitersPerConsoleOnly.append(h)
+            }
             else if h.isSpinning, h.interruptsDisabledThroughout { loopers.append(h) }
             else if h.isHaltedThroughout, h.nothingPendingThroughout { haltedIdle.append(h) }
         }
@@ -241,6 +250,7 @@ public enum HangDiagnosis {
         let sleepersAreRootCauses = notRun.isEmpty
         var suspects = Set((notAnswering + starved + haltedWithIF + neverTaking + icrPollers
                             + (sleepersAreRootCauses ? lockSleepers : [])).map(\.id))
+        if !suspects.isEmpty { waiters += waitersPerConsoleOnly }
         if suspects.isEmpty { suspects = Set((loopers + haltedWithoutIF).map(\.id)) }
         var neverWoken = haltedIdle.filter { consoleStalled.contains($0.id) }
         if neverWoken.isEmpty, !waiters.isEmpty, suspects.isEmpty { neverWoken = haltedIdle }
@@ -652,6 +662,14 @@ struct VCPUHistory {
         let rips = answered.compactMap { $0.registers?.rip }
         guard let low = rips.min(), let high = rips.max() else { return false }
         return high - low < 256
+    }
+
+    /// Runnable in ring 0, in the guest, in every sample, wherever its RIP is: a CPU whose
+    /// own lockup report says it waits in an IPI-wait function counts as that waiter even
+    /// when the samples catch it in what it does meanwhile with interrupts on (its timer
+    /// tick, an IPI it sends from an interrupt handler).
+    var runsKernelCodeThroughout: Bool {
+        throughout { $0.thread == .inGuest && $0.mpState == .runnable && $0.registers?.cpl == 0 }
     }
 
     /// Spinning in a send-IPI function, or with the ICR "send pending" in every sample

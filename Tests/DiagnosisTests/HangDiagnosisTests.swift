@@ -686,6 +686,31 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(!delayLoop([]).contains { $0.rule == .waitingForIPI })
     }
 
+    /// hangmodload4 under `--irqchip userspace` (2026-12-05, its first run): CPU 3's soft
+    /// lockup says it waits in smp_call_function_many_cond for the starved vCPU 2, but the
+    /// last report's samples caught vCPU 3 elsewhere each time (interrupts on, it takes its
+    /// timer and sends IPIs from handlers, every one an exit in this mode). The guest's own
+    /// report still makes it the waiter.
+    @Test func aWaiterSampledOutsideItsWaitFunctionIsNamedFromItsLockupReport() {
+        let lockup = KernelEvent(kind: .softLockup, cpu: 3, stuckSeconds: 26,
+                                 headline: "watchdog: BUG: soft lockup - CPU#3 stuck for 26s! [rmmod:338]",
+                                 rip: KernelFrame(function: "smp_call_function_many_cond", offset: 0xf1, size: 0x330))
+        let places = ["__default_send_IPI_dest_field+0x31/0x70", "smp_call_function_many_cond+0xf1/0x330",
+                      "__default_send_IPI_dest_field+0x31/0x70"]
+        let samples = { (events: [KernelEvent]) in
+            HangDiagnosis.findings(Make.evidence(events: events, starvedAfter: 15) { i in
+                [Make.halted(0), Make.halted(1), Make.starved(2, entry: 30, irr: [0xfb]),
+                 Make.vcpu(3, rip: 0xffff_ffff_8100_0000 + UInt64(i) * 0x100, symbol: places[i], rflags: i == 2 ? 0x2 : 0x202)]
+            })
+        }
+        let f = samples([lockup])
+        #expect(f.first { $0.rule == .waitingForIPI }?.sentence == "vCPU 3 spins in smp_call_function_many_cond "
+            + "(per the guest's lockup report; now in __default_send_IPI_dest_field) waiting for CPU 2", "\(f)")
+        #expect(HangDiagnosis.summary(f).hasPrefix("vCPU 3 spins in smp_call_function_many_cond"))
+        // Without the guest's report, samples in three places are no waiter.
+        #expect(!samples([]).contains { $0.rule == .waitingForIPI })
+    }
+
     /// The CI run's hot-plug hang: the NMI request came inside the kthread-starved part of
     /// the RCU stall report ("Stack dump where RCU GP kthread last ran: Sending NMI from CPU 0
     /// to CPUs 2:"); vCPU 0 waits for it in delay_tsc.
