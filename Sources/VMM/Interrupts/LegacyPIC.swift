@@ -44,16 +44,15 @@ final class LegacyPIC: Sendable {
 
     /// The processor's INTA: the vector to inject (spurious IRQ 7's if the request is gone).
     func acknowledge() -> (vector: UInt8, change: OutputChange?) {
-        let (vector, change) = update { $0.acknowledge() }
-        return (vector, change)
+        update { $0.acknowledge() }
     }
 
     /// The register windows for the port bus: each chip's command and data ports, and the
     /// ELCR pair. `changed` hears of output changes that guest writes and reads cause.
     func makeDevices(changed: @escaping @Sendable (OutputChange) -> Void) -> LegacyPICDevices {
-        LegacyPICDevices(master: PICPorts(pic: self, chip: .master, changed: changed),
-                         slave: PICPorts(pic: self, chip: .slave, changed: changed),
-                         edgeLevelControl: EdgeLevelControlPorts(pic: self, changed: changed))
+        LegacyPICDevices(master: PICPorts(pic: self, registers: .chip(.master), changed: changed),
+                         slave: PICPorts(pic: self, registers: .chip(.slave), changed: changed),
+                         edgeLevelControl: PICPorts(pic: self, registers: .edgeLevelControl, changed: changed))
     }
 }
 
@@ -68,46 +67,41 @@ struct LegacyPICDevices {
     let edgeLevelControl: any BusDevice
 }
 
-/// One 8259's command and data ports. Byte accesses; a wider one touches the first byte only.
+/// A window of PIC ports on the port bus: one chip's command (offset 0) and data (offset 1)
+/// ports, or the ELCR pair (offset 0 the master's lines, 1 the slave's). Byte accesses; a
+/// wider one touches the first byte only. Whatever changes the PICs' output (a write, or a
+/// read that polls and so acknowledges) is told to `changed` after the lock is released.
 final class PICPorts: BusDevice {
+    enum Registers { case chip(PICPair.Chip), edgeLevelControl }
     private let pic: LegacyPIC
-    private let chip: PICPair.Chip
+    private let registers: Registers
     private let changed: @Sendable (LegacyPIC.OutputChange) -> Void
 
-    init(pic: LegacyPIC, chip: PICPair.Chip, changed: @escaping @Sendable (LegacyPIC.OutputChange) -> Void) {
+    init(pic: LegacyPIC, registers: Registers, changed: @escaping @Sendable (LegacyPIC.OutputChange) -> Void) {
         self.pic = pic
-        self.chip = chip
+        self.registers = registers
         self.changed = changed
     }
 
     func read(offset: UInt64, width: Int) -> UInt64 {
-        let (value, change) = pic.update { $0.read(chip, offset) }   // a poll acknowledges
+        let (value, change) = pic.update { p -> UInt8 in
+            switch registers {
+            case .chip(let chip): p.read(chip, offset)
+            case .edgeLevelControl: p.readELCR(offset == 0 ? .master : .slave)
+            }
+        }
         if let change { changed(change) }
         return UInt64(value)
     }
 
     func write(offset: UInt64, width: Int, value: UInt64) {
-        if let change = pic.update({ $0.write(chip, offset, UInt8(truncatingIfNeeded: value)) }).1 { changed(change) }
-    }
-}
-
-/// The ELCR (edge/level control) pair: offset 0 the master's lines, 1 the slave's.
-final class EdgeLevelControlPorts: BusDevice {
-    private let pic: LegacyPIC
-    private let changed: @Sendable (LegacyPIC.OutputChange) -> Void
-
-    init(pic: LegacyPIC, changed: @escaping @Sendable (LegacyPIC.OutputChange) -> Void) {
-        self.pic = pic
-        self.changed = changed
-    }
-
-    func read(offset: UInt64, width: Int) -> UInt64 {
-        UInt64(pic.update { $0.readELCR(offset == 0 ? .master : .slave) }.0)
-    }
-
-    func write(offset: UInt64, width: Int, value: UInt64) {
-        if let change = pic.update({ $0.writeELCR(offset == 0 ? .master : .slave, UInt8(truncatingIfNeeded: value)) }).1 {
-            changed(change)
-        }
+        let byte = UInt8(truncatingIfNeeded: value)
+        let change = pic.update { p in
+            switch registers {
+            case .chip(let chip): p.write(chip, offset, byte)
+            case .edgeLevelControl: p.writeELCR(offset == 0 ? .master : .slave, byte)
+            }
+        }.1
+        if let change { changed(change) }
     }
 }

@@ -27,16 +27,15 @@ struct UserspaceVCPUState: Sendable {
     var tscDeadline: UInt64 = 0
     /// Where IA32_APIC_BASE puts the APIC's page (the guest may move it).
     var apicPageAddress: UInt64 = GuestLayout.localAPICAddress
-    /// The PICs' output on this vCPU's LINT0 (the boot vCPU's only), and the number of the
-    /// change that set it (`LegacyPIC.OutputChange`): an older change never overwrites it.
-    var picOutput = false
-    var picOutputSequence: UInt64 = 0
+    /// The newest change of the PICs' output on this vCPU's LINT0 (the boot vCPU's only);
+    /// an older change never overwrites it.
+    var latestPICChange = LegacyPIC.OutputChange(level: false, sequence: 0)
+    /// The PICs' output as last told.
+    var picOutput: Bool { latestPICChange.level }
 
     /// Keeps the PICs' output as `change` set it, unless a newer change was recorded already.
     mutating func record(_ change: LegacyPIC.OutputChange) {
-        guard change.sequence > picOutputSequence else { return }
-        picOutput = change.level
-        picOutputSequence = change.sequence
+        if change.sequence > latestPICChange.sequence { latestPICChange = change }
     }
 
     /// The PIC asks and the APIC lets it through to the processor (LINT0 in ExtINT mode).
