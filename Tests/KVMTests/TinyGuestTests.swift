@@ -365,6 +365,21 @@ import Glibc
         }
     }
 
+    /// Runs one vCPU thread whose guest signals `ready` and then halts; `raise` comes 50 ms
+    /// after the signal, so that the interrupt must wake the halted vCPU rather than catch it
+    /// running. Returns whether the guest got ready, and whether it stopped the machine in time.
+    static func runRaisingWhenHalted(_ thread: VCPUThread, _ controller: any InterruptController,
+                                     _ control: MachineControl, ready: DispatchSemaphore,
+                                     raise: () -> Void) throws -> (ready: Bool, finished: Bool) {
+        var wasReady = false
+        let finished = try run([thread], controller, control) {
+            wasReady = ready.wait(timeout: .now() + 20) == .success
+            usleep(50_000)
+            raise()
+        }
+        return (wasReady, finished)
+    }
+
     /// A port bus with `ranges` and, where they are Kite's, the controller's PICs where a PC has them.
     static func portBus(_ ranges: [Bus.Range], _ controller: any InterruptController) throws -> Bus {
         var ranges = ranges
@@ -396,10 +411,7 @@ import Glibc
         let mmio = try Bus(name: "mmio", ranges: [], report: { _ in })
         let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
                                                 control: control, kiteAPIC: mode == "userspace")
-        var wasReady = false
-        let finished = try Self.run([thread], controller, control) {
-            wasReady = ready.wait(timeout: .now() + 20) == .success
-            usleep(50_000)   // let the vCPU reach its HLT: the line must wake it, not catch it running
+        let (wasReady, finished) = try Self.runRaisingWhenHalted(thread, controller, control, ready: ready) {
             controller.setLine(5, level: true)
             controller.setLine(5, level: false)
         }
@@ -430,10 +442,7 @@ import Glibc
                                                          device: controller.makeIOAPICDevice()!)], report: { _ in })
         let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
                                                 control: control, kiteAPIC: mode == "userspace")
-        var wasReady = false
-        let finished = try Self.run([thread], controller, control) {
-            wasReady = ready.wait(timeout: .now() + 20) == .success
-            usleep(50_000)   // let the vCPU reach its HLT: the line must wake it, not catch it running
+        let (wasReady, finished) = try Self.runRaisingWhenHalted(thread, controller, control, ready: ready) {
             controller.setLine(5, level: true)
         }
         let seen = String(decoding: port.seen.withLock { $0 }, as: UTF8.self)
@@ -467,10 +476,7 @@ import Glibc
                                                          device: controller.makeIOAPICDevice()!)], report: { _ in })
         let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
                                                 control: control, kiteAPIC: false)
-        var wasReady = false
-        let finished = try Self.run([thread], controller, control) {
-            wasReady = ready.wait(timeout: .now() + 20) == .success
-            usleep(50_000)   // let the vCPU reach its HLT
+        let (wasReady, finished) = try Self.runRaisingWhenHalted(thread, controller, control, ready: ready) {
             signalled.withLock { $0 = true }
             device.signal()
         }
