@@ -6,16 +6,12 @@
 # with vector 0x35: the handler writes 'P', ends the interrupt with a non-specific EOI, reads
 # the master's ISR (OCW3), writes 'E' if it is empty, and halts (no IRET: see xapic_ap.S).
 .code32
+.include "idt.inc"
 .globl _start
 _start:
     cli
     mov $0x6000, %esp
-    mov $handler, %eax               # interrupt gate for vector 0x35 in an IDT at 0x7000
-    mov %ax, 0x7000 + 0x35 * 8
-    movw $0x10, 0x7000 + 0x35 * 8 + 2   # Kite's PVH entry code segment
-    movw $0x8e00, 0x7000 + 0x35 * 8 + 4
-    shr $16, %eax
-    mov %ax, 0x7000 + 0x35 * 8 + 6
+    gate32 0x35, handler, 0x10   # vector 0x35: Kite's PVH entry code segment (idt.inc)
     lidt idt_desc
     mov $0x11, %al                   # ICW1: edge, cascade, ICW4 follows
     out %al, $0x20
@@ -58,5 +54,4 @@ handler:
 2:  hlt
     jmp 2b
 idt_desc:
-    .word 256 * 8 - 1
-    .long 0x7000
+    idt_descriptor32

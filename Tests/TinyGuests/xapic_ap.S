@@ -4,6 +4,7 @@
 # on. The handler says 'I', acknowledges at 0x501, writes the APIC's EOI register and
 # halts there: it does not return, because the build machines' software hypervisor
 # (kvm_pvm) cannot emulate a 32-bit IRET ("KVM internal error, suberror 1").
+.include "idt.inc"
 .code16
 .globl _start
 _start:
@@ -24,12 +25,7 @@ pm:
     mov %ax, %es
     mov %ax, %ss
     mov $0x6000, %esp
-    mov $handler, %eax               # interrupt gate for vector 0x40
-    mov %ax, 0x7000 + 0x40 * 8
-    movw $0x08, 0x7000 + 0x40 * 8 + 2
-    movw $0x8e00, 0x7000 + 0x40 * 8 + 4
-    shr $16, %eax
-    mov %ax, 0x7000 + 0x40 * 8 + 6
+    gate32 0x40, handler, 0x08   # interrupt gate for vector 0x40 (idt.inc)
     lidt idt_desc
     movl $0x1ff, 0xfee000f0          # spurious vector register: software enable
     mov $0x10, %dx
@@ -56,5 +52,4 @@ gdt_desc:
     .word gdt_desc - gdt - 1
     .long gdt
 idt_desc:
-    .word 256 * 8 - 1
-    .long 0x7000
+    idt_descriptor32

@@ -6,18 +6,11 @@
 #    ('B', 'C'); were CR8 lost on Kite's side, 'I' would come first.
 # 3. CR8 = 0 lets it through: the handler says 'I' and halts (no IRET, see xapic_ap.S).
 .code64
+.include "idt.inc"
 .globl _start
 _start:
     cli
-    mov $handler, %rax               # 16-byte interrupt gate for vector 0x42, IDT at 0x7000
-    mov %ax, 0x7000 + 0x42 * 16
-    movw $0x10, 0x7000 + 0x42 * 16 + 2  # Kite's 64-bit entry code segment
-    movw $0x8e00, 0x7000 + 0x42 * 16 + 4
-    shr $16, %rax
-    mov %ax, 0x7000 + 0x42 * 16 + 6
-    shr $16, %rax
-    mov %eax, 0x7000 + 0x42 * 16 + 8
-    movl $0, 0x7000 + 0x42 * 16 + 12
+    gate64 0x42, handler         # vector 0x42: Kite's 64-bit code segment (idt.inc)
     lidt idt_desc
     mov $0xfee00000, %ebx            # the APIC page (above 2 GiB: no absolute address)
     movl $0x1ff, 0xf0(%rbx)          # spurious vector register: software enable
@@ -56,5 +49,4 @@ handler:
 3:  hlt
     jmp 3b
 idt_desc:
-    .word 256 * 16 - 1
-    .quad 0x7000
+    idt_descriptor64

@@ -6,17 +6,13 @@
 # asserted once the EOI has reached it; the second interrupt says 'E'. An EOI that never
 # reaches the IOAPIC leaves its remote IRR set, and the guest waits for ever after 'D'.
 .code32
+.include "idt.inc"
 .globl _start
 _start:
     cli
     mov $0x6000, %esp
     movl $0, 0x600                   # interrupts taken
-    mov $handler, %eax               # interrupt gate for vector 0x42 in an IDT at 0x7000
-    mov %ax, 0x7000 + 0x42 * 8
-    movw $0x10, 0x7000 + 0x42 * 8 + 2   # Kite's PVH entry code segment
-    movw $0x8e00, 0x7000 + 0x42 * 8 + 4
-    shr $16, %eax
-    mov %ax, 0x7000 + 0x42 * 8 + 6
+    gate32 0x42, handler, 0x10   # vector 0x42: Kite's PVH entry code segment (idt.inc)
     lidt idt_desc
     mov $0xff, %al                   # mask both 8259 PICs, as an OS that uses the IOAPIC does:
     out %al, $0x21                   # the line is an ISA IRQ too, and the boot APIC's LINT0
@@ -50,5 +46,4 @@ second:
 3:  hlt
     jmp 3b
 idt_desc:
-    .word 256 * 8 - 1
-    .long 0x7000
+    idt_descriptor32

@@ -3,16 +3,12 @@
 # on: halted (HLT) if the byte at 0x600 is 0, spinning in the guest otherwise. The timer's
 # handler writes 'T' to test port 0x10 and halts (no IRET: see xapic_ap.S).
 .code32
+.include "idt.inc"
 .globl _start
 _start:
     cli
     mov $0x6000, %esp
-    mov $handler, %eax               # interrupt gate for vector 0x41 in an IDT at 0x7000
-    mov %ax, 0x7000 + 0x41 * 8
-    movw $0x10, 0x7000 + 0x41 * 8 + 2   # Kite's PVH entry code segment
-    movw $0x8e00, 0x7000 + 0x41 * 8 + 4
-    shr $16, %eax
-    mov %ax, 0x7000 + 0x41 * 8 + 6
+    gate32 0x41, handler, 0x10   # vector 0x41: Kite's PVH entry code segment (idt.inc)
     lidt idt_desc
     movl $0x1ff, 0xfee000f0          # spurious vector register: software enable
     movl $0x0b, 0xfee003e0           # divide by 1
@@ -32,5 +28,4 @@ handler:
 2:  hlt
     jmp 2b
 idt_desc:
-    .word 256 * 8 - 1
-    .long 0x7000
+    idt_descriptor32

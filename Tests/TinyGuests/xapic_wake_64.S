@@ -5,20 +5,13 @@
 # raises the next edge, at a random moment) and returns (IRETQ) to the HLT loop; every
 # 64th time it first spins a while, so that edges also land while it runs.
 .code64
+.include "idt.inc"
 .globl _start
 _start:
     cli
     mov $0x6000, %rsp
     movl $0, 0x600
-    mov $handler, %rax               # 16-byte interrupt gate for vector 0x42, IDT at 0x7000
-    mov %ax, 0x7000 + 0x42 * 16
-    movw $0x10, 0x7000 + 0x42 * 16 + 2
-    movw $0x8e00, 0x7000 + 0x42 * 16 + 4
-    shr $16, %rax
-    mov %ax, 0x7000 + 0x42 * 16 + 6
-    shr $16, %rax
-    mov %eax, 0x7000 + 0x42 * 16 + 8
-    movl $0, 0x7000 + 0x42 * 16 + 12
+    gate64 0x42, handler         # vector 0x42: Kite's 64-bit code segment (idt.inc)
     lidt idt_desc
     mov $0xfee00000, %ebx            # the APIC page
     movl $0x1ff, 0xf0(%rbx)          # spurious vector register: software enable
@@ -56,5 +49,4 @@ handler:
     pop %rax
     iretq
 idt_desc:
-    .word 256 * 16 - 1
-    .quad 0x7000
+    idt_descriptor64
