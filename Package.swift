@@ -8,6 +8,7 @@ import PackageDescription
 //   APIC (the local APIC, IOAPIC, 8259 PICs and IPI routing as pure state, for Kite's own
 //   interrupt controllers)
 //   Devices (UART, i8042, ACPI power); Virtio (split virtqueue, MMIO transport) -> VirtioDevices
+//   Sandbox (per-thread seccomp allow-lists, compiled by libseccomp through CSandbox)
 //   -> VMM (the boot recipe, vCPU threads, device event loop) -> kite (CLI)
 let package = Package(
     name: "Kite",
@@ -22,6 +23,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "CKVM"),
+        // Debian's libseccomp-dev: it compiles the allow-lists to BPF (scripts/install-deps).
+        .target(name: "CSandbox", linkerSettings: [.linkedLibrary("seccomp")]),
+        .target(name: "Sandbox", dependencies: ["CSandbox", "CKVM"]),
         .target(name: "GuestMemory", dependencies: ["CKVM"]),
         .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
         .target(name: "ACPI"),
@@ -38,17 +42,17 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "VMM", dependencies: [
-            "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC",
+            "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox",
         ]),
         .executableTarget(name: "kite", dependencies: [
-            "VMM", "VirtioDevices",
+            "VMM", "VirtioDevices", "Sandbox",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Shared by the test targets (a seeded random generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UnitTests", dependencies: [
-            "CKVM", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC",
+            "CKVM", "Sandbox", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC",
         ]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),
         .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "TestSupport"], resources: [.copy("Fixtures")]),

@@ -228,6 +228,7 @@ const unsigned long CKVM_IRQFD = KVM_IRQFD;
 const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
 const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
 const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
+const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
 const unsigned long CKVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
 const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 const unsigned long CKVM_RUN = KVM_RUN;

@@ -1,4 +1,5 @@
 import CKVM
+import Sandbox
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -95,8 +96,8 @@ final class DeviceEventLoop: @unchecked Sendable {
     /// The handle the next `watch` will return.
     var nextHandle: Int { handlers.count }
 
-    func start() throws {
-        switch startKiteThread(name: "kite-devices", { [self] in run() }) {
+    func start(seccomp: SeccompProgram? = nil) throws {
+        switch startKiteThread(name: "kite-devices", seccomp: seccomp, { [self] in run() }) {
         case .success(let t): thread = t
         case .failure(let e): throw SetupError("cannot start the device thread: \(e)")
         }
@@ -110,6 +111,7 @@ final class DeviceEventLoop: @unchecked Sendable {
     }
 
     private func run() {
+        ForbiddenCallInjection.fireIfArmed(.devices)
         var tags = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         while true {

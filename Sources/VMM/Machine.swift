@@ -4,6 +4,7 @@ import Devices
 import Diagnosis
 import GuestMemory
 import KVM
+import Sandbox
 import Virtio
 import VirtioDevices
 import X86Boot
@@ -74,13 +75,16 @@ public final class Machine {
     let timeline: BootTimeline
     /// The interrupt controllers (`--irqchip`).
     let interrupts: any InterruptController
+    /// Each thread kind's compiled seccomp filter (nil with `--seccomp off`).
+    let seccomp: SeccompFilters?
 
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
                  threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD],
                  inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?, watchdog: HangWatchdog, timeline: BootTimeline,
-                 interrupts: any InterruptController) {
+                 interrupts: any InterruptController, seccomp: SeccompFilters?) {
         self.interrupts = interrupts
+        self.seccomp = seccomp
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
         self.threads = threads; self.entry = entry
@@ -113,6 +117,15 @@ public final class Machine {
         let kernel = try setup { try FileImage(path: config.kernelPath) }
         let initrd = try config.initrdPath.map { p in try setup { try FileImage(path: p) } }
         let format = try setup { try KernelFormat.detect(kernel) }
+        // Each thread kind's seccomp allow-list, compiled now; threads install their own as
+        // they start (Machine.run).
+        let seccomp = try setup { try SeccompFilters.compile(config.seccomp) }
+        for fault in config.watchdog.injections {
+            if let vcpu = fault.vcpu, vcpu >= config.cpus {
+                throw SetupError("--inject: there is no vCPU \(vcpu) (--cpus \(config.cpus))")
+            }
+            if case .seccompViolation(let role) = fault { ForbiddenCallInjection.arm(role) }
+        }
 
         // 2. The VM and its memory.
         let vm = try setup { try kvm.createVM() }
@@ -152,7 +165,10 @@ public final class Machine {
         acpi.sleepControlPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepControlOffset)
         acpi.sleepStatusPort = UInt16(Ports.acpiPower + ACPIPowerDevice.sleepStatusOffset)
         acpi.resetPort = UInt16(Ports.acpiPower + ACPIPowerDevice.resetOffset)
-        let control = try MachineControl()
+        let control = try MachineControl(guestEntryAllowed: false)
+        // From here on a call outside a thread's list is caught (SIGSYS), before the first
+        // confined thread (userspace mode's APIC timers, step 7) starts.
+        if seccomp != nil { try setup { try SeccompViolation.catchViolations(wakeFD: control.wakeFD) } }
         let console: ConsoleOutput
         switch config.console {
         case .stdio, .virtio: console = ConsoleOutput(fd: STDOUT_FILENO, ownsFD: false)
@@ -327,12 +343,9 @@ public final class Machine {
                                       timeline: id == 0 ? timeline : nil))
         }
 
-        interrupts.attach(threads)
+        try setup { try interrupts.attach(threads, seccomp: seccomp) }
 
         // 8. The hang watchdog (and its control socket, if asked for).
-        for fault in config.watchdog.injections where fault.vcpu >= config.cpus {
-            throw SetupError("--inject: there is no vCPU \(fault.vcpu) (--cpus \(config.cpus))")
-        }
         let watchdog = try setup {
             try HangWatchdog(threads: threads, interruptMode: interrupts.mode, monitor: console.monitor, control: control,
                              settings: config.watchdog, kernelPath: config.kernelPath)
@@ -340,7 +353,7 @@ public final class Machine {
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
                        console: console, serial: serial, threads: threads, entry: entry,
                        deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink, vsockHost: vsockHost,
-                       watchdog: watchdog, timeline: timeline, interrupts: interrupts)
+                       watchdog: watchdog, timeline: timeline, interrupts: interrupts, seccomp: seccomp)
     }
 
     /// How long every vCPU thread together gets to leave KVM_RUN and end once the machine
@@ -349,6 +362,10 @@ public final class Machine {
 
     /// Runs the guest until it powers off, reboots, crashes or hangs, or Kite is told to stop;
     /// then stops every vCPU, in order, before returning.
+    ///
+    /// Every thread is confined before the guest's first instruction: capabilities are
+    /// dropped here (threads inherit the empty sets), each thread installs its own seccomp
+    /// filter as it starts, the main thread last, and only then may vCPUs enter the guest.
     public func run(input: TerminalInput?) -> MachineExit {
         signal(SIGPIPE, SIG_IGN)
         var blocked = sigset_t()
@@ -358,24 +375,39 @@ public final class Machine {
         _ = ckvmInstallKickHandler()
         let signalFD = ckvm_termination_signalfd()
         defer { if signalFD >= 0 { close(signalFD) } }
+        // glibc reads the time zone file on first use; that happens now, not under a filter
+        // (log lines carry local time stamps).
+        tzset()
+        do {
+            try dropCapabilities()
+        } catch {
+            control.stop(.vmmError("\(error)"))
+        }
 
         if !deviceEvents.isEmpty {
-            do { try deviceEvents.start() } catch { control.stop(.vmmError("\(error)")) }
+            do { try deviceEvents.start(seccomp: seccomp?.program(for: .devices)) } catch { control.stop(.vmmError("\(error)")) }
         }
         var started: [VCPUThread] = []
         // Every thread starts, even when vCPU 0 has already crashed or powered off: a
         // thread that finds the machine stopping stays out of the guest but can still be
         // read for the crash report.
         for t in threads {
-            do { try t.start(); started.append(t) } catch {
+            do { try t.start(seccomp: seccomp?.program(for: .vcpu)); started.append(t) } catch {
                 control.stop(.vmmError("\(error)"))
                 break
             }
         }
         var watching = false
         if control.exitReason == nil {
-            do { try watchdog.start(); watching = true } catch { control.stop(.vmmError("\(error)")) }
+            do { try watchdog.start(seccomp: seccomp?.program(for: .watchdog)); watching = true } catch {
+                control.stop(.vmmError("\(error)"))
+            }
         }
+        if let seccomp {
+            do { try seccomp.program(for: .main).install(label: "kite") } catch { control.stop(.vmmError("\(error)")) }
+        }
+        control.allowGuestEntry()
+        ForbiddenCallInjection.fireIfArmed(.main)
         let waiting = MainLoop(control: control, signalFD: signalFD, input: input, sink: inputSink)
         waiting.run()
 
@@ -403,7 +435,12 @@ public final class Machine {
         vsockHost?.close()
         input?.restore()
         if config.bootTiming && timeline.milliseconds(to: .initMarker) == nil { printLine(timeline.summary()) }
-        return control.exitReason ?? .vmmError("machine stopped without a reason")
+        let exit = control.exitReason ?? .vmmError("machine stopped without a reason")
+        // A violation after the stop (on the way out) did not end the machine: still say it.
+        if let violation = SeccompViolation.first, exit != .vmmError(violation.sentence) {
+            printLine("kite: \(violation.sentence)")
+        }
+        return exit
     }
 
     static func openKVM(path: String = "/dev/kvm") throws -> KVMSystem {

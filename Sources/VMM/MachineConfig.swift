@@ -1,3 +1,4 @@
+import Sandbox
 import VirtioDevices
 
 /// Everything `kite run` needs to build a machine, already parsed.
@@ -42,6 +43,8 @@ public struct MachineConfig: Sendable {
     public var testDevices = false
     /// Whose interrupt controllers the guest gets (`--irqchip`).
     public var irqchip: InterruptControllerMode = .kernel
+    /// Each Kite thread's seccomp allow-list (`--seccomp`): on (the default), log or off.
+    public var seccomp: SeccompMode = .on
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).
     public var kvmPath: String = "/dev/kvm"
 
@@ -76,8 +79,8 @@ public struct SetupError: Error, CustomStringConvertible, Equatable {
 public enum InterruptControllerMode: String, Sendable, CaseIterable {
     /// KVM's local APICs, IOAPIC, PIC and PIT.
     case kernel
-    /// KVM's local APICs; Kite's IOAPIC (interrupts sent as MSIs); no PIC or PIT.
+    /// KVM's local APICs; Kite's IOAPIC (interrupts sent as MSIs) and 8259 PICs; no PIT.
     case split
-    /// Kite's local APICs (xAPIC), IOAPIC and APIC timers; KVM none; no PIC or PIT.
+    /// Kite's local APICs (xAPIC), IOAPIC, 8259 PICs and APIC timers; KVM none; no PIT.
     case userspace
 }

@@ -10,11 +10,29 @@ public final class MachineControl: Sendable {
     private let reason = Mutex<MachineExit?>(nil)
     private let stoppingFlag = Atomic<Bool>(false)
     public let wakeFD: Int32
+    /// Whether vCPU threads may enter the guest yet (`waitForGuestEntry`), under `gate`.
+    private let gate = ConditionLock()
+    nonisolated(unsafe) private var guestEntryAllowed: Bool
 
-    public init() throws {
+    /// `guestEntryAllowed: false` holds every vCPU thread before its first KVM_RUN until
+    /// `allowGuestEntry()` (or the stop): `Machine.run` confines every thread first.
+    public init(guestEntryAllowed: Bool = true) throws {
         let fd = ckvm_eventfd()
         if fd < 0 { throw SetupError("eventfd: \(String(cString: strerror(-fd)))") }
         wakeFD = fd
+        self.guestEntryAllowed = guestEntryAllowed
+    }
+
+    /// Lets vCPU threads enter the guest.
+    public func allowGuestEntry() {
+        gate.withLock { guestEntryAllowed = true; gate.broadcast() }
+    }
+
+    /// Blocks until guest entry is allowed or the machine is stopping.
+    func waitForGuestEntry() {
+        gate.withLock {
+            while !guestEntryAllowed && !isStopping { gate.wait() }
+        }
     }
 
     deinit { close(wakeFD) }
@@ -30,6 +48,7 @@ public final class MachineControl: Sendable {
             return true
         }
         stoppingFlag.store(true, ordering: .sequentiallyConsistent)
+        gate.withLock { gate.broadcast() }   // a vCPU thread held before its first entry sees the stop
         if first {
             var one: UInt64 = 1
             _ = write(wakeFD, &one, 8)

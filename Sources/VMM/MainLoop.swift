@@ -1,5 +1,6 @@
 import CKVM
 import Devices
+import Sandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,6 +44,8 @@ final class MainLoop {
                 control.stop(.vmmError("poll: \(String(cString: strerror(errno)))"))
                 break
             }
+            // A seccomp violation (the SIGSYS handler wrote the wake eventfd) ends the machine.
+            if let violation = SeccompViolation.first { control.stop(.vmmError(violation.sentence)) }
             if fds[1].revents & Int16(POLLIN) != 0 { readSignal() }
             if fds.count > 2, fds[2].revents != 0 { readInput() }
             feedInput()

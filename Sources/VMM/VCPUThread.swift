@@ -2,6 +2,7 @@ import CKVM
 import Devices
 import Diagnosis
 import KVM
+import Sandbox
 import Synchronization
 import X86Boot
 #if canImport(Glibc)
@@ -91,8 +92,10 @@ final class VCPUThread: @unchecked Sendable {
         self.control = control
     }
 
-    func start() throws {
-        switch startKiteThread(name: "kite-vcpu\(vcpu.id)", { [self] in runLoop() }) {
+    /// Starts the thread, confined by `seccomp` if given. It enters the guest once the
+    /// machine's control allows it (`MachineControl.allowGuestEntry`).
+    func start(seccomp: SeccompProgram? = nil) throws {
+        switch startKiteThread(name: "kite-vcpu\(vcpu.id)", seccomp: seccomp, { [self] in runLoop() }) {
         case .success(let t): thread = t
         case .failure(let e): throw SetupError("cannot start the thread for vCPU \(vcpu.id): \(e)")
         }
@@ -117,6 +120,8 @@ final class VCPUThread: @unchecked Sendable {
     private func runLoop() {
         vcpu.attachCurrentThread()
         defer { activity.store(ThreadActivity.stopped.rawValue, ordering: .releasing) }
+        control.waitForGuestEntry()
+        ForbiddenCallInjection.fireIfArmed(.vcpu)
         var entered = false
         while !control.isStopping {
             // The last look at what was posted, after clearing the kick, under the lock: a

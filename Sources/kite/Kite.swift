@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import Sandbox
 import VMM
 import VirtioDevices
 #if canImport(Glibc)
@@ -110,8 +111,17 @@ struct Run: ParsableCommand {
                                valueName: "kernel|split|userspace"))
     var irqchip = "kernel"
 
+    @Option(help: ArgumentHelp("Confine every Kite thread (vCPU, devices, watchdog, main) to its own system-call "
+                               + "allow-list from before the guest's first instruction: on (the default; a call outside "
+                               + "the list stops the guest with one line naming the thread and the call, exit status 1), "
+                               + "log (allowed, but the host kernel logs it: dmesg | grep type=1326) or off.",
+                               valueName: "on|log|off"))
+    var seccomp = "on"
+
     @Option(help: ArgumentHelp("TESTING ONLY: inject a fault. stall-vcpu=N@Ts stops running vCPU N T seconds after "
-                               + "start, to reproduce a lost wake-up (repeatable).", valueName: "fault"))
+                               + "start, to reproduce a lost wake-up; seccomp-violation=THREAD (main, vcpu, devices, "
+                               + "watchdog, apic-timer) makes that thread call getppid, outside its allow-list "
+                               + "(repeatable).", valueName: "fault"))
     var inject: [String] = []
 
     func validate() throws {
@@ -130,6 +140,9 @@ struct Run: ParsableCommand {
         }
         if let vsock {
             do { _ = try VsockDeviceConfig.parse(vsock) } catch { throw ValidationError("--vsock: \(error)") }
+        }
+        guard SeccompMode(rawValue: seccomp) != nil else {
+            throw ValidationError("--seccomp '\(seccomp)' is not on, log or off")
         }
         guard InterruptControllerMode(rawValue: irqchip) != nil else {
             throw ValidationError("--irqchip '\(irqchip)' is not kernel, split or userspace")
@@ -150,6 +163,7 @@ struct Run: ParsableCommand {
         config.entropyDevice = rng
         config.testDevices = testDevices
         config.irqchip = InterruptControllerMode(rawValue: irqchip)!
+        config.seccomp = SeccompMode(rawValue: seccomp)!
         config.bootTiming = bootTiming
         config.disks = try disk.map { try BlockDeviceConfig.parse($0) }
         config.networks = try net.map { try NetworkDeviceConfig.parse($0) }

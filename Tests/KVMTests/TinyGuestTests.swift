@@ -119,7 +119,7 @@ import Glibc
     /// and the controller. Returns whether the guest stopped the machine in time.
     static func run(_ threads: [VCPUThread], _ controller: any InterruptController, _ control: MachineControl,
                     whileRunning: () -> Void = {}) throws -> Bool {
-        controller.attach(threads)
+        try controller.attach(threads)
         for t in threads { try t.start() }
         whileRunning()
         let finished = waitForStop(control, seconds: 20)
@@ -219,7 +219,7 @@ import Glibc
         let controller = try UserspaceInterruptController(vcpuCount: 1)
         let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
                                                 control: control, kiteAPIC: true)
-        controller.attach([thread])
+        try controller.attach([thread])
         let start = monotonicNanoseconds()
         try thread.start()
         let finished = Self.waitForStop(control, seconds: 20)
@@ -286,7 +286,7 @@ import Glibc
                                                                       device: $0)] } ?? [], report: { _ in })
         let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
                                                 control: control, kiteAPIC: mode == "userspace", longMode: true)
-        controller.attach([thread])
+        try controller.attach([thread])
         try thread.start()
         defer {
             control.stop(.vmmError("test over"))

@@ -125,6 +125,7 @@ extern const unsigned long CKVM_IRQFD;
 extern const unsigned long CKVM_IOEVENTFD;
 extern const unsigned long CKVM_ENABLE_CAP;
 extern const unsigned long CKVM_SET_CLOCK;
+extern const unsigned long CKVM_SET_GSI_ROUTING;
 // vCPU ioctls
 extern const unsigned long CKVM_SIGNAL_MSI;
 extern const unsigned long CKVM_GET_TSC_KHZ;

@@ -1,14 +1,29 @@
-/// Faults Kite can inject into its own machine, for testing hang diagnosis only
-/// (`kite run --inject`). Off unless asked for.
+import Sandbox
+
+/// Faults Kite can inject into its own machine, for testing hang diagnosis and the sandbox
+/// only (`kite run --inject`). Off unless asked for.
 public enum FaultInjection: Equatable, Sendable {
     /// From `afterSeconds` after the guest starts, vCPU `vcpu`'s thread stops entering the
     /// guest: the symptom of a VMM that starves a vCPU or never delivers its wake-up.
     case stallVCPU(vcpu: Int, afterSeconds: Double)
+    /// The first thread of this kind makes a system call outside its seccomp allow-list
+    /// once it is confined: Kite must name it and stop in order.
+    case seccompViolation(ThreadRole)
 
-    /// Parses `stall-vcpu=N@Ts` (T in seconds; a trailing "s" is optional).
+    static let seccompPrefix = "seccomp-violation="
+
+    /// Parses `stall-vcpu=N@Ts` (T in seconds; a trailing "s" is optional) or
+    /// `seccomp-violation=ROLE` (main, vcpu, devices, watchdog, apic-timer).
     public static func parse(_ text: String) throws(SetupError) -> FaultInjection {
+        if text.hasPrefix(seccompPrefix) {
+            let name = text.dropFirst(seccompPrefix.count)
+            guard let role = ThreadRole(rawValue: String(name)) else {
+                throw SetupError("'\(text)': the thread is one of " + ThreadRole.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            return .seccompViolation(role)
+        }
         guard text.hasPrefix("stall-vcpu=") else {
-            throw SetupError("unknown fault '\(text)': the only one is stall-vcpu=N@SECONDSs")
+            throw SetupError("unknown fault '\(text)': stall-vcpu=N@SECONDSs or seccomp-violation=THREAD")
         }
         let spec = text.dropFirst("stall-vcpu=".count).split(separator: "@", omittingEmptySubsequences: false)
         guard spec.count == 2, let vcpu = Int(spec[0]), vcpu >= 0 else {
@@ -22,7 +37,11 @@ public enum FaultInjection: Equatable, Sendable {
         return .stallVCPU(vcpu: vcpu, afterSeconds: seconds)
     }
 
-    var vcpu: Int {
-        switch self { case .stallVCPU(let v, _): v }
+    /// The vCPU the fault is about, if any.
+    var vcpu: Int? {
+        switch self {
+        case .stallVCPU(let v, _): v
+        case .seccompViolation: nil
+        }
     }
 }

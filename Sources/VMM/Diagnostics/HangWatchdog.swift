@@ -1,5 +1,6 @@
 import CKVM
 import Diagnosis
+import Sandbox
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -96,10 +97,10 @@ final class HangWatchdog: @unchecked Sendable {
     }
 
     /// Starts the thread. SIGUSR1 must already be blocked in every thread.
-    func start() throws {
+    func start(seccomp: SeccompProgram? = nil) throws {
         signalFD = ckvm_signalfd(SIGUSR1)
         startedAt = monotonicNanoseconds()
-        switch startKiteThread(name: "kite-watchdog", { [self] in loop() }) {
+        switch startKiteThread(name: "kite-watchdog", seccomp: seccomp, { [self] in loop() }) {
         case .success(let t): thread = t
         case .failure(let e): throw SetupError("cannot start the hang watchdog thread: \(e)")
         }
@@ -114,6 +115,7 @@ final class HangWatchdog: @unchecked Sendable {
     }
 
     private func loop() {
+        ForbiddenCallInjection.fireIfArmed(.watchdog)
         while true {
             var fds = [pollfd(fd: stopEvent.fd, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),

@@ -1,6 +1,7 @@
 import Devices
 import Diagnosis
 import KVM
+import Sandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,8 +30,9 @@ protocol InterruptController: AnyObject, Sendable {
     func beforeEntry(_ index: Int, vcpu: VCPU)
     /// KVM_EXIT_IOAPIC_EOI: the guest ended a level-triggered interrupt of Kite's IOAPIC.
     func endOfInterrupt(vector: UInt8)
-    /// The vCPU threads, once created (before they start).
-    func attach(_ threads: [VCPUThread])
+    /// The vCPU threads, once created (before they start); the controller's own threads
+    /// (userspace mode's APIC timers) start here, confined by `seccomp`'s filters.
+    func attach(_ threads: [VCPUThread], seccomp: SeccompFilters?) throws
     /// After every vCPU thread ended: the controller's own threads end too.
     func stop()
 
@@ -61,7 +63,7 @@ extension InterruptController {
     func makeLegacyPICDevices() -> LegacyPICDevices? { nil }
     func beforeEntry(_ index: Int, vcpu: VCPU) {}
     func endOfInterrupt(vector: UInt8) {}
-    func attach(_ threads: [VCPUThread]) {}
+    func attach(_ threads: [VCPUThread], seccomp: SeccompFilters?) throws {}
     func stop() {}
     func initialState(forVCPU index: Int, apicID: UInt8) -> UserspaceVCPUState? { nil }
     func prepareEntry(_ index: Int, _ state: inout UserspaceVCPUState, vcpu: VCPU) -> EntryDecision { .enter }
@@ -107,4 +109,9 @@ func pulseLine(_ gsi: UInt32, onSignalOf eventFD: Int32, watch: (Int32, @escapin
     } catch {
         throw KVMError("watching the interrupt eventfd of gsi \(gsi): \(error)", errno: EINVAL)
     }
+}
+
+extension InterruptController {
+    /// Attaches the vCPU threads with no seccomp filter (tests).
+    func attach(_ threads: [VCPUThread]) throws { try attach(threads, seccomp: nil) }
 }

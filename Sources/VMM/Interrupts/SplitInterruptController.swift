@@ -2,6 +2,7 @@ import APIC
 import Devices
 import Diagnosis
 import KVM
+import Sandbox
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -60,7 +61,7 @@ final class SplitInterruptController: InterruptController, @unchecked Sendable {
         if let change = pic.setLine(gsi, level: level) { picOutputChanged(change) }
     }
 
-    func attach(_ threads: [VCPUThread]) {
+    func attach(_ threads: [VCPUThread], seccomp: SeccompFilters?) throws {
         bootVCPU.withLock { $0 = threads.first }
     }
 

@@ -3,6 +3,7 @@ import CKVM
 import Devices
 import Diagnosis
 import KVM
+import Sandbox
 import Synchronization
 import X86Boot
 #if canImport(Glibc)
@@ -101,9 +102,10 @@ final class UserspaceInterruptController: InterruptController, @unchecked Sendab
     }
 
     /// Gives the controller the vCPU threads it posts to (before they start).
-    func attach(_ threads: [VCPUThread]) {
+    func attach(_ threads: [VCPUThread], seccomp: SeccompFilters?) throws {
         self.threads = threads
-        timers.start(post: { [unowned self] index in self.threads[index].postInterruptEvent { _ in } })
+        try timers.start(seccomp: seccomp?.program(for: .apicTimer),
+                         post: { [unowned self] index in self.threads[index].postInterruptEvent { _ in } })
     }
 
     func stop() { timers.stop() }
@@ -348,8 +350,11 @@ final class APICTimerThread: @unchecked Sendable {
         deadlines = Array(repeating: nil, count: vcpuCount)
     }
 
-    func start(post: @escaping @Sendable (Int) -> Void) {
-        if case .success(let t) = startKiteThread(name: "kite-apic-timer", { [self] in run(post) }) { thread = t }
+    func start(seccomp: SeccompProgram?, post: @escaping @Sendable (Int) -> Void) throws {
+        switch startKiteThread(name: "kite-apic-timer", seccomp: seccomp, { [self] in run(post) }) {
+        case .success(let t): thread = t
+        case .failure(let e): throw SetupError("cannot start the APIC timer thread: \(e)")
+        }
     }
 
     /// vCPU `index`'s timer next fires at `deadline` (nil: disarmed).
@@ -367,6 +372,7 @@ final class APICTimerThread: @unchecked Sendable {
     }
 
     private func run(_ post: (Int) -> Void) {
+        ForbiddenCallInjection.fireIfArmed(.apicTimer)
         while true {
             let due: [Int]? = lock.withLock {
                 while !stopping {
