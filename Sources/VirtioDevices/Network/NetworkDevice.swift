@@ -315,7 +315,7 @@ public final class NetworkDevice: VirtioDevice, @unchecked Sendable {
 
         mutating func report(_ kind: ProblemKind, _ message: String) {
             guard seen.insert(kind).inserted else { return }
-            sink("virtio-net: \(message) (further such problems are not logged)")
+            sink("\(message) (further such problems are not logged)")   // the caller's log names the device
         }
     }
 }

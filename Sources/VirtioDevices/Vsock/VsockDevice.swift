@@ -612,7 +612,7 @@ public final class VsockDevice: VirtioDevice, @unchecked Sendable {
 
         mutating func report(_ kind: String, _ message: String) {
             guard seen.insert(kind).inserted else { return }
-            sink("virtio-vsock: \(message) (further such problems are not logged)")
+            sink("\(message) (further such problems are not logged)")   // the caller's log names the device
         }
     }
 }
