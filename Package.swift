@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Targets are split by concern; each depends only on the layers below it:
-//   CKVM (C shim for <linux/kvm.h>) -> KVM (fds, mappings, exits) -> GuestMemory
+//   CHost (C shims for host system calls Swift cannot make directly) and CKVM (<linux/kvm.h>)
+//   -> KVM (fds, mappings, exits) -> GuestMemory
 //   ACPI (table and AML builders, pure data) / X86Boot (kernel loading, CPUID, page tables)
 //   Diagnosis (console watcher, kernel symbols, hang rules; pure data)
 //   APIC (the local APIC, IOAPIC, 8259 PICs and IPI routing as pure state, for Kite's own
@@ -22,12 +23,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
+        .target(name: "CHost"),
         .target(name: "CKVM"),
         // Debian's libseccomp-dev: it compiles the allow-lists to BPF (scripts/install-deps).
         .target(name: "CSandbox", linkerSettings: [.linkedLibrary("seccomp")]),
         .target(name: "Sandbox", dependencies: ["CSandbox", "CKVM"]),
-        .target(name: "GuestMemory", dependencies: ["CKVM"]),
-        .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
+        .target(name: "GuestMemory"),
+        .target(name: "KVM", dependencies: ["CHost", "CKVM", "GuestMemory"]),
         .target(name: "ACPI"),
         .target(name: "X86Boot", dependencies: [
             "GuestMemory", "KVM", "CKVM",
@@ -38,11 +40,11 @@ let package = Package(
         .target(name: "Diagnosis"),
         .target(name: "Virtio", dependencies: ["GuestMemory", "Devices"]),
         .target(name: "VirtioDevices", dependencies: [
-            "Virtio", "GuestMemory", "CKVM",
+            "Virtio", "GuestMemory", "CHost",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "VMM", dependencies: [
-            "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox",
+            "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox",
         ]),
         .executableTarget(name: "kite", dependencies: [
             "VMM", "VirtioDevices", "Sandbox",
@@ -52,13 +54,13 @@ let package = Package(
         // Shared by the test targets (a seeded random generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UnitTests", dependencies: [
-            "CKVM", "Sandbox", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC",
+            "CHost", "CKVM", "Sandbox", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC",
         ]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),
         .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices", "TestSupport"]),
         .testTarget(name: "KVMTests", dependencies: [
-            "CKVM", "KVM", "GuestMemory", "VMM", "Devices", "Diagnosis", "TestSupport",
+            "CHost", "CKVM", "KVM", "GuestMemory", "VMM", "Devices", "Diagnosis", "TestSupport",
         ]),
     ]
 )

@@ -8,13 +8,13 @@
 #
 # GuestMemory, Virtio (the files the devices need) and VirtioDevices are instrumented.
 # swift-system (SystemPackage) is taken uninstrumented from a `swift build` of its target in
-# "$build/spm"; CKVM is compiled with clang and imported through a generated module map.
+# "$build/spm"; CHost is compiled with clang and imported through a generated module map.
 set -euo pipefail
 
 runs="${1:-200000}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${FUZZ_BUILD:-$root/.build/fuzz-devices}"
-mkdir -p "$build/corpus" "$build/ckvm"
+mkdir -p "$build/corpus" "$build/chost"
 
 flags=(-sanitize=fuzzer,address -parse-as-library -O -g -swift-version 6)
 
@@ -22,16 +22,16 @@ swift build --package-path "$root" --scratch-path "$build/spm" --target SystemPa
 spm="$build/spm/debug"
 system_objects=("$spm"/SystemPackage.build/*.o "$spm"/CSystem.build/*.o)
 
-cat > "$build/ckvm/module.modulemap" <<MAP
-module CKVM {
-    header "$root/Sources/CKVM/include/ckvm.h"
+cat > "$build/chost/module.modulemap" <<MAP
+module CHost {
+    header "$root/Sources/CHost/include/chost.h"
     export *
 }
 MAP
-clang -fsanitize=fuzzer-no-link,address -O1 -g -I "$root/Sources/CKVM/include" \
-    -c "$root/Sources/CKVM/ckvm.c" -o "$build/ckvm.o"
+clang -fsanitize=fuzzer-no-link,address -O1 -g -I "$root/Sources/CHost/include" \
+    -c "$root/Sources/CHost/chost.c" -o "$build/chost.o"
 
-includes=(-I "$build" -I "$build/ckvm" -I "$spm/Modules" -I "$build/spm/checkouts/swift-system/Sources/CSystem/include")
+includes=(-I "$build" -I "$build/chost" -I "$spm/Modules" -I "$build/spm/checkouts/swift-system/Sources/CSystem/include")
 swiftc "${flags[@]}" -wmo -module-name GuestMemory -emit-module -emit-module-path "$build/GuestMemory.swiftmodule" \
     -c "$root"/Sources/GuestMemory/*.swift -o "$build/GuestMemory.o"
 swiftc "${flags[@]}" -wmo -module-name Virtio "${includes[@]}" -emit-module -emit-module-path "$build/Virtio.swiftmodule" \
@@ -42,7 +42,7 @@ swiftc "${flags[@]}" -wmo -module-name VirtioDevices "${includes[@]}" -emit-modu
     -c $(find "$root/Sources/VirtioDevices" -name '*.swift' | sort) -o "$build/VirtioDevices.o"
 swiftc "${flags[@]}" -module-name DeviceFuzz "${includes[@]}" \
     "$root/Fuzz/Devices/fuzz.swift" "$build/GuestMemory.o" "$build/Virtio.o" "$build/VirtioDevices.o" \
-    "$build/ckvm.o" "${system_objects[@]}" -o "$build/device-fuzz"
+    "$build/chost.o" "${system_objects[@]}" -o "$build/device-fuzz"
 
 echo "fuzzing the virtio devices for $runs runs (corpus: $build/corpus)"
 # The Swift runtime backtracer fights with ASan's signal handlers; let the sanitizer report.

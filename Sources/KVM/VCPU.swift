@@ -1,3 +1,4 @@
+import CHost
 import CKVM
 import Synchronization
 #if canImport(Glibc)
@@ -67,7 +68,7 @@ public final class VCPU: @unchecked Sendable {
     /// thread inside the guest).
     public func kick() {
         ckvm_set_immediate_exit(runState, 1)
-        if let t = thread.withLock({ $0 }) { _ = ckvm_signal_thread(t, VCPU.kickSignal) }
+        if let t = thread.withLock({ $0 }) { _ = host_signal_thread(t, VCPU.kickSignal) }
     }
 
     // MARK: Interrupts without an in-kernel local APIC
@@ -77,12 +78,12 @@ public final class VCPU: @unchecked Sendable {
     public func injectInterrupt(_ vector: UInt8) throws(KVMError) {
         var irq = kvm_interrupt()
         irq.irq = UInt32(vector)
-        _ = try check("KVM_INTERRUPT vector \(vector)", ckvm_ioctl_ptr(fd, CKVM_INTERRUPT, &irq))
+        _ = try check("KVM_INTERRUPT vector \(vector)", host_ioctl_ptr(fd, CKVM_INTERRUPT, &irq))
     }
 
     /// Queues an NMI for the next entry (KVM_NMI).
     public func injectNMI() throws(KVMError) {
-        _ = try check("KVM_NMI", ckvm_ioctl_val(fd, CKVM_NMI, 0))
+        _ = try check("KVM_NMI", host_ioctl_val(fd, CKVM_NMI, 0))
     }
 
     /// After the last exit: the guest had interrupts enabled and nothing blocked injection
@@ -103,12 +104,12 @@ public final class VCPU: @unchecked Sendable {
         var cap = kvm_enable_cap()
         cap.cap = UInt32(KVM_CAP_ENFORCE_PV_FEATURE_CPUID)
         cap.args.0 = 1
-        _ = try check("KVM_ENABLE_CAP(KVM_CAP_ENFORCE_PV_FEATURE_CPUID)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
+        _ = try check("KVM_ENABLE_CAP(KVM_CAP_ENFORCE_PV_FEATURE_CPUID)", host_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
     }
 
     /// The guest TSC's frequency in kHz (KVM_GET_TSC_KHZ).
     public func tscKHz() throws(KVMError) -> UInt64 {
-        UInt64(try check("KVM_GET_TSC_KHZ", ckvm_ioctl_val(fd, CKVM_GET_TSC_KHZ, 0)))
+        UInt64(try check("KVM_GET_TSC_KHZ", host_ioctl_val(fd, CKVM_GET_TSC_KHZ, 0)))
     }
 
     /// CR8 (the task priority, TPR bits 7:4) without an in-kernel local APIC: KVM loads it
@@ -135,7 +136,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// Enters the guest until the next exit and decodes it.
     public func run() throws(KVMError) -> VCPUExit {
-        let r = ckvm_ioctl_val(fd, CKVM_RUN, 0)
+        let r = host_ioctl_val(fd, CKVM_RUN, 0)
         if r == -EINTR || r == -EAGAIN {
             ckvm_set_immediate_exit(runState, 0)
             return .interrupted
@@ -188,14 +189,14 @@ public final class VCPU: @unchecked Sendable {
     /// One ioctl that fills a value of type T (KVM_GET_*).
     private func get<T>(_ name: String, _ request: UInt, _ initial: T) throws(KVMError) -> T {
         var value = initial
-        _ = try check(name, ckvm_ioctl_ptr(fd, request, &value))
+        _ = try check(name, host_ioctl_ptr(fd, request, &value))
         return value
     }
 
     /// One ioctl that hands KVM a value of type T (KVM_SET_*).
     private func set<T>(_ name: String, _ request: UInt, _ value: T) throws(KVMError) {
         var v = value
-        _ = try check(name, ckvm_ioctl_ptr(fd, request, &v))
+        _ = try check(name, host_ioctl_ptr(fd, request, &v))
     }
 
     public func registers() throws(KVMError) -> Registers {
@@ -228,7 +229,7 @@ public final class VCPU: @unchecked Sendable {
             let e = raw.bindMemory(to: kvm_msr_entry.self)
             for (i, m) in list.enumerated() { e[i] = kvm_msr_entry(index: m.index, reserved: 0, data: m.value) }
         }
-        let n = try check("KVM_SET_MSRS", ckvm_ioctl_ptr(fd, CKVM_SET_MSRS, &table))
+        let n = try check("KVM_SET_MSRS", host_ioctl_ptr(fd, CKVM_SET_MSRS, &table))
         if n != list.count {
             throw KVMError("KVM_SET_MSRS rejected MSR 0x\(String(list[list.startIndex + Int(n)].index, radix: 16))", errno: EINVAL)
         }
@@ -244,7 +245,7 @@ public final class VCPU: @unchecked Sendable {
             let e = raw.bindMemory(to: kvm_msr_entry.self)
             for (i, index) in list.enumerated() { e[i] = kvm_msr_entry(index: index, reserved: 0, data: 0) }
         }
-        let n = Int(try check("KVM_GET_MSRS", ckvm_ioctl_ptr(fd, CKVM_GET_MSRS, &table)))
+        let n = Int(try check("KVM_GET_MSRS", host_ioctl_ptr(fd, CKVM_GET_MSRS, &table)))
         return withUnsafeBytes(of: &table.entries) { raw in
             // Sound: the same fixed array, read back; KVM filled the first n entries.
             let e = raw.bindMemory(to: kvm_msr_entry.self)

@@ -1,3 +1,4 @@
+import CHost
 import CKVM
 import GuestMemory
 import Synchronization
@@ -28,21 +29,21 @@ public final class VirtualMachine: Sendable {
             var r = kvm_userspace_memory_region(
                 slot: UInt32(slot), flags: 0, guest_phys_addr: region.base.raw,
                 memory_size: region.size, userspace_addr: UInt64(region.hostAddress))
-            _ = try check("KVM_SET_USER_MEMORY_REGION", ckvm_ioctl_ptr(fd, CKVM_SET_USER_MEMORY_REGION, &r))
+            _ = try check("KVM_SET_USER_MEMORY_REGION", host_ioctl_ptr(fd, CKVM_SET_USER_MEMORY_REGION, &r))
         }
     }
 
     /// x86: the three pages KVM needs for real-mode emulation on Intel, and the identity
     /// map page; both must lie outside RAM.
     public func setSystemPages(tss: UInt64, identityMap: UInt64) throws(KVMError) {
-        _ = try check("KVM_SET_TSS_ADDR", ckvm_ioctl_val(fd, CKVM_SET_TSS_ADDR, UInt(tss)))
+        _ = try check("KVM_SET_TSS_ADDR", host_ioctl_val(fd, CKVM_SET_TSS_ADDR, UInt(tss)))
         var addr = identityMap
-        _ = try check("KVM_SET_IDENTITY_MAP_ADDR", ckvm_ioctl_ptr(fd, CKVM_SET_IDENTITY_MAP_ADDR, &addr))
+        _ = try check("KVM_SET_IDENTITY_MAP_ADDR", host_ioctl_ptr(fd, CKVM_SET_IDENTITY_MAP_ADDR, &addr))
     }
 
     /// In-kernel PIC, IOAPIC and local APICs. Must precede vCPU creation.
     public func createInterruptController() throws(KVMError) {
-        _ = try check("KVM_CREATE_IRQCHIP", ckvm_ioctl_val(fd, CKVM_CREATE_IRQCHIP, 0))
+        _ = try check("KVM_CREATE_IRQCHIP", host_ioctl_val(fd, CKVM_CREATE_IRQCHIP, 0))
     }
 
     /// KVM_CAP_SPLIT_IRQCHIP: local APICs in KVM, the IOAPIC and PIC left to the VMM, which
@@ -51,7 +52,7 @@ public final class VirtualMachine: Sendable {
         var cap = kvm_enable_cap()
         cap.cap = UInt32(KVM_CAP_SPLIT_IRQCHIP)
         cap.args.0 = pins
-        _ = try check("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
+        _ = try check("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", host_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
     }
 
     /// Sends the guest's reads, writes or both of each MSR to Kite as `.msrRead`/`.msrWrite`
@@ -61,7 +62,7 @@ public final class VirtualMachine: Sendable {
         var cap = kvm_enable_cap()
         cap.cap = UInt32(KVM_CAP_X86_USER_SPACE_MSR)
         cap.args.0 = UInt64(KVM_MSR_EXIT_REASON_FILTER)
-        _ = try check("KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
+        _ = try check("KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)", host_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
         let flags = msrs.map { UInt32($0.reads ? KVM_MSR_FILTER_READ : 0) | UInt32($0.writes ? KVM_MSR_FILTER_WRITE : 0) }
         let rc = ckvm_trap_msrs(fd, UInt32(msrs.count), msrs.map(\.index), flags)
         if rc < 0 {
@@ -75,7 +76,7 @@ public final class VirtualMachine: Sendable {
         msi.address_lo = UInt32(truncatingIfNeeded: address)
         msi.address_hi = UInt32(truncatingIfNeeded: address >> 32)
         msi.data = data
-        _ = try check("KVM_SIGNAL_MSI", ckvm_ioctl_ptr(fd, CKVM_SIGNAL_MSI, &msi))
+        _ = try check("KVM_SIGNAL_MSI", host_ioctl_ptr(fd, CKVM_SIGNAL_MSI, &msi))
     }
 
     /// KVM_CAP_X2APIC_API with 32-bit APIC IDs (MSI destinations above 255 in the address's
@@ -85,7 +86,7 @@ public final class VirtualMachine: Sendable {
         var cap = kvm_enable_cap()
         cap.cap = UInt32(KVM_CAP_X2APIC_API)
         cap.args.0 = 0x3   // KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK
-        _ = try check("KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)", ckvm_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
+        _ = try check("KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)", host_ioctl_ptr(fd, CKVM_ENABLE_CAP, &cap))
     }
 
     /// Replaces the VM's GSI routing with MSI routes, one per (gsi, address, data)
@@ -100,7 +101,7 @@ public final class VirtualMachine: Sendable {
     public func createPIT() throws(KVMError) {
         var config = kvm_pit_config()
         config.flags = UInt32(KVM_PIT_SPEAKER_DUMMY)
-        _ = try check("KVM_CREATE_PIT2", ckvm_ioctl_ptr(fd, CKVM_CREATE_PIT2, &config))
+        _ = try check("KVM_CREATE_PIT2", host_ioctl_ptr(fd, CKVM_CREATE_PIT2, &config))
     }
 
     /// Drives interrupt line `gsi` of the in-kernel PIC/IOAPIC to `level`. Thread-safe.
@@ -108,7 +109,7 @@ public final class VirtualMachine: Sendable {
         var line = kvm_irq_level()
         line.irq = gsi
         line.level = level ? 1 : 0
-        _ = try check("KVM_IRQ_LINE", ckvm_ioctl_ptr(fd, CKVM_IRQ_LINE, &line))
+        _ = try check("KVM_IRQ_LINE", host_ioctl_ptr(fd, CKVM_IRQ_LINE, &line))
     }
 
     /// Makes every write to `eventFD` raise interrupt line `gsi` (an edge: KVM pulses it).
@@ -116,7 +117,7 @@ public final class VirtualMachine: Sendable {
         var irqfd = kvm_irqfd()
         irqfd.fd = UInt32(bitPattern: eventFD)
         irqfd.gsi = gsi
-        _ = try check("KVM_IRQFD gsi \(gsi)", ckvm_ioctl_ptr(fd, CKVM_IRQFD, &irqfd))
+        _ = try check("KVM_IRQFD gsi \(gsi)", host_ioctl_ptr(fd, CKVM_IRQFD, &irqfd))
     }
 
     /// Makes a 4-byte guest write of `value` to MMIO `address` signal `eventFD` inside KVM,
@@ -128,11 +129,11 @@ public final class VirtualMachine: Sendable {
         io.datamatch = UInt64(value)
         io.fd = eventFD
         io.flags = UInt32(1) << UInt32(kvm_ioeventfd_flag_nr_datamatch)
-        _ = try check("KVM_IOEVENTFD 0x\(String(address, radix: 16))", ckvm_ioctl_ptr(fd, CKVM_IOEVENTFD, &io))
+        _ = try check("KVM_IOEVENTFD 0x\(String(address, radix: 16))", host_ioctl_ptr(fd, CKVM_IOEVENTFD, &io))
     }
 
     public func createVCPU(id: Int) throws(KVMError) -> VCPU {
-        let vfd = try check("KVM_CREATE_VCPU \(id)", ckvm_ioctl_val(fd, CKVM_CREATE_VCPU, UInt(id)))
+        let vfd = try check("KVM_CREATE_VCPU \(id)", host_ioctl_val(fd, CKVM_CREATE_VCPU, UInt(id)))
         do throws(KVMError) {
             return try VCPU(fd: vfd, id: id, mmapSize: system.vcpuMmapSize())
         } catch {

@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 import Synchronization
 
 /// When the machine reached each boot milestone, for `--boot-timing`: monotonic ns, each
@@ -23,7 +23,7 @@ public final class BootTimeline: Sendable {
 
     public init(start: UInt64 = BootTimeline.processStart) { self.start = start }
 
-    public static var processStart: UInt64 { ckvm_process_start_ns() }
+    public static var processStart: UInt64 { host_process_start_ns() }
 
     /// Records `milestone` now, unless it was already; true the first time.
     @discardableResult

@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 import Sandbox
 import Synchronization
 #if canImport(Glibc)
@@ -27,14 +27,14 @@ final class DeviceEventLoop: @unchecked Sendable {
     private var thread: pthread_t?
 
     init() throws {
-        let ep = ckvm_epoll_create()
+        let ep = host_epoll_create()
         if ep < 0 { throw SetupError("epoll: \(String(cString: strerror(-ep)))") }
         epollFD = ep
-        stopFD = ckvm_eventfd()
-        workFD = ckvm_eventfd()
+        stopFD = host_eventfd()
+        workFD = host_eventfd()
         guard stopFD >= 0, workFD >= 0,
-              ckvm_epoll_watch_events(ep, stopFD, Self.stopTag, CKVM_EPOLL_IN) == 0,
-              ckvm_epoll_watch_events(ep, workFD, Self.workTag, CKVM_EPOLL_IN) == 0 else {
+              host_epoll_watch_events(ep, stopFD, Self.stopTag, HOST_EPOLL_IN) == 0,
+              host_epoll_watch_events(ep, workFD, Self.workTag, HOST_EPOLL_IN) == 0 else {
             throw SetupError("cannot set up the device thread's epoll: \(String(cString: strerror(errno)))")
         }
     }
@@ -49,10 +49,10 @@ final class DeviceEventLoop: @unchecked Sendable {
     /// before `start()` or on the event thread. Returns a handle for `setEnabled` and `unwatch`.
     @discardableResult
     func watch(_ fd: Int32, source: Source = .eventFD, _ handler: @escaping () -> Void) throws -> Int {
-        try add(fd, source: source, events: CKVM_EPOLL_IN) { _ in handler() }
+        try add(fd, source: source, events: HOST_EPOLL_IN) { _ in handler() }
     }
 
-    /// Watches a socket for `events` (CKVM_EPOLL_IN/OUT); the handler gets the events that
+    /// Watches a socket for `events` (HOST_EPOLL_IN/OUT); the handler gets the events that
     /// fired (hang-ups and errors included). On the event thread, or before `start()`.
     func watchSocket(_ fd: Int32, events: UInt32, _ handler: @escaping (UInt32) -> Void) throws -> Int {
         try add(fd, source: .readable, events: events, handler)
@@ -60,7 +60,7 @@ final class DeviceEventLoop: @unchecked Sendable {
 
     private func add(_ fd: Int32, source: Source, events: UInt32, _ run: @escaping (UInt32) -> Void) throws -> Int {
         let tag = handlers.count
-        let rc = ckvm_epoll_watch_events(epollFD, fd, UInt64(tag), events)
+        let rc = host_epoll_watch_events(epollFD, fd, UInt64(tag), events)
         if rc < 0 { throw SetupError("epoll: \(String(cString: strerror(-rc)))") }
         handlers.append((fd, source, run))
         return tag
@@ -69,20 +69,20 @@ final class DeviceEventLoop: @unchecked Sendable {
     /// Stops watching (on the event thread, or before `start()`). The caller still owns the fd.
     func unwatch(_ handle: Int) {
         guard handle < handlers.count, let h = handlers[handle] else { return }
-        _ = ckvm_epoll_unwatch(epollFD, h.fd)
+        _ = host_epoll_unwatch(epollFD, h.fd)
         handlers[handle] = nil
     }
 
     /// Pauses or resumes an input watch (on the event thread): a tap stays readable while
     /// the guest has no receive buffers, and must not spin the loop meanwhile.
     func setEnabled(_ handle: Int, _ enabled: Bool) {
-        setEvents(handle, enabled ? CKVM_EPOLL_IN : 0)
+        setEvents(handle, enabled ? HOST_EPOLL_IN : 0)
     }
 
     /// Changes which events a watch reports (on the event thread).
     func setEvents(_ handle: Int, _ events: UInt32) {
         guard handle < handlers.count, let h = handlers[handle] else { return }
-        _ = ckvm_epoll_modify(epollFD, h.fd, UInt64(handle), events)
+        _ = host_epoll_modify(epollFD, h.fd, UInt64(handle), events)
     }
 
     /// Runs `job` on the event thread soon (from any thread).
@@ -115,7 +115,7 @@ final class DeviceEventLoop: @unchecked Sendable {
         var tags = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         while true {
-            let n = ckvm_epoll_wait_events(epollFD, &tags, &events, Int32(tags.count), -1)
+            let n = host_epoll_wait_events(epollFD, &tags, &events, Int32(tags.count), -1)
             if n == -EINTR { continue }
             if n < 0 { return }
             for i in 0..<Int(n) {

@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,7 +8,7 @@ final class EventFD: Sendable {
     let fd: Int32
 
     init() throws {
-        let fd = ckvm_eventfd()
+        let fd = host_eventfd()
         if fd < 0 { throw SetupError("eventfd: \(String(cString: strerror(-fd)))") }
         self.fd = fd
     }

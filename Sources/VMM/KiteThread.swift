@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 import Sandbox
 #if canImport(Glibc)
 import Glibc
@@ -24,7 +24,7 @@ func startKiteThread(name: String, seccomp: SeccompProgram? = nil,
     var t = pthread_t()
     let rc = pthread_create(&t, &attr, { arg in
         let start = Unmanaged<ThreadStart>.fromOpaque(arg!).takeRetainedValue()
-        ckvm_set_thread_name(start.name)
+        host_set_thread_name(start.name)
         if start.confine() { start.body() }
         return nil
     }, arg)

@@ -1,4 +1,5 @@
 import ACPI
+import CHost
 import CKVM
 import Devices
 import Diagnosis
@@ -372,8 +373,8 @@ public final class Machine {
         sigemptyset(&blocked)
         for s in [SIGINT, SIGTERM, SIGUSR1, VCPU.kickSignal] { sigaddset(&blocked, s) }
         pthread_sigmask(SIG_BLOCK, &blocked, nil)  // vCPU threads inherit this, then unblock kicks
-        _ = ckvmInstallKickHandler()
-        let signalFD = ckvm_termination_signalfd()
+        _ = installKickHandler()
+        let signalFD = host_termination_signalfd()
         defer { if signalFD >= 0 { close(signalFD) } }
         // glibc reads the time zone file on first use; that happens now, not under a filter
         // (log lines carry local time stamps).

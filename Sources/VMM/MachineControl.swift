@@ -1,3 +1,4 @@
+import CHost
 import CKVM
 import Synchronization
 #if canImport(Glibc)
@@ -17,7 +18,7 @@ public final class MachineControl: Sendable {
     /// `guestEntryAllowed: false` holds every vCPU thread before its first KVM_RUN until
     /// `allowGuestEntry()` (or the stop): `Machine.run` confines every thread first.
     public init(guestEntryAllowed: Bool = true) throws {
-        let fd = ckvm_eventfd()
+        let fd = host_eventfd()
         if fd < 0 { throw SetupError("eventfd: \(String(cString: strerror(-fd)))") }
         wakeFD = fd
         self.guestEntryAllowed = guestEntryAllowed

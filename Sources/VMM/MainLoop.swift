@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 import Devices
 import Sandbox
 #if canImport(Glibc)
@@ -57,7 +57,7 @@ final class MainLoop {
     }
 
     private func readSignal() {
-        let signo = ckvm_read_signalfd(signalFD)
+        let signo = host_read_signalfd(signalFD)
         if signo > 0 { control.stop(.stopped(signal: signo)) }
     }
 
@@ -89,6 +89,6 @@ final class MainLoop {
 
 }
 
-func ckvmInstallKickHandler() -> Int32 {
-    ckvm_install_kick_handler(SIGUSR2)
+func installKickHandler() -> Int32 {
+    host_install_kick_handler(SIGUSR2)
 }

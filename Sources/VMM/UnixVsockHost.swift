@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 import Synchronization
 import VirtioDevices
 #if canImport(Glibc)
@@ -29,7 +29,7 @@ final class UnixVsockHost: VsockHost, @unchecked Sendable {
 
     /// Creates the listening socket and watches it (before the device thread starts).
     func listen() throws {
-        let fd = ckvm_unix_listen(path)
+        let fd = host_unix_listen(path)
         if fd < 0 { throw SetupError("vsock socket \(path): \(String(cString: strerror(-fd)))") }
         listenFD = fd
         try loop.watch(fd, source: .readable) { [unowned self] in acceptConnections() }
@@ -45,14 +45,14 @@ final class UnixVsockHost: VsockHost, @unchecked Sendable {
     }
 
     func connect(hostPort: UInt32) -> (any VsockHostStream)? {
-        let fd = ckvm_unix_connect("\(path)_\(hostPort)")
+        let fd = host_unix_connect("\(path)_\(hostPort)")
         guard fd >= 0 else { return nil }
         return UnixVsockStream(fd: fd, host: self, prefix: [])
     }
 
     private func acceptConnections() {
         while true {
-            let fd = ckvm_accept(listenFD)
+            let fd = host_accept(listenFD)
             if fd < 0 { return }
             startHandshake(fd)
         }
@@ -62,7 +62,7 @@ final class UnixVsockHost: VsockHost, @unchecked Sendable {
     private func startHandshake(_ fd: Int32) {
         var line: [UInt8] = []
         var handle = -1
-        let watched = try? loop.watchSocket(fd, events: CKVM_EPOLL_IN) { [unowned self] _ in
+        let watched = try? loop.watchSocket(fd, events: HOST_EPOLL_IN) { [unowned self] _ in
             var buffer = [UInt8](repeating: 0, count: Self.maxHandshake)
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EAGAIN { return }
@@ -109,7 +109,7 @@ final class UnixVsockStream: VsockHostStream, @unchecked Sendable {
     }
 
     func write(_ bytes: ArraySlice<UInt8>) -> Int? {
-        let n = bytes.withUnsafeBytes { ckvm_send(fd, $0.baseAddress, UInt($0.count)) }
+        let n = bytes.withUnsafeBytes { host_send(fd, $0.baseAddress, UInt($0.count)) }
         if n >= 0 { return n }
         return n == -Int(EAGAIN) ? 0 : nil
     }
@@ -148,7 +148,7 @@ final class UnixVsockStream: VsockHostStream, @unchecked Sendable {
     /// On the device thread: watch for what the device wants to hear about.
     private func updateWatch() {
         guard !closed else { return }
-        let events = (readInterest ? CKVM_EPOLL_IN : 0) | (writeInterest ? CKVM_EPOLL_OUT : 0)
+        let events = (readInterest ? HOST_EPOLL_IN : 0) | (writeInterest ? HOST_EPOLL_OUT : 0)
         if let handle {
             host.loop.setEvents(handle, events)
             return
@@ -156,15 +156,15 @@ final class UnixVsockStream: VsockHostStream, @unchecked Sendable {
         guard events != 0 else { return }
         handle = try? host.loop.watchSocket(fd, events: events) { [unowned self] fired in
             guard let device = host.device else { return }
-            if fired & (CKVM_EPOLL_HUP | CKVM_EPOLL_ERR) != 0 && !readInterest {
+            if fired & (HOST_EPOLL_HUP | HOST_EPOLL_ERR) != 0 && !readInterest {
                 // A hang-up is reported even when nothing is watched: stop watching until the
                 // device wants to read again (it then reads the end of the stream).
                 if let handle { host.loop.unwatch(handle) }
                 handle = nil
                 return
             }
-            if fired & (CKVM_EPOLL_IN | CKVM_EPOLL_HUP | CKVM_EPOLL_ERR) != 0 { device.hostReadable(self) }
-            if fired & CKVM_EPOLL_OUT != 0, !closed { device.hostWritable(self) }
+            if fired & (HOST_EPOLL_IN | HOST_EPOLL_HUP | HOST_EPOLL_ERR) != 0 { device.hostReadable(self) }
+            if fired & HOST_EPOLL_OUT != 0, !closed { device.hostWritable(self) }
         }
     }
 }

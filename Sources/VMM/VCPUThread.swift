@@ -1,3 +1,4 @@
+import CHost
 import CKVM
 import Devices
 import Diagnosis
@@ -110,8 +111,8 @@ final class VCPUThread: @unchecked Sendable {
     func join(withinMilliseconds milliseconds: Int32) -> Bool {
         post(kicking: false) { $0.released = true }
         guard let t = thread else { return true }
-        var rc = ckvm_join_thread(t, milliseconds)
-        while rc == -EINTR { rc = ckvm_join_thread(t, milliseconds) }
+        var rc = host_join_thread(t, milliseconds)
+        while rc == -EINTR { rc = host_join_thread(t, milliseconds) }
         guard rc != -ETIMEDOUT else { return false }
         thread = nil
         return true

@@ -1,3 +1,4 @@
+import CHost
 import CKVM
 import Dispatch
 import Devices
@@ -133,7 +134,7 @@ import Glibc
     @Test func secondVCPUStartsWithINITSIPIAndAnswersAnIPI() throws {
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.smpBsp, irqchip: true)
         try memory.write(GuestPrograms.smpAp, at: GuestAddress(0x8000))
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let port = TestPort(control: control)
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
@@ -179,7 +180,7 @@ import Glibc
     @Test func userspaceAPICsStartAnAPAndWakeItFromHLTWithAnIPI() throws {
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicBsp)
         try memory.write(GuestPrograms.xapicAp, at: GuestAddress(0x8000))
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let port = TestPort(control: control)
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
@@ -211,7 +212,7 @@ import Glibc
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicTimer)
         try EntryState.writeTables(into: memory, longMode: false)
         try memory.write([spinning ? 1 : 0], at: GuestAddress(0x600))
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let port = TestPort(control: control, stopOn: UInt8(ascii: "T"))
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
@@ -242,7 +243,7 @@ import Glibc
     @Test func userspaceAPICTaskPriorityIsCR8() throws {
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicCr8_64)
         try EntryState.writeTables(into: memory, longMode: true)
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let port = TestPort(control: control, stopOn: UInt8(ascii: "I"))
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
@@ -272,7 +273,7 @@ import Glibc
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicWake_64)
         try EntryState.writeTables(into: memory, longMode: true)
         let controller = try Self.interruptController(mode, vm)
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let ready = DispatchSemaphore(value: 0)
         let answered = DispatchSemaphore(value: 0)
@@ -336,7 +337,7 @@ import Glibc
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicDisable)
         try EntryState.writeTables(into: memory, longMode: false)
         try vm.trapMSRs(UserspaceInterruptController.trappedMSRs)
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let port = TestPort(control: control, stopOn: UInt8(ascii: "M"))
         let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port)], report: { _ in })
@@ -402,7 +403,7 @@ import Glibc
         let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.picExtint)
         try EntryState.writeTables(into: memory, longMode: false)
         let controller = try Self.interruptController(mode, vm)
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let ready = DispatchSemaphore(value: 0)
         let port = TestPort(control: control, stopOn: UInt8(ascii: "E"), onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
@@ -432,7 +433,7 @@ import Glibc
         let (kvm, vm, memory) = try Self.makeVM(program: levelTriggered ? GuestPrograms.xapicIoapicLevel : GuestPrograms.xapicIoapic)
         try EntryState.writeTables(into: memory, longMode: false)
         let controller = try Self.interruptController(mode, vm)
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let ready = DispatchSemaphore(value: 0)
         let last = UInt8(ascii: levelTriggered ? "E" : "D")
@@ -463,7 +464,7 @@ import Glibc
         let device = try EventFD()
         try controller.attachEdgeTrigger(eventFD: device.fd, gsi: 5)
         device.signal()   // the entry is still masked: no route, nothing delivered
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let ready = DispatchSemaphore(value: 0)
         let signalled = Mutex(false), tookTheEarlyOne = Mutex(false)
@@ -511,7 +512,7 @@ import Glibc
     static func startSpinningVCPU() throws -> (VCPUThread, VCPU, MachineControl, (VirtualMachine, GuestMemory)) {
         let spin: [UInt8] = [0xEB, 0xFE]            // jmp .
         let (_, vm, memory) = try makeVM(program: spin)
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let control = try MachineControl()
         let vcpu = try vm.createVCPU(id: 0)
         try enterRealMode(vcpu, at: 0x1000)
@@ -551,7 +552,7 @@ import Glibc
         // Flat 32-bit protected mode with an IDT limit of 0: int3 raises #GP, which cannot
         // be delivered either (#DF), which is a triple fault.
         let (_, vm, _) = try Self.makeVM(program: [0xCC])
-        _ = ckvm_install_kick_handler(VCPU.kickSignal)
+        _ = host_install_kick_handler(VCPU.kickSignal)
         let vcpu = try vm.createVCPU(id: 0)
         var s = EntryState.specialRegisters(try vcpu.specialRegisters(), for: .pvh32(rip: 0x1000, startInfo: 0))
         s.idt.limit = 0

@@ -1,4 +1,3 @@
-import CKVM
 import Synchronization
 import Testing
 @testable import VMM
@@ -33,8 +32,10 @@ import Glibc
                 bHandle = (try? loop.watch(b.fd) { seen.calls.withLock { $0.append("b") } }) ?? -2
             }
         }
+        // Two signals before the thread first waits, drained as one wake-up. (Signalled after
+        // start(), the thread, already waiting, may wake for each: start() returns once it runs.)
+        a.signal(); a.signal()
         try loop.start()
-        a.signal(); a.signal()                       // two signals, drained as one wake-up
         #expect(Self.wait(seen, for: 1) == ["a"])
         b.signal()
         #expect(Self.wait(seen, for: 2) == ["a", "b"])

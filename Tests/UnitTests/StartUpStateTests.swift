@@ -1,4 +1,3 @@
-import CKVM
 import KVM
 import Testing
 import X86Boot

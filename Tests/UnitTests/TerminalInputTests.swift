@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 import Testing
 @testable import VMM
 #if canImport(Glibc)
@@ -15,8 +15,8 @@ import Glibc
         #expect(controller >= 0)
         var unlock: Int32 = 0
         var number: Int32 = -1
-        #expect(ckvm_ioctl_ptr(controller, 0x4004_5431, &unlock) == 0)
-        #expect(ckvm_ioctl_ptr(controller, 0x8004_5430, &number) == 0)
+        #expect(host_ioctl_ptr(controller, 0x4004_5431, &unlock) == 0)
+        #expect(host_ioctl_ptr(controller, 0x8004_5430, &number) == 0)
         let terminal = open("/dev/pts/\(number)", O_RDWR | O_NOCTTY)
         try #require(terminal >= 0, "cannot open /dev/pts/\(number)")
         return (controller, terminal)

@@ -1,36 +1,14 @@
 // CKVM: the only place Kite touches <linux/kvm.h> from C.
-// Swift cannot call the variadic ioctl() or import function-like macros (KVM_RUN, ...),
-// so this header wraps ioctl in non-variadic functions that return -errno on failure and
-// exports every request number Kite uses as a constant (defined in ckvm.c).
+// Swift cannot import function-like macros (KVM_RUN, ...), so this header exports every
+// request number Kite uses as a constant (defined in ckvm.c), with the structs and the
+// few calls whose arguments Swift cannot lay out. The ioctl calls themselves go through
+// CHost's host_ioctl_ptr/host_ioctl_val.
 #ifndef CKVM_H
 #define CKVM_H
 
 #include <linux/kvm.h>
 #include <stdint.h>
-#include <pthread.h>
 
-/// ioctl(fd, request, arg) with a pointer argument; returns the result, or -errno.
-int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg);
-/// ioctl(fd, request, value) with an integer argument; returns the result, or -errno.
-int ckvm_ioctl_val(int fd, unsigned long request, unsigned long value);
-
-/// Installs a no-op handler for `signo` without SA_RESTART, so the signal interrupts
-/// KVM_RUN (which then returns -EINTR). Returns 0 or -errno.
-int ckvm_install_kick_handler(int signo);
-/// pthread_kill wrapper; returns 0 or -errno.
-int ckvm_signal_thread(pthread_t thread, int signo);
-
-/// CLOCK_MONOTONIC in ns when the process started: taken by a constructor that runs
-/// before the Swift runtime and main (the zero of `kite run --boot-timing`).
-unsigned long long ckvm_process_start_ns(void);
-
-/// Names the calling thread (shown by ps -L and in /proc); truncated to 15 bytes.
-void ckvm_set_thread_name(const char *name);
-/// pthread_timedjoin_np with a relative timeout: 0 once the thread has ended (and is
-/// joined), -ETIMEDOUT if it is still running after `milliseconds`, or another -errno.
-int ckvm_join_thread(pthread_t thread, int milliseconds);
-/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); returns the fd or -errno.
-int ckvm_eventfd(void);
 /// Sends the guest's accesses to `count` MSRs (at most 16) to the VMM: `indexes[i]` for
 /// reads when `flags[i]` has KVM_MSR_FILTER_READ (1), writes when it has
 /// KVM_MSR_FILTER_WRITE (2); every other access stays KVM's. One filter for the VM, so one
@@ -40,44 +18,6 @@ int ckvm_trap_msrs(int vmfd, uint32_t count, const uint32_t *indexes, const uint
 /// i sends gsi `gsis[i]` as the MSI (`addresses[i]`, `datas[i]`). At most 64. 0 or -errno.
 int ckvm_set_msi_routes(int vmfd, uint32_t count, const uint32_t *gsis, const uint64_t *addresses,
                         const uint32_t *datas);
-/// A non-blocking signalfd for SIGINT and SIGTERM (which the caller must block);
-/// returns the fd or -errno.
-int ckvm_termination_signalfd(void);
-/// Reads one signal from a signalfd; returns its number, 0 if none, or -errno.
-int ckvm_read_signalfd(int fd);
-/// A non-blocking signalfd for one signal (which the caller blocks), or -errno.
-int ckvm_signalfd(int signo);
-
-/// epoll_create1(EPOLL_CLOEXEC); the fd or -errno. (struct epoll_event is packed on x86-64,
-/// which Swift cannot lay out reliably, so epoll is used only through these calls.)
-int ckvm_epoll_create(void);
-/// Watches `fd` for `events` (CKVM_EPOLL_IN | CKVM_EPOLL_OUT; 0 = registered but quiet).
-int ckvm_epoll_watch_events(int epfd, int fd, uint64_t tag, uint32_t events);
-/// Changes the events watched for `fd`. 0 or -errno.
-int ckvm_epoll_modify(int epfd, int fd, uint64_t tag, uint32_t events);
-/// Waits for events (timeout in ms, -1 = forever); stores up to `max` tags and each event's
-/// mask (CKVM_EPOLL_*). The count or -errno.
-int ckvm_epoll_wait_events(int epfd, uint64_t *tags, uint32_t *events, int max, int timeout);
-#define CKVM_EPOLL_IN 0x001u
-#define CKVM_EPOLL_OUT 0x004u
-#define CKVM_EPOLL_ERR 0x008u
-#define CKVM_EPOLL_HUP 0x010u
-
-/// A listening, non-blocking AF_UNIX stream socket at `path` (a stale socket file there is
-/// removed first). The fd or -errno.
-int ckvm_unix_listen(const char *path);
-/// A non-blocking connection to the AF_UNIX stream socket at `path`. The fd or -errno
-/// (-EAGAIN when its backlog is full).
-int ckvm_unix_connect(const char *path);
-/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC. The fd or -errno.
-int ckvm_accept(int fd);
-/// send with MSG_NOSIGNAL (a closed peer is an error, not SIGPIPE). The count or -errno.
-long ckvm_send(int fd, const void *buffer, unsigned long length);
-
-/// Stops watching `fd` (EPOLL_CTL_DEL). 0 or -errno.
-int ckvm_epoll_unwatch(int epfd, int fd);
-/// Fills `buffer` from the kernel's CSPRNG (getrandom). The count or -errno.
-long ckvm_getrandom(void *buffer, unsigned long length);
 
 /// Sequentially consistent store to kvm_run.immediate_exit, the byte KVM reads at
 /// KVM_RUN entry: a kick sets it after the stop request so the vCPU cannot miss either.

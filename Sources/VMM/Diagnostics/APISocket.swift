@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +11,7 @@ public enum APISocket {
 
     /// Opens the listening socket (replacing a stale socket file at `path`).
     static func listen(path: String) throws(SetupError) -> Int32 {
-        let fd = ckvm_unix_listen(path)
+        let fd = host_unix_listen(path)
         if fd < 0 { throw SetupError("--api-socket \(path): \(String(cString: strerror(-fd)))") }
         return fd
     }
@@ -19,7 +19,7 @@ public enum APISocket {
     /// Serves one waiting connection, if any: reads its request line (waiting at most a
     /// second for it) and writes `answer(request)`. Never blocks for long on a slow client.
     static func serveOne(listener: Int32, answer: (String) -> String) {
-        let conn = ckvm_accept(listener)
+        let conn = host_accept(listener)
         guard conn >= 0 else { return }
         defer { close(conn) }
         guard let request = readLine(conn, timeoutMilliseconds: 1000) else { return }
@@ -28,7 +28,7 @@ public enum APISocket {
 
     /// `kite inspect`: sends `command` to the socket at `path` and returns the answer.
     public static func request(path: String, command: String, timeoutMilliseconds: Int32 = 15_000) throws(SetupError) -> String {
-        let fd = ckvm_unix_connect(path)
+        let fd = host_unix_connect(path)
         if fd < 0 { throw SetupError("cannot connect to \(path): \(String(cString: strerror(-fd)))") }
         defer { close(fd) }
         guard writeAll(fd, Array((command + "\n").utf8), timeoutMilliseconds: 2000) else {
@@ -79,7 +79,7 @@ public enum APISocket {
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8], timeoutMilliseconds: Int32) -> Bool {
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeBytes { ckvm_send(fd, $0.baseAddress! + done, UInt(bytes.count - done)) }
+            let n = bytes.withUnsafeBytes { host_send(fd, $0.baseAddress! + done, UInt(bytes.count - done)) }
             if n == -Int(EAGAIN) {
                 guard waitFor(fd, Int16(POLLOUT), timeoutMilliseconds) else { return false }
                 continue

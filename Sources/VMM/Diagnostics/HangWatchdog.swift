@@ -1,3 +1,4 @@
+import CHost
 import CKVM
 import Diagnosis
 import Sandbox
@@ -98,7 +99,7 @@ final class HangWatchdog: @unchecked Sendable {
 
     /// Starts the thread. SIGUSR1 must already be blocked in every thread.
     func start(seccomp: SeccompProgram? = nil) throws {
-        signalFD = ckvm_signalfd(SIGUSR1)
+        signalFD = host_signalfd(SIGUSR1)
         startedAt = monotonicNanoseconds()
         switch startKiteThread(name: "kite-watchdog", seccomp: seccomp, { [self] in loop() }) {
         case .success(let t): thread = t
@@ -122,7 +123,7 @@ final class HangWatchdog: @unchecked Sendable {
                        pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, nfds_t(fds.count), Self.tickMilliseconds)
             if fds[0].revents != 0 || control.isStopping { return }
-            if fds[1].revents & Int16(POLLIN) != 0, ckvm_read_signalfd(signalFD) == SIGUSR1 {
+            if fds[1].revents & Int16(POLLIN) != 0, host_read_signalfd(signalFD) == SIGUSR1 {
                 publish(makeReport(trigger: "requested (SIGUSR1)"))
             }
             if fds[2].revents & Int16(POLLIN) != 0 {

@@ -1,4 +1,5 @@
 import APIC
+import CHost
 import CKVM
 import Devices
 import Diagnosis
@@ -368,7 +369,7 @@ final class APICTimerThread: @unchecked Sendable {
 
     func stop() {
         lock.withLock { stopping = true; lock.broadcast() }
-        if let t = thread { _ = ckvm_join_thread(t, 5000); thread = nil }
+        if let t = thread { _ = host_join_thread(t, 5000); thread = nil }
     }
 
     private func run(_ post: (Int) -> Void) {

@@ -1,4 +1,4 @@
-import CKVM
+import CHost
 import GuestMemory
 import Virtio
 
@@ -23,7 +23,7 @@ public final class EntropyDevice: VirtioDevice {
         while let chain = try queue.nextChain(memory: memory) {
             let count = Int(min(chain.writableLength, UInt64(Self.maxBytesPerRequest)))
             var bytes = [UInt8](repeating: 0, count: count)
-            let got = bytes.withUnsafeMutableBytes { ckvm_getrandom($0.baseAddress, UInt($0.count)) }
+            let got = bytes.withUnsafeMutableBytes { host_getrandom($0.baseAddress, UInt($0.count)) }
             let written = got > 0 ? Int(got) : 0
             if written > 0 { try chain.write(Array(bytes.prefix(written)), to: memory) }
             try queue.complete(headIndex: chain.headIndex, writtenLength: UInt32(written), memory: memory)

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CHost
 import Synchronization
 import SystemPackage
 
@@ -24,7 +24,7 @@ public final class MemoryNetworkBackend: NetworkBackend, Sendable {
 
     public init(loopback: Bool = false) {
         self.loopback = loopback
-        let fd = ckvm_eventfd()
+        let fd = host_eventfd()
         self.fd = fd >= 0 ? fd : -1
     }
 

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CHost
 import SystemPackage
 
 /// A Linux tap interface (/dev/net/tun with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR): every
@@ -39,7 +39,7 @@ public final class TapBackend: NetworkBackend {
         var request = [UInt8](repeating: 0, count: Self.ifreqSize)
         for (i, byte) in name.utf8.enumerated() { request[i] = byte }     // <= 15 bytes, NUL follows
         request.put(Self.flagTap | Self.flagNoPacketInfo | Self.flagVnetHeader, at: 16)
-        var rc = request.withUnsafeMutableBytes { ckvm_ioctl_ptr(fd, Self.tunSetInterface, $0.baseAddress) }
+        var rc = request.withUnsafeMutableBytes { host_ioctl_ptr(fd, Self.tunSetInterface, $0.baseAddress) }
         guard rc >= 0 else {
             close(fd)
             throw .cannotAttach(name: name, Errno(rawValue: -rc))
@@ -47,7 +47,7 @@ public final class TapBackend: NetworkBackend {
         let actual = String(decoding: request.prefix(16).prefix { $0 != 0 }, as: UTF8.self)
 
         var headerSize = Self.vnetHeaderSize
-        rc = ckvm_ioctl_ptr(fd, Self.tunSetVnetHeaderSize, &headerSize)
+        rc = host_ioctl_ptr(fd, Self.tunSetVnetHeaderSize, &headerSize)
         guard rc >= 0 else {
             close(fd)
             throw .cannotAttach(name: actual, Errno(rawValue: -rc))
