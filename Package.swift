@@ -24,6 +24,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "CHost"),
+        // Retrying interrupted system calls, for every target that makes them.
+        .target(name: "HostCalls"),
         .target(name: "CKVM"),
         // Debian's libseccomp-dev: it compiles the allow-lists to BPF (scripts/install-deps).
         .target(name: "CSandbox", linkerSettings: [.linkedLibrary("seccomp")]),
@@ -37,14 +39,14 @@ let package = Package(
         ]),
         .target(name: "Devices"),
         .target(name: "APIC"),
-        .target(name: "Diagnosis"),
+        .target(name: "Diagnosis", dependencies: ["HostCalls"]),
         .target(name: "Virtio", dependencies: ["GuestMemory", "Devices"]),
         .target(name: "VirtioDevices", dependencies: [
-            "Virtio", "GuestMemory", "CHost",
+            "Virtio", "GuestMemory", "CHost", "HostCalls",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "VMM", dependencies: [
-            "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox",
+            "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "HostCalls",
         ]),
         .executableTarget(name: "kite", dependencies: [
             "VMM", "VirtioDevices", "Sandbox",

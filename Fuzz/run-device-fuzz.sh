@@ -6,7 +6,7 @@
 #
 # Usage: Fuzz/run-device-fuzz.sh [runs]   (default 200000; FUZZ_BUILD overrides the build dir)
 #
-# GuestMemory, Virtio (the files the devices need) and VirtioDevices are instrumented.
+# HostCalls, GuestMemory, Virtio (the files the devices need) and VirtioDevices are instrumented.
 # swift-system (SystemPackage) is taken uninstrumented from a `swift build` of its target in
 # "$build/spm"; CHost is compiled with clang and imported through a generated module map.
 set -euo pipefail
@@ -32,6 +32,8 @@ clang -fsanitize=fuzzer-no-link,address -O1 -g -I "$root/Sources/CHost/include" 
     -c "$root/Sources/CHost/chost.c" -o "$build/chost.o"
 
 includes=(-I "$build" -I "$build/chost" -I "$spm/Modules" -I "$build/spm/checkouts/swift-system/Sources/CSystem/include")
+swiftc "${flags[@]}" -wmo -module-name HostCalls -emit-module -emit-module-path "$build/HostCalls.swiftmodule" \
+    -c "$root"/Sources/HostCalls/*.swift -o "$build/HostCalls.o"
 swiftc "${flags[@]}" -wmo -module-name GuestMemory -emit-module -emit-module-path "$build/GuestMemory.swiftmodule" \
     -c "$root"/Sources/GuestMemory/*.swift -o "$build/GuestMemory.o"
 swiftc "${flags[@]}" -wmo -module-name Virtio "${includes[@]}" -emit-module -emit-module-path "$build/Virtio.swiftmodule" \
@@ -42,7 +44,7 @@ swiftc "${flags[@]}" -wmo -module-name VirtioDevices "${includes[@]}" -emit-modu
     -c $(find "$root/Sources/VirtioDevices" -name '*.swift' | sort) -o "$build/VirtioDevices.o"
 swiftc "${flags[@]}" -module-name DeviceFuzz "${includes[@]}" \
     "$root/Fuzz/Devices/fuzz.swift" "$build/GuestMemory.o" "$build/Virtio.o" "$build/VirtioDevices.o" \
-    "$build/chost.o" "${system_objects[@]}" -o "$build/device-fuzz"
+    "$build/HostCalls.o" "$build/chost.o" "${system_objects[@]}" -o "$build/device-fuzz"
 
 echo "fuzzing the virtio devices for $runs runs (corpus: $build/corpus)"
 # The Swift runtime backtracer fights with ASan's signal handlers; let the sanitizer report.

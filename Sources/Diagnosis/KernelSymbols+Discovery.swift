@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import HostCalls
 #elseif canImport(Musl)
 import Musl
 #elseif canImport(Darwin)
@@ -140,10 +141,11 @@ struct KernelFile: ~Copyable {
         while done < count {
             // Sound: pread writes at most `count - done` bytes starting `done` bytes into the
             // array's own buffer of `count` bytes, which stays alive and exclusive meanwhile.
-            let result = bytes.withUnsafeMutableBytes { buffer in
-                pread(descriptor, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            let result = retryingInterrupted {
+                bytes.withUnsafeMutableBytes { buffer in
+                    pread(descriptor, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                }
             }
-            if result < 0, errno == EINTR { continue }
             guard result > 0 else {
                 let why = result == 0 ? "the file got shorter" : Self.errorText(errno)
                 throw KernelSymbolsError(.unreadable, "\(path): cannot read: \(why)")

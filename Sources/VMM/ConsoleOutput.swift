@@ -1,3 +1,4 @@
+import HostCalls
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -36,8 +37,8 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
     bytes.withUnsafeBytes { raw in
         var done = 0
         while done < raw.count {
-            let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
-            if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; return false }
+            let n = retryingInterrupted { Glibc.write(fd, raw.baseAddress! + done, raw.count - done) }
+            if n < 0 { if errno == EAGAIN { continue }; return false }
             done += n
         }
         return true

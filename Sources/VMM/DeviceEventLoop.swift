@@ -1,4 +1,5 @@
 import CHost
+import HostCalls
 import Sandbox
 import Synchronization
 #if canImport(Glibc)
@@ -115,8 +116,9 @@ final class DeviceEventLoop: @unchecked Sendable {
         var tags = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         while true {
-            let n = host_epoll_wait_events(epollFD, &tags, &events, Int32(tags.count), -1)
-            if n == -EINTR { continue }
+            let n = retryingHostCall({
+                host_epoll_wait_events(epollFD, &tags, &events, Int32(tags.count), -1)
+            })
             if n < 0 { return }
             for i in 0..<Int(n) {
                 let tag = tags[i]

@@ -1,5 +1,6 @@
 import CHost
 import Devices
+import HostCalls
 import Sandbox
 #if canImport(Glibc)
 import Glibc
@@ -39,8 +40,8 @@ final class MainLoop {
             var fds = [pollfd(fd: control.wakeFD, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
             if inputOpen, let input { fds.append(pollfd(fd: input.fd, events: Int16(POLLIN), revents: 0)) }
-            let rc = poll(&fds, nfds_t(fds.count), timeout())
-            if rc < 0 && errno != EINTR {
+            let rc = retryingInterrupted { poll(&fds, nfds_t(fds.count), timeout()) }
+            if rc < 0 {
                 control.stop(.vmmError("poll: \(String(cString: strerror(errno)))"))
                 break
             }
@@ -64,8 +65,8 @@ final class MainLoop {
     private func readInput() {
         guard let input else { return }
         var buf = [UInt8](repeating: 0, count: 4096)
-        let n = read(input.fd, &buf, buf.count)
-        if n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) {
+        let n = retryingInterrupted { read(input.fd, &buf, buf.count) }
+        if n == 0 || (n < 0 && errno != EAGAIN) {
             inputOpen = false   // EOF or error: the guest just gets no more input
             return
         }

@@ -2,6 +2,7 @@ import CHost
 import CKVM
 import Devices
 import Diagnosis
+import HostCalls
 import KVM
 import Sandbox
 import Synchronization
@@ -111,8 +112,7 @@ final class VCPUThread: @unchecked Sendable {
     func join(withinMilliseconds milliseconds: Int32) -> Bool {
         post(kicking: false) { $0.released = true }
         guard let t = thread else { return true }
-        var rc = host_join_thread(t, milliseconds)
-        while rc == -EINTR { rc = host_join_thread(t, milliseconds) }
+        let rc = retryingHostCall({ host_join_thread(t, milliseconds) })
         guard rc != -ETIMEDOUT else { return false }
         thread = nil
         return true

@@ -1,4 +1,5 @@
 import CHost
+import HostCalls
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,10 +41,10 @@ public enum APISocket {
             guard waitFor(fd, Int16(POLLIN), timeoutMilliseconds) else {
                 throw SetupError("\(path): no answer within \(timeoutMilliseconds / 1000) s")
             }
-            let n = read(fd, &buf, buf.count)
+            let n = retryingInterrupted { read(fd, &buf, buf.count) }
             if n == 0 { break }
             if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == EAGAIN { continue }
                 throw SetupError("\(path): \(String(cString: strerror(errno)))")
             }
             answer += buf[0..<n]
@@ -54,11 +55,7 @@ public enum APISocket {
 
     private static func waitFor(_ fd: Int32, _ events: Int16, _ timeout: Int32) -> Bool {
         var p = pollfd(fd: fd, events: events, revents: 0)
-        while true {
-            let rc = poll(&p, 1, timeout)
-            if rc < 0 && errno == EINTR { continue }
-            return rc > 0
-        }
+        return retryingInterrupted { poll(&p, 1, timeout) } > 0
     }
 
     private static func readLine(_ fd: Int32, timeoutMilliseconds: Int32) -> String? {
@@ -66,9 +63,9 @@ public enum APISocket {
         var byte: UInt8 = 0
         while line.count < maxRequest {
             guard waitFor(fd, Int16(POLLIN), timeoutMilliseconds) else { return nil }
-            let n = read(fd, &byte, 1)
+            let n = retryingInterrupted { read(fd, &byte, 1) }
             if n == 0 { break }
-            if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; return nil }
+            if n < 0 { if errno == EAGAIN { continue }; return nil }
             if byte == UInt8(ascii: "\n") { break }
             line.append(byte)
         }
@@ -79,12 +76,13 @@ public enum APISocket {
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8], timeoutMilliseconds: Int32) -> Bool {
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeBytes { host_send(fd, $0.baseAddress! + done, UInt(bytes.count - done)) }
+            let n = retryingHostCall({
+                bytes.withUnsafeBytes { host_send(fd, $0.baseAddress! + done, UInt(bytes.count - done)) }
+            })
             if n == -Int(EAGAIN) {
                 guard waitFor(fd, Int16(POLLOUT), timeoutMilliseconds) else { return false }
                 continue
             }
-            if n == -Int(EINTR) { continue }
             if n <= 0 { return false }
             done += n
         }

@@ -1,6 +1,7 @@
 import CHost
 import CKVM
 import Diagnosis
+import HostCalls
 import Sandbox
 import Synchronization
 #if canImport(Glibc)
@@ -290,10 +291,9 @@ final class HangWatchdog: @unchecked Sendable {
     }
 }
 
+/// The pause between two samples of a report (a signal may shorten it; a retry restarts it).
 private func pause(milliseconds: Int) {
-    var want = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
-    var left = timespec()
-    while nanosleep(&want, &left) != 0 && errno == EINTR { want = left }
+    _ = retryingInterrupted { poll(nil, 0, Int32(milliseconds)) }
 }
 
 private func format(_ seconds: Double) -> String {

@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import HostCalls
 #endif
 import SystemPackage
 
@@ -56,9 +57,8 @@ public final class FileBlockBackend: BlockBackend {
         }
 
         let operation = (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB
-        while flock(fd.rawValue, operation) != 0 {
+        if retryingInterrupted({ flock(fd.rawValue, operation) }) != 0 {
             let e = errno
-            if e == EINTR { continue }
             if e == EWOULDBLOCK { throw .inUse(path: path) }
             throw .cannotLock(path: path, Errno(rawValue: e))
         }
@@ -118,9 +118,8 @@ public final class FileBlockBackend: BlockBackend {
 
     public func flush() throws(Errno) {
         if let flushFailure { throw flushFailure }
-        while fsync(descriptor.rawValue) != 0 {
+        if retryingInterrupted({ fsync(descriptor.rawValue) }) != 0 {
             let e = errno
-            if e == EINTR { continue }
             flushFailure = Errno(rawValue: e)
             throw Errno(rawValue: e)
         }

@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import HostCalls
 #endif
 import CHost
 import SystemPackage
@@ -59,23 +60,16 @@ public final class TapBackend: NetworkBackend {
     deinit { close(fd) }
 
     public func receiveFrame(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int? {
-        while true {
-            let n = read(fd, buffer.baseAddress, buffer.count)
-            if n >= 0 { return n }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return nil }
-            throw Errno(rawValue: e)
-        }
+        let n = retryingInterrupted { read(fd, buffer.baseAddress, buffer.count) }
+        if n >= 0 { return n }
+        let e = errno
+        if e == EAGAIN || e == EWOULDBLOCK { return nil }
+        throw Errno(rawValue: e)
     }
 
     public func sendFrame(_ frame: UnsafeRawBufferPointer) throws(Errno) {
-        while true {
-            let n = write(fd, frame.baseAddress, frame.count)
-            if n >= 0 { return }        // tun takes a frame whole or not at all
-            let e = errno
-            if e == EINTR { continue }
-            throw Errno(rawValue: e)
-        }
+        let n = retryingInterrupted { write(fd, frame.baseAddress, frame.count) }
+        if n >= 0 { return }        // tun takes a frame whole or not at all
+        throw Errno(rawValue: errno)
     }
 }
