@@ -100,7 +100,7 @@ final class DeviceEventLoop: @unchecked Sendable {
     func start(seccomp: SeccompProgram? = nil) throws {
         switch startKiteThread(name: "kite-devices", seccomp: seccomp, { [self] in run() }) {
         case .success(let t): thread = t
-        case .failure(let e): throw SetupError("cannot start the device thread: \(e)")
+        case .failure(let e): throw SetupError("cannot start the device thread: \(e)", cause: e)
         }
     }
 

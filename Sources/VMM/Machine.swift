@@ -456,18 +456,21 @@ public final class Machine {
     static func kvmSetupError(_ error: KVMError, path: String) -> SetupError {
         switch error.errno {
         case ENOENT, ENXIO, ENODEV:
-            return SetupError("\(path) does not exist: enable virtualization in the firmware and load the module (modprobe kvm_intel or kvm_amd)")
+            return SetupError("\(path) does not exist: enable virtualization in the firmware and load the module (modprobe kvm_intel or kvm_amd)",
+                              cause: error)
         case EACCES, EPERM:
-            return SetupError("no permission to open \(path): add your user to the kvm group (usermod -aG kvm $USER, then log in again) or run as root")
+            return SetupError("no permission to open \(path): add your user to the kvm group (usermod -aG kvm $USER, then log in again) or run as root",
+                              cause: error)
         default:
-            return SetupError("cannot use \(path): \(error)")
+            return SetupError("cannot use \(path): \(error)", cause: error)
         }
     }
 
-    /// Runs a setup step, turning any error into a one-line `SetupError`.
+    /// Runs a setup step, turning any error into a one-line `SetupError` that keeps it as
+    /// its cause.
     static func setup<T>(_ step: () throws -> T) throws -> T {
         do { return try step() } catch let e as SetupError { throw e } catch {
-            throw SetupError("\(error)")
+            throw SetupError("\(error)", cause: error)
         }
     }
 }

@@ -68,11 +68,19 @@ public struct MachineConfig: Sendable {
     }
 }
 
-/// A setup error: the guest never started. Exit status 2, one line on stderr.
+/// A setup error: the guest never started. Exit status 2, one line on stderr: `message`,
+/// which says what to fix. `cause` keeps the error it explains (a KVMError with its errno,
+/// a BootError, a block device's error...) for code that needs more than the line.
 public struct SetupError: Error, CustomStringConvertible, Equatable {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public let cause: (any Error)?
+    public init(_ message: String, cause: (any Error)? = nil) {
+        self.message = message
+        self.cause = cause
+    }
     public var description: String { message }
+    /// Two setup errors are the same when they say the same thing.
+    public static func == (a: SetupError, b: SetupError) -> Bool { a.message == b.message }
 }
 
 /// `--irqchip`: where the guest's interrupt controllers live.

@@ -99,7 +99,7 @@ final class VCPUThread: @unchecked Sendable {
     func start(seccomp: SeccompProgram? = nil) throws {
         switch startKiteThread(name: "kite-vcpu\(vcpu.id)", seccomp: seccomp, { [self] in runLoop() }) {
         case .success(let t): thread = t
-        case .failure(let e): throw SetupError("cannot start the thread for vCPU \(vcpu.id): \(e)")
+        case .failure(let e): throw SetupError("cannot start the thread for vCPU \(vcpu.id): \(e)", cause: e)
         }
     }
 

@@ -95,6 +95,21 @@ import KVM
         try Self.expectSetupError(["run", "--kernel", k], "modprobe", env: ["KITE_KVM_DEVICE": "/nonexistent/kvm"])
         let e = Machine.kvmSetupError(KVMError("open", errno: EACCES), path: "/dev/kvm")
         #expect(e.message.contains("kvm group"))
+        // The line says what to fix; the cause keeps what happened.
+        #expect((e.cause as? KVMError)?.errno == EACCES)
+    }
+
+    @Test func aSetupStepsErrorIsKeptAsTheCauseOfItsLine() throws {
+        do {
+            _ = try Machine.setup { () throws -> Int in throw KVMError("KVM_CREATE_VM", errno: ENOMEM) }
+            Issue.record("no error")
+        } catch let e as SetupError {
+            #expect(e.message.contains("KVM_CREATE_VM"))
+            #expect((e.cause as? KVMError)?.errno == ENOMEM)
+        }
+        // A SetupError passes through unchanged.
+        let inner = SetupError("--memory 1 MiB is too small")
+        #expect(throws: inner) { _ = try Machine.setup { () throws -> Int in throw inner } }
     }
 
     @Test func kernelProblems() throws {

@@ -104,7 +104,7 @@ final class HangWatchdog: @unchecked Sendable {
         startedAt = monotonicNanoseconds()
         switch startKiteThread(name: "kite-watchdog", seccomp: seccomp, { [self] in loop() }) {
         case .success(let t): thread = t
-        case .failure(let e): throw SetupError("cannot start the hang watchdog thread: \(e)")
+        case .failure(let e): throw SetupError("cannot start the hang watchdog thread: \(e)", cause: e)
         }
     }
 

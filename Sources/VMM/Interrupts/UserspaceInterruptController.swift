@@ -354,7 +354,7 @@ final class APICTimerThread: @unchecked Sendable {
     func start(seccomp: SeccompProgram?, post: @escaping @Sendable (Int) -> Void) throws {
         switch startKiteThread(name: "kite-apic-timer", seccomp: seccomp, { [self] in run(post) }) {
         case .success(let t): thread = t
-        case .failure(let e): throw SetupError("cannot start the APIC timer thread: \(e)")
+        case .failure(let e): throw SetupError("cannot start the APIC timer thread: \(e)", cause: e)
         }
     }
 
