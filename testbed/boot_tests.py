@@ -23,7 +23,11 @@ panicked, never printed "L1: kvm ready", died or timed out before/while a test r
 reported as "FAIL name: TESTBED FAILURE: ..."; such a test runs once more in a new L1
 session ("RETRY name"), and counts as failed if the testbed fails it again. A test whose
 kite run fails is also run once more: if that passes it is listed as "FLAKY name: ..."
-(an intermittent bug to find), if it fails too the test fails.
+(an intermittent bug to find), if it fails too the test fails. The log ends with a summary of
+every retry and what its first run's failure was ("# retries: ...").
+
+Every kite run has the hang watchdog armed (--hang-timeout and --report; see watch_args), so
+a guest that stalls leaves kite's snapshot, and a failure's reason quotes its diagnosis.
 """
 import argparse
 import json
@@ -332,14 +336,36 @@ def write_kite_in_script(f, t, script, label, kite_args):
                 t.cpus, GUEST_MEMORY, kite_args))
 
 
+# Every kite run that does not arm the hang watchdog for its own checks (hang, healthy and
+# bring-up tests do) runs with it armed: a guest that stalls leaves kite's snapshot, which
+# kite_job prints ("NAME| KITE-WATCH-REPORT: <json>") and a failure's reason quotes. A quiet
+# guest that is not stuck is never stopped by it.
+WATCH_HANG_TIMEOUT = 60
+
+
+def watch_args(t):
+    if t.vmm != "kite" or t.kind in ("hang", "healthy", "bringup"):
+        return ""
+    return f"--hang-timeout {WATCH_HANG_TIMEOUT} --report $TMPDIR/{t.name}.watch.json "
+
+
 def write_job(path, tests, irqchip="kernel"):
     """The job script for one testbed session. Every `kite run`, in whatever shell string it
-    sits, gets $KITE_RUN_ARGS, which carries --irqchip when it is not the default."""
+    sits, gets $KITE_RUN_ARGS, which carries --irqchip when it is not the default, and the
+    hang watchdog's arguments (watch_args)."""
     write_job_lines(path, tests, irqchip)
+    by_name = {t.name: t for t in tests}
     with open(path) as f:
-        text = f.read()
+        lines = f.read().split("\n")
     with open(path, "w") as f:
-        f.write(text.replace('"$KITE" run ', '"$KITE" run $KITE_RUN_ARGS '))
+        for line in lines:
+            words = line.split(" ", 2)
+            t = by_name.get(words[1]) if len(words) > 2 and words[0] in ("kite_job", "kite_boot") else None
+            watch = watch_args(t) if t else ""
+            line = line.replace('"$KITE" run ', '"$KITE" run $KITE_RUN_ARGS ' + watch)
+            if t and words[0] == "kite_boot" and watch:
+                line = line + " " + watch.strip()   # kite_boot passes extra arguments on to kite
+            f.write(line + "\n" if line else "")
 
 
 def write_job_lines(path, tests, irqchip):
@@ -803,6 +829,10 @@ def run_session(tests, idx, logdir, args):
             # so its guests always print the fpu__init_system_xstate WARNING.
             reasons += check_guest_log(lines, "seeds" if t.kind == "bringup" else t.kind, t.cpus,
                                        args.allow_xstate_warning or t.vmm == "qemu")
+        # A stall under the armed watchdog: quote kite's diagnosis with the failure.
+        watch = json_line(lines, "KITE-WATCH-REPORT: ")
+        if reasons and watch:
+            reasons.append(f"kite's hang report ({watch.get('trigger', '?')}): {str(watch.get('summary'))[:300]}")
         # On AMD a triple fault's registers are reset before the VMM can read them; L1's
         # KVM trace (l1/init, lib.sh) still has the guest's rip at the shutdown exit.
         if t.kind != "triplefault":
@@ -918,6 +948,22 @@ def run_session(tests, idx, logdir, args):
 FAILED_REPORTED = set()
 # (test, first failure) for tests whose first run failed in kite and were run again.
 FLAKY = []
+# (test, "kite" or "testbed", first failure) for every test that ran a second time.
+RETRIES = []
+
+
+def retry_summary(results):
+    """The CI log's last word on retries: each one, why the first run failed, and how the
+    second ended."""
+    if not RETRIES:
+        return ["# retries: none"]
+    out = [f"# retries: {len(RETRIES)}"]
+    for name, whose, reason in RETRIES:
+        second = next((r for r in results if r.test.name == name), None)
+        ended = "passed" if second and second.ok else "failed too"
+        first = "the testbed failed" if whose == "testbed" else "kite's run failed"
+        out.append(f"#   {name}: first run: {first}: {reason[:300]}; second run {ended}")
+    return out
 
 
 def report(r):
@@ -1006,6 +1052,7 @@ def main():
                 # cannot cause from user space): say so and run that test once more.
                 print(f"RETRY {r.test.name}: the testbed failed, not kite; running it again "
                       "in a new L1 session", flush=True)
+                RETRIES.append((r.test.name, "testbed", r.reason))
                 retry.append(r.test)
             else:
                 # A kite failure gets one more run to tell an intermittent problem from a
@@ -1013,6 +1060,7 @@ def main():
                 print(f"RETRY {r.test.name}: kite's run failed; running it again to see whether "
                       "the failure is intermittent", flush=True)
                 FLAKY.append((r.test.name, r.reason))
+                RETRIES.append((r.test.name, "kite", r.reason))
                 retry.append(r.test)
         for t in not_started:  # the session died before these ran: that was not their try
             t.tries -= 1
@@ -1042,6 +1090,8 @@ def main():
         if second and second.ok:
             print(f"FLAKY {name}: the first run failed ({reason[:200]}), the second passed. "
                   "An intermittent failure is a bug to find, not noise.")
+    for line in retry_summary(results):
+        print(line)
     print(f"# logs: {logdir}  total {time.monotonic() - t_all:.0f} s")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

@@ -13,7 +13,9 @@
 #   /dev/null) with stdout+stderr merged,
 #   each output line prefixed with "NAME| ", kills it (TERM, then KILL 5 s later) after
 #   DEADLINE_S seconds printing "JOB-TIMEOUT name=NAME", and finally prints
-#   "JOB-EXIT name=NAME status=N". Returns N. Where L1's init turned KVM tracing on
+#   "JOB-EXIT name=NAME status=N". Returns N. If the job left kite's hang report in
+#   $TMPDIR/NAME.watch.json (boot_tests.py arms the watchdog for every run), it is printed
+#   as one line, "NAME| KITE-WATCH-REPORT: <json>", before JOB-EXIT. Where L1's init turned KVM tracing on
 #   (KVM_TRACE: the tracefs directory), the job's events come before JOB-EXIT as
 #   "NAME| L1 kvm trace: ..." lines, and the trace is cleared for the next job.
 # shellcheck shell=sh
@@ -45,6 +47,9 @@ kite_job() {
     done
     _kj_rc=$(cat "$_kj_st" 2>/dev/null || echo 255)
     [ -e "$_kj_to" ] && echo "JOB-TIMEOUT name=$_kj_name after=${_kj_dl}s"
+    # The hang watchdog's snapshot, where the job armed it (boot_tests.py's watch_args).
+    [ -s "$_kj_dir/$_kj_name.watch.json" ] &&
+        echo "$_kj_name| KITE-WATCH-REPORT: $(tr -d '\n' <"$_kj_dir/$_kj_name.watch.json")"
     if [ -n "${KVM_TRACE:-}" ]; then
         grep -v '^#' "$KVM_TRACE/trace" | sed "s/^/$_kj_name| L1 kvm trace: /"
         : >"$KVM_TRACE/trace"
