@@ -15,6 +15,8 @@ public enum ThreadRole: String, CaseIterable, Sendable {
     case watchdog
     /// `userspace` mode's local APIC timers (`kite-apic-timer`).
     case apicTimer = "apic-timer"
+    /// The console writer (`kite-console`): the guest's output to stdout or its file.
+    case console
 }
 
 /// What each thread kind may call after setup, and nothing more. Found by tracing every
@@ -30,6 +32,7 @@ public enum ThreadAllowLists {
         case .devices: own = devices
         case .watchdog: own = watchdog
         case .apicTimer: own = []
+        case .console: own = [.call("poll")]   // waiting for room on a non-blocking stdout
         }
         return everyThread + own
     }

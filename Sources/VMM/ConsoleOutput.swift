@@ -1,15 +1,33 @@
+import CHost
 import HostCalls
+import KVM
+import Sandbox
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Where the guest's serial console goes: a file descriptor written whole, from any vCPU
-/// thread. Everything written is also read by the `ConsoleMonitor` (hang reports, progress).
-public final class ConsoleOutput: Sendable {
+/// Where the guest's serial console goes. vCPU threads (and the device thread, for
+/// virtio-console) hand their bytes over without ever blocking: they go into a bounded
+/// buffer that the console thread (`kite-console`) writes out. A reader that is slow or
+/// gone (a full pipe, a closed terminal) therefore slows nothing in the guest: past
+/// `bufferLimit` bytes waiting, newer output is dropped and counted, and Kite says so
+/// once. Everything is also read by the `ConsoleMonitor` (hang reports, progress), dropped
+/// or not.
+public final class ConsoleOutput: @unchecked Sendable {
     public let fd: Int32
     private let ownsFD: Bool
     let monitor = ConsoleMonitor()
+    /// Bytes waiting for the console thread, at most this many.
+    static let bufferLimit = 1 << 20
+
+    private let lock = ConditionLock()
+    // Guarded by lock:
+    private var pending: [UInt8] = []
+    private var dropped = 0
+    private var failed = false
+    private var finishing = false
+    private var thread: pthread_t?
 
     public init(fd: Int32, ownsFD: Bool) {
         self.fd = fd
@@ -25,9 +43,94 @@ public final class ConsoleOutput: Sendable {
 
     deinit { if ownsFD { close(fd) } }
 
+    /// Starts the console thread, confined by `seccomp`. Until it runs, output waits.
+    func start(seccomp: SeccompProgram?) throws {
+        switch startKiteThread(name: "kite-console", seccomp: seccomp, { [self] in run() }) {
+        case .success(let t): lock.withLock { thread = t }
+        case .failure(let e): throw SetupError("cannot start the console thread: \(e)", cause: e)
+        }
+    }
+
+    /// Takes the guest's bytes; never blocks on the reader.
     public func write(_ bytes: [UInt8]) {
         monitor.observe(bytes)
-        writeAll(fd, bytes)
+        lock.withLock {
+            if failed { dropped += bytes.count; return }
+            let room = max(0, Self.bufferLimit - pending.count)
+            pending += bytes.prefix(room)
+            dropped += bytes.count - min(room, bytes.count)
+            lock.broadcast()
+        }
+    }
+
+    private func run() {
+        // The kick signal (blocked in every thread but the vCPUs') interrupts a write that
+        // blocks on a reader that takes nothing, once `finish` gives up waiting.
+        var kick = sigset_t()
+        sigemptyset(&kick)
+        sigaddset(&kick, VCPU.kickSignal)
+        pthread_sigmask(SIG_UNBLOCK, &kick, nil)
+        ForbiddenCallInjection.fireIfArmed(.console)
+        while true {
+            let chunk: [UInt8]? = lock.withLock {
+                while pending.isEmpty && !finishing { lock.wait() }
+                if pending.isEmpty { return nil }
+                defer { pending.removeAll(keepingCapacity: true) }
+                return pending
+            }
+            guard let chunk else { return }
+            let written = writeWhole(chunk)
+            if written < chunk.count {
+                // The reader is gone (EPIPE, EBADF, ...) or took nothing until the end:
+                // nothing more can reach it.
+                lock.withLock {
+                    failed = true
+                    dropped += chunk.count - written + pending.count
+                    pending.removeAll()
+                }
+                return
+            }
+        }
+    }
+
+    /// Writes all of `bytes`, retrying short writes and interrupts, except that a write
+    /// interrupted once the console is finishing gives up (`finish` kicks a blocked writer).
+    /// Returns how many bytes were written.
+    private func writeWhole(_ bytes: [UInt8]) -> Int {
+        bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
+                if n < 0 {
+                    if errno == EINTR && !lock.withLock({ finishing }) { continue }
+                    if errno == EAGAIN {   // a non-blocking fd we were given: wait for room
+                        var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                        _ = retryingInterrupted { poll(&p, 1, -1) }
+                        continue
+                    }
+                    return done
+                }
+                done += n
+            }
+            return done
+        }
+    }
+
+    /// Ends the console thread once it has written what is waiting, or after `milliseconds`
+    /// if the reader does not take it (the rest is dropped). Returns how many bytes of guest
+    /// output never reached the console.
+    @discardableResult
+    func finish(withinMilliseconds milliseconds: Int32 = 2000) -> Int {
+        let t: pthread_t? = lock.withLock { finishing = true; lock.broadcast(); return thread }
+        if let t {
+            if host_join_thread(t, milliseconds) != 0 {
+                // Blocked in write() on a reader that takes nothing: interrupt it (the kick
+                // signal's handler has no SA_RESTART) until it gives up.
+                while host_join_thread(t, 50) != 0 { _ = host_signal_thread(t, VCPU.kickSignal) }
+            }
+            lock.withLock { thread = nil }
+        }
+        return lock.withLock { dropped + pending.count }
     }
 }
 

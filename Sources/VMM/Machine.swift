@@ -385,6 +385,7 @@ public final class Machine {
             control.stop(.vmmError("\(error)"))
         }
 
+        do { try console.start(seccomp: seccomp?.program(for: .console)) } catch { control.stop(.vmmError("\(error)")) }
         if !deviceEvents.isEmpty {
             do { try deviceEvents.start(seccomp: seccomp?.program(for: .devices)) } catch { control.stop(.vmmError("\(error)")) }
         }
@@ -433,6 +434,12 @@ public final class Machine {
         // the devices: the event thread finishes the request in hand and ends.
         interrupts.stop()
         deviceEvents.stop()
+        // Last, the console: what the guest wrote reaches stdout or its file before Kite ends.
+        let lost = console.finish()
+        if lost > 0 {
+            printLine("kite: \(lost) bytes of the guest's console output were dropped: nothing read the console "
+                      + "as fast as the guest wrote (Kite keeps at most \(ConsoleOutput.bufferLimit >> 10) KiB waiting)")
+        }
         vsockHost?.close()
         input?.restore()
         if config.bootTiming && timeline.milliseconds(to: .initMarker) == nil { printLine(timeline.summary()) }

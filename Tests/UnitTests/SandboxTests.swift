@@ -71,6 +71,7 @@ import Glibc
         case .devices: "kite-devices"
         case .watchdog: "kite-watchdog"
         case .apicTimer: "kite-apic-timer"
+        case .console: "kite-console"
         }
     }
 
@@ -139,7 +140,7 @@ import Glibc
         }
         // Kite's own threads, all checked above with any worker the host's KVM runs in the
         // process (newer kernels' "kvm-nx-lpage-recovery").
-        #expect(Set(names.filter { $0.hasPrefix("kite") }) == ["kite", "kite-vcpu0", "kite-vcpu1", "kite-devices", "kite-watchdog"],
+        #expect(Set(names.filter { $0.hasPrefix("kite") }) == ["kite", "kite-vcpu0", "kite-vcpu1", "kite-devices", "kite-watchdog", "kite-console"],
                 "\(names)")
     }
 }
