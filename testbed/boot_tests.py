@@ -54,7 +54,7 @@ DEADLINES = {
     "boot32-userspace": 600,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "triplefault": 60}
+DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "triplefault": 60}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -100,6 +100,9 @@ class Test:
         # ext4 made in the testbed: 64 MiB written by the guest, read back by debugfs, then a
         # second boot mounts it read-only (one test, two kite runs)
         "ext4": ("ext4", 0, "$GUEST_KERNEL"),
+        # The image's host file system fills up part-way (a 40 MiB tmpfs under a 64 MiB
+        # image): the guest sees write errors, its flushed data survives, kite goes on.
+        "diskfull": ("diskfull", 0, "$GUEST_KERNEL"),
         # SIGKILL right after the guest's sync: the job exits 0 once it killed kite.
         "disksync": ("disksync", 0, "$GUEST_KERNEL"),
         # A tiny multiboot guest that triple-faults (ud2 with no IDT, TRIPLE_FAULT_GUEST): kite
@@ -194,6 +197,7 @@ def build_matrix(args):
     tests.append(Test("diskro2", "diskro", 2))
     tests.append(Test("ext4disk2", "ext4", 2))
     tests.append(Test("disksync2", "disksync", 2))
+    tests.append(Test("diskfull2", "diskfull", 2))
     tests.append(Test("triplefault2", "triplefault", 2))
     # Issue 12: Kite's own interrupt controllers. split: KVM's local APICs, Kite's IOAPIC;
     # userspace: every local APIC, the IOAPIC and the APIC timers in Kite (32 vCPUs: every
@@ -214,7 +218,7 @@ def build_matrix(args):
         unknown = want - {t.name for t in tests}
         # Allow --only bootN / seedsN for any N.
         for name in sorted(unknown):
-            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|ext4)(\d+)", name)
+            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|diskfull|ext4)(\d+)", name)
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
@@ -448,6 +452,17 @@ def write_job_lines(path, tests, irqchip):
                     f'echo "KITE-HOST: disk md5=$(head -c {DISK_BYTES} {img} | md5sum | cut -d" " -f1)"')
                 write_kite_in_script(f, t, script, "kill-after-sync", f'--disk "path={img}"')
                 continue
+            if t.kind == "diskfull":
+                # A sparse 64 MiB image on a 40 MiB tmpfs: the host runs out of room part-way.
+                # (On a host rather than in L1, mounting needs root, as net2's tap does.)
+                full = f"$TMPDIR/{t.name}.fs"
+                img = f"{full}/disk.img"
+                f.write(f"mkdir -p {full} && mount -t tmpfs -o size=40m tmpfs {full} && truncate -s 64M {img}\n")
+                script = ('"$@"; rc=$?; '
+                          f'echo "KITE-HOST: first part md5=$(head -c 4194304 {img} | md5sum | cut -d" " -f1)"; exit $rc')
+                write_kite_in_script(f, t, script, "disk-full", f'--disk "path={img}"')
+                f.write(f"umount {full}\n")
+                continue
             if t.kind in ("disk", "diskro"):
                 # A raw image made in the testbed; after kite exits, its bytes are checked
                 # there (the host side of the guest's writes).
@@ -657,6 +672,7 @@ def REQUIRED_LINES(kind):
     markers every test needs."""
     disk = pattern_md5(b"KITE-DISK-PATTERN\n", DISK_BYTES)
     net = pattern_md5(b"KITE-NET-PATTERN\n", NET_BYTES)
+    first = pattern_md5(b"KITE-DISK-FIRST\n", 4 << 20)
     return {
         "disk": [
             ("KITE-GUEST: disk written", "the guest did not finish writing /dev/vda"),
@@ -664,6 +680,13 @@ def REQUIRED_LINES(kind):
             (f"KITE-GUEST: disk readback md5={disk}", "the guest read back different bytes than it wrote"),
             (f"KITE-HOST: disk md5={disk}",
              "the image file on the host does not hold the bytes the guest wrote and synced"),
+        ],
+        "diskfull": [
+            ("KITE-GUEST: first part flushed", "the guest could not write and sync the first 4 MiB"),
+            ("KITE-GUEST: full disk write failed", "the guest's writes past the host's free space did not fail"),
+            (f"KITE-GUEST: first part readback md5={first}", "after the failed writes the guest read back other bytes"),
+            (f"KITE-HOST: first part md5={first}", "the image lacks the first 4 MiB the guest had flushed"),
+            ("No space left on device", "kite did not say why the writes failed (ENOSPC)"),
         ],
         "disksync": [
             ("KITE-GUEST: synced", "the guest never finished its sync"),
