@@ -376,9 +376,6 @@ public final class Machine {
         _ = installKickHandler()
         let signalFD = host_termination_signalfd()
         defer { if signalFD >= 0 { close(signalFD) } }
-        // glibc reads the time zone file on first use; that happens now, not under a filter
-        // (log lines carry local time stamps).
-        tzset()
         do {
             try dropCapabilities()
         } catch {

@@ -235,7 +235,7 @@ func printError(_ message: String) {
 enum Main {
     static func main() {
         // Runtime notices (e.g. a guest probing an unknown port) go to stderr, one line each.
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        LoggingSystem.bootstrap { _ in KiteLogHandler() }
         do {
             var command = try Kite.parseAsRoot()
             try command.run()

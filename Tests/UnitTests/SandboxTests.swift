@@ -98,6 +98,18 @@ import Glibc
         #expect(!r.stderr.contains("did not stop"), "\(r.stderr)")
     }
 
+    /// A vCPU thread's notice (here: a port nothing answers) is written without a local
+    /// time stamp, so glibc never opens a time zone file under the vCPU's list (the testbed's
+    /// L1 has no /etc/localtime, and glibc then tried to open it for every line).
+    @Test func noticesFromAVCPUThreadStayInsideItsList() throws {
+        let code: [UInt8] = [0xE4, 0x99] + MachineRunTests.powerOff        // in al, 0x99
+        let kernel = try CLITests.temp("entry-notice", makeBzImage(entryCode: code))
+        let r = try CLITests.run(["run", "--kernel", kernel, "--memory", "64M", "--console", "file=\(CLITests.tempPath("c-notice"))"],
+                                 env: ["TZ": ":/nonexistent/zone"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.hasPrefix("kite: port I/O: guest read at unknown address 0x99"), "\(r.stderr)")
+    }
+
     @Test(arguments: ["off", "log"])
     func withoutEnforcementTheSameCallIsAllowed(mode: String) throws {
         let (r, console) = try MachineRunTests.boot(MachineRunTests.print("ok\n") + MachineRunTests.powerOff,
