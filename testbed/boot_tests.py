@@ -54,7 +54,7 @@ DEADLINES = {
     "boot32-userspace": 600,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "triplefault": 60}
+DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "tapgone": 240, "triplefault": 60}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -93,6 +93,7 @@ class Test:
         "rng": ("rng", 0, "$GUEST_KERNEL"),        # virtio-rng over virtio-mmio (kite --rng)
         "hvc": ("hvc", 0, "$GUEST_KERNEL"),        # virtio-console: output and input on hvc0
         "net": ("net", 0, "$GUEST_KERNEL"),        # virtio-net on a tap: ping both ways, 16 MiB TCP
+        "tapgone": ("tapgone", 0, "$GUEST_KERNEL"),  # the tap deleted under the running guest
         "vsock": ("vsock", 0, "$GUEST_KERNEL"),    # virtio-vsock both ways over Unix sockets
         "netifs": ("netifs", 0, "$GUEST_KERNEL"),  # two --net interfaces with configured MACs
         "disk": ("disk", 0, "$GUEST_KERNEL"),      # virtio-blk: 64 MiB written, checked on the host side
@@ -193,6 +194,7 @@ def build_matrix(args):
     tests.append(Test("net2", "net", 2))
     tests.append(Test("vsock2", "vsock", 2))
     tests.append(Test("netifs2", "netifs", 2))
+    tests.append(Test("tapgone2", "tapgone", 2))
     tests.append(Test("disk2", "disk", 2))
     tests.append(Test("diskro2", "diskro", 2))
     tests.append(Test("ext4disk2", "ext4", 2))
@@ -218,7 +220,7 @@ def build_matrix(args):
         unknown = want - {t.name for t in tests}
         # Allow --only bootN / seedsN for any N.
         for name in sorted(unknown):
-            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|diskfull|ext4)(\d+)", name)
+            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|diskfull|tapgone|ext4)(\d+)", name)
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
@@ -411,6 +413,20 @@ def write_job_lines(path, tests, irqchip):
                 # network namespace of their own (inside L1 they are in that VM already).
                 f.write('if [ "$TESTBED" = host ]; then NETNS="unshare --net"; else NETNS=; fi\n')
                 f.write("kite_job %s %d $NETNS sh -c %s net-host \"$KITE\" run --kernel \"%s\" "
+                        "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s --net tap=kitetap0\n" % (
+                            t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
+                            t.cpus, GUEST_MEMORY))
+                continue
+            if t.kind == "tapgone":
+                script = (
+                    # once the guest answers on the tap, delete it under the running guest
+                    '(i=0; while [ ! -e /sys/class/net/kitetap0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; '
+                    'ip addr add 192.0.2.1/24 dev kitetap0; ip link set kitetap0 up; '
+                    'i=0; until ping -c 1 -W 1 192.0.2.2 >/dev/null 2>&1 || [ $i -ge 90 ]; do i=$((i+1)); sleep 1; done; '
+                    'sleep 2; ip link delete kitetap0 && echo "KITE-HOST: tap deleted") & '
+                    '"$@"; rc=$?; wait; exit $rc')
+                f.write('if [ "$TESTBED" = host ]; then NETNS="unshare --net"; else NETNS=; fi\n')
+                f.write("kite_job %s %d $NETNS sh -c %s tap-gone \"$KITE\" run --kernel \"%s\" "
                         "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s --net tap=kitetap0\n" % (
                             t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
                             t.cpus, GUEST_MEMORY))
@@ -680,6 +696,11 @@ def REQUIRED_LINES(kind):
             (f"KITE-GUEST: disk readback md5={disk}", "the guest read back different bytes than it wrote"),
             (f"KITE-HOST: disk md5={disk}",
              "the image file on the host does not hold the bytes the guest wrote and synced"),
+        ],
+        "tapgone": [
+            ("KITE-GUEST: ping host ok", "the guest could not ping the host before the tap went"),
+            ("KITE-HOST: tap deleted", "the host could not delete the tap"),
+            ("KITE-GUEST: host lost", "the guest did not lose the host when its tap went"),
         ],
         "diskfull": [
             ("KITE-GUEST: first part flushed", "the guest could not write and sync the first 4 MiB"),
