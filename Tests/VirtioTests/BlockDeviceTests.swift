@@ -624,6 +624,30 @@ struct BlockRequestTests {
         #expect(try chain.status(status) == ok)
     }
 
+    @Test("after an fsync failure every later FLUSH fails too, even once fsync succeeds again")
+    func flushFailureIsSticky() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kite-sticky-\(getpid()).img").path
+        try Data(count: 8192).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let backend = try FileBlockBackend(path: path, readOnly: false)
+        try backend.flush()
+        // The host's writeback failed (EIO): the kernel may have dropped the dirty pages.
+        backend.sync = { _ in errno = EIO; return -1 }
+        #expect(throws: Errno.ioError) { try backend.flush() }
+        // fsync works again, but what the guest wrote before may be gone: flushing must not
+        // say otherwise.
+        backend.sync = { fsync($0) }
+        #expect(throws: Errno.ioError) { try backend.flush() }
+        // And the guest sees IOERR for its FLUSH request.
+        let device = BlockDevice(backend: backend, log: { _ in })
+        let memory = try makeMemory()
+        var chain = BlockChainBuilder(memory: memory)
+        let status = try chain.writable(1)
+        let request = DescriptorChain(headIndex: 0, readable: [try chain.readable(header(4, sector: 0))], writable: [status])
+        #expect(device.handle(request, memory: memory) == 1)
+        #expect(try chain.status(status) == ioError)
+    }
+
     @Test("a write with write-through whose flush fails reports IOERR")
     func writeThroughFlushFailure() throws {
         let backend = MemoryBlockBackend(size: 4096)

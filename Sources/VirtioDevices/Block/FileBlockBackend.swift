@@ -22,6 +22,8 @@ public final class FileBlockBackend: BlockBackend {
     /// could not write, so a later fsync succeeding would not mean the data is on disk:
     /// every later flush reports the same failure.
     private var flushFailure: Errno?
+    /// fsync(2); tests put a failing one in its place (a real EIO needs a failing device).
+    var sync: (Int32) -> Int32 = { fsync($0) }
 
     public init(path: String, readOnly: Bool) throws(BlockBackendError) {
         let fd: FileDescriptor
@@ -118,7 +120,7 @@ public final class FileBlockBackend: BlockBackend {
 
     public func flush() throws(Errno) {
         if let flushFailure { throw flushFailure }
-        if retryingInterrupted({ fsync(descriptor.rawValue) }) != 0 {
+        if retryingInterrupted({ sync(descriptor.rawValue) }) != 0 {
             let e = errno
             flushFailure = Errno(rawValue: e)
             throw Errno(rawValue: e)
