@@ -701,6 +701,7 @@ def REQUIRED_LINES(kind):
             ("KITE-GUEST: ping host ok", "the guest could not ping the host before the tap went"),
             ("KITE-HOST: tap deleted", "the host could not delete the tap"),
             ("KITE-GUEST: host lost", "the guest did not lose the host when its tap went"),
+            ("kite: virtio-net0 (kitetap0): backend", "kite did not say that the tap failed"),
         ],
         "diskfull": [
             ("KITE-GUEST: first part flushed", "the guest could not write and sync the first 4 MiB"),
