@@ -128,7 +128,9 @@ public struct LocalAPIC: Sendable, Equatable {
         guard isHardwareEnabled else { return false }
         guard vector >= 16 else {
             pendingErrors |= Self.receivedIllegalVector
-            raiseLocal(lvtIndex: 5)
+            // The error interrupt, unless it is the one with the illegal vector: raising it
+            // again would come straight back here, forever.
+            if UInt8(truncatingIfNeeded: lvt[5]) >= 16 { raiseLocal(lvtIndex: 5) }
             return false
         }
         guard isSoftwareEnabled else { return false }

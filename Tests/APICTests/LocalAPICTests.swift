@@ -187,6 +187,25 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         #expect(a.read(R.errorStatus) == 0)
     }
 
+    /// Found with Fuzz/run-platform-fuzz.sh: an error LVT with an illegal vector raised the
+    /// error interrupt from its own refusal without end (the vCPU spun under its lock).
+    @Test func anIllegalErrorVectorIsLatchedOnceAndRaisesNothing() {
+        var a = enabledAPIC()
+        _ = a.write(R.lvtError, 0x05, at: 0)             // unmasked, vector 5
+        #expect(a.read(R.lvtError) == 0x05)
+        let accepted = a.accept(vector: 3)
+        #expect(!accepted)
+        let sent = a.write(R.commandLow, 0x0000_4003, at: 0)   // fixed IPI, vector 3
+        #expect(sent == .noEffect)
+        _ = a.write(R.lvtTimer, 0x07, at: 0)             // one-shot, vector 7
+        _ = a.write(R.timerInitialCount, 10, at: 0)
+        let fired = a.advance(to: 100)
+        #expect(!fired)
+        _ = a.write(R.errorStatus, 0, at: 0)
+        #expect(a.read(R.errorStatus) == LocalAPIC.receivedIllegalVector | LocalAPIC.sendIllegalVector)
+        #expect(!a.hasRequested)
+    }
+
     @Test func aSoftwareDisabledAPICRefusesInterruptsAndKeepsItsLVTsMasked() {
         var a = LocalAPIC(apicID: 3)
         #expect(!a.isSoftwareEnabled)
