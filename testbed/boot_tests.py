@@ -54,7 +54,7 @@ DEADLINES = {
     "boot32-userspace": 600,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "tapgone": 240, "triplefault": 60}
+DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "diskeio": 240, "tapgone": 240, "triplefault": 60}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -104,6 +104,8 @@ class Test:
         # The image's host file system fills up part-way (a 40 MiB tmpfs under a 64 MiB
         # image): the guest sees write errors, its flushed data survives, kite goes on.
         "diskfull": ("diskfull", 0, "$GUEST_KERNEL"),
+        # A disk on device-mapper's error target: every read, write-back and flush fails (EIO).
+        "diskeio": ("diskeio", 0, "$GUEST_KERNEL"),
         # SIGKILL right after the guest's sync: the job exits 0 once it killed kite.
         "disksync": ("disksync", 0, "$GUEST_KERNEL"),
         # A tiny multiboot guest that triple-faults (ud2 with no IDT, TRIPLE_FAULT_GUEST): kite
@@ -200,6 +202,7 @@ def build_matrix(args):
     tests.append(Test("ext4disk2", "ext4", 2))
     tests.append(Test("disksync2", "disksync", 2))
     tests.append(Test("diskfull2", "diskfull", 2))
+    tests.append(Test("diskeio2", "diskeio", 2))
     tests.append(Test("triplefault2", "triplefault", 2))
     # Issue 12: Kite's own interrupt controllers. split: KVM's local APICs, Kite's IOAPIC;
     # userspace: every local APIC, the IOAPIC and the APIC timers in Kite (32 vCPUs: every
@@ -220,7 +223,7 @@ def build_matrix(args):
         unknown = want - {t.name for t in tests}
         # Allow --only bootN / seedsN for any N.
         for name in sorted(unknown):
-            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|diskfull|tapgone|ext4)(\d+)", name)
+            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|diskfull|diskeio|tapgone|ext4)(\d+)", name)
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
@@ -468,6 +471,14 @@ def write_job_lines(path, tests, irqchip):
                     f'echo "KITE-HOST: disk md5=$(head -c {DISK_BYTES} {img} | md5sum | cut -d" " -f1)"')
                 write_kite_in_script(f, t, script, "kill-after-sync", f'--disk "path={img}"')
                 continue
+            if t.kind == "diskeio":
+                # 64 MiB where every I/O fails; devtmpfs names it /dev/dm-N.
+                dev = f"$TMPDIR/{t.name}.dev"
+                f.write(f"dmsetup create --noudevsync kite-{t.name} --table '0 131072 error' && "
+                        f"ln -sf /dev/$(dmsetup info -c --noheadings -o blkdevname kite-{t.name}) {dev}\n")
+                write_kite_in_script(f, t, '"$@"', "disk-eio", f'--disk "path={dev}"')
+                f.write(f"dmsetup remove --noudevsync kite-{t.name}\n")
+                continue
             if t.kind == "diskfull":
                 # A sparse 64 MiB image on a 40 MiB tmpfs: the host runs out of room part-way.
                 # (On a host rather than in L1, mounting needs root, as net2's tap does.)
@@ -702,6 +713,12 @@ def REQUIRED_LINES(kind):
             ("KITE-HOST: tap deleted", "the host could not delete the tap"),
             ("KITE-GUEST: host lost", "the guest did not lose the host when its tap went"),
             ("kite: virtio-net0 (kitetap0): backend", "kite did not say that the tap failed"),
+        ],
+        "diskeio": [
+            ("KITE-GUEST: first flush failed", "the guest's flush to a failing disk did not fail"),
+            ("KITE-GUEST: later flush failed", "a later flush to the failing disk did not fail"),
+            ("KITE-GUEST: read failed", "a read from the failing disk did not fail"),
+            ("Input/output error", "kite did not say why the disk's requests failed (EIO)"),
         ],
         "diskfull": [
             ("KITE-GUEST: first part flushed", "the guest could not write and sync the first 4 MiB"),

@@ -24,7 +24,7 @@ GUEST_INITRD_HOST="$("$KITE_ROOT/testbed/build-guest-initramfs.sh")"
 # Copy an executable plus everything ldd lists (and the dynamic loader) under ROOT.
 stamp_inputs() {
     cat "$KITE_BIN" "$GUEST_INITRD_HOST" "$KERNEL" "$VMLINUX" "$(dirname "$KERNEL")/System.map-$KVER" "$0" "$KITE_ROOT/testbed/common.sh" \
-        "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox "$(command -v socat)" "$(command -v mkfs.ext4)" "$(command -v debugfs)"
+        "$KITE_ROOT/testbed/l1/init" "$KITE_ROOT/testbed/lib.sh" /bin/busybox "$(command -v socat)" "$(command -v mkfs.ext4)" "$(command -v debugfs)" "$(command -v dmsetup)"
     echo "extra: ${L1_EXTRA_BINS:-} | ${L1_EXTRA_DIRS:-}"
     for b in ${L1_EXTRA_BINS:-}; do cat "$b"; done
     for d in ${L1_EXTRA_DIRS:-}; do find "${d%%=*}" -type f -print0 | LC_ALL=C sort -z | xargs -0 -r cat; done
@@ -38,12 +38,14 @@ if [ ! -f "$BASE" ]; then
     log "building L1 base image"
     W="$L1/root"
     rm -rf "$W"; mkdir -p "$W"/{bin,sbin,usr/bin,dev,proc,sys,tmp,run,lib/modules,guest,testbed}
-    stage_busybox_and_modules "$W" irqbypass kvm kvm-amd tun
+    stage_busybox_and_modules "$W" irqbypass kvm kvm-amd tun dm-mod
     copy_with_libs "$KITE_BIN" "$W" /usr/bin/kite
     copy_with_libs "$(command -v socat)" "$W" /usr/bin/socat   # vsock tests: Unix-socket peer
     # disk tests: make an ext4 image and read files back out of it on the host side
     copy_with_libs "$(command -v mkfs.ext4)" "$W" /usr/bin/mkfs.ext4
     copy_with_libs "$(command -v debugfs)" "$W" /usr/bin/debugfs
+    # disk fault tests: a device-mapper "error" target fails every I/O (EIO)
+    copy_with_libs "$(command -v dmsetup)" "$W" /usr/sbin/dmsetup
     for b in ${L1_EXTRA_BINS:-}; do copy_with_libs "$b" "$W"; done
     for d in ${L1_EXTRA_DIRS:-}; do
         src="${d%%=*}"; dst="${d#*=}"
