@@ -54,10 +54,12 @@ public struct InterProcessorInterrupt: Sendable, Equatable {
     /// lowest-priority IPI reaches one of the matching APICs: the one with the lowest
     /// processor priority, the lowest index among equals.
     public func targets(from source: Int, in apics: [LocalAPIC]) -> [Int] {
+        // A hardware-disabled APIC (IA32_APIC_BASE.EN clear) is off the APIC bus: no IPI
+        // reaches it, INIT included (KVM's delivery skips such APICs the same way).
         switch shorthand {
         case .selfOnly: [source]
-        case .allIncludingSelf: Array(apics.indices)
-        case .allExcludingSelf: apics.indices.filter { $0 != source }
+        case .allIncludingSelf: apics.indices.filter { apics[$0].isHardwareEnabled }
+        case .allExcludingSelf: apics.indices.filter { $0 != source && apics[$0].isHardwareEnabled }
         case .none:
             LocalAPIC.matching(destination: destination, logical: logicalDestination,
                                lowestPriority: deliveryMode == .lowestPriority, in: apics)

@@ -416,6 +416,17 @@ func enabledAPIC(id: UInt8 = 0) -> LocalAPIC {
         #expect(oneInCluster1.targets(from: 0, in: apics) == [1])
     }
 
+    @Test func noIPIReachesAHardwareDisabledAPICNotEvenINIT() {
+        var apics = Self.apics(4)
+        apics[2].setHardwareEnabled(false)
+        func targets(_ low: UInt32, _ dest: UInt32 = 0, from: Int = 1) -> [Int] {
+            InterProcessorInterrupt(commandLow: low, commandHigh: dest << 24).targets(from: from, in: apics)
+        }
+        #expect(targets(0x0008_40F0) == [0, 1, 3])           // all including self
+        #expect(targets(0x000C_4500) == [0, 3])              // INIT to all excluding self
+        #expect(targets(0x0000_4500, 2) == [])               // INIT to it by its physical ID
+    }
+
     @Test func lowestPriorityPicksTheLeastBusyMatchingAPIC() {
         var apics = Self.apics(3)
         for i in apics.indices { _ = apics[i].write(R.logicalDestination, UInt32(1 << i) << 24, at: 0) }
