@@ -403,35 +403,28 @@ def write_job_lines(path, tests, irqchip):
                 f.write("kite_job %s %d \"$KITE\" run --kernel \"%s\" --cpus %d --memory 64M\n" % (
                     t.name, t.deadline, t.kernel, t.cpus))
                 continue
-            if t.kind == "net":
+            if t.kind in ("net", "tapgone"):
+                if t.kind == "net":
+                    # ping the guest, and serve it 16 MiB over TCP
+                    host = ('ping -c 2 -W 2 192.0.2.2 >/dev/null 2>&1 && echo "KITE-HOST: ping guest ok") & '
+                            f'yes KITE-NET-PATTERN | head -c {NET_BYTES} | nc -l -p 5000 >/dev/null & nc=$!; '
+                            '"$@"; rc=$?; kill $nc 2>/dev/null; exit $rc')
+                else:
+                    # delete the tap under the running guest
+                    host = ('sleep 2; ip link delete kitetap0 && echo "KITE-HOST: tap deleted") & '
+                            '"$@"; rc=$?; wait; exit $rc')
                 script = (
-                    # host side of the tap, once kite has created it
+                    # the host side of the tap, once kite has created it and the guest answers on it
                     '(i=0; while [ ! -e /sys/class/net/kitetap0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; '
                     'ip addr add 192.0.2.1/24 dev kitetap0; ip link set kitetap0 up; '
                     'i=0; until ping -c 1 -W 1 192.0.2.2 >/dev/null 2>&1 || [ $i -ge 90 ]; do i=$((i+1)); sleep 1; done; '
-                    'ping -c 2 -W 2 192.0.2.2 >/dev/null 2>&1 && echo "KITE-HOST: ping guest ok") & '
-                    f'yes KITE-NET-PATTERN | head -c {NET_BYTES} | nc -l -p 5000 >/dev/null & nc=$!; '
-                    '"$@"; rc=$?; kill $nc 2>/dev/null; exit $rc')
+                    + host)
                 # On a host with hardware virtualization, the tap and its addresses live in a
                 # network namespace of their own (inside L1 they are in that VM already).
                 f.write('if [ "$TESTBED" = host ]; then NETNS="unshare --net"; else NETNS=; fi\n')
-                f.write("kite_job %s %d $NETNS sh -c %s net-host \"$KITE\" run --kernel \"%s\" "
+                f.write("kite_job %s %d $NETNS sh -c %s %s \"$KITE\" run --kernel \"%s\" "
                         "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s --net tap=kitetap0\n" % (
-                            t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
-                            t.cpus, GUEST_MEMORY))
-                continue
-            if t.kind == "tapgone":
-                script = (
-                    # once the guest answers on the tap, delete it under the running guest
-                    '(i=0; while [ ! -e /sys/class/net/kitetap0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; '
-                    'ip addr add 192.0.2.1/24 dev kitetap0; ip link set kitetap0 up; '
-                    'i=0; until ping -c 1 -W 1 192.0.2.2 >/dev/null 2>&1 || [ $i -ge 90 ]; do i=$((i+1)); sleep 1; done; '
-                    'sleep 2; ip link delete kitetap0 && echo "KITE-HOST: tap deleted") & '
-                    '"$@"; rc=$?; wait; exit $rc')
-                f.write('if [ "$TESTBED" = host ]; then NETNS="unshare --net"; else NETNS=; fi\n')
-                f.write("kite_job %s %d $NETNS sh -c %s tap-gone \"$KITE\" run --kernel \"%s\" "
-                        "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s --net tap=kitetap0\n" % (
-                            t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline),
+                            t.name, t.deadline, shlex.quote(script), t.kind + "-host", t.kernel, shlex.quote(t.cmdline),
                             t.cpus, GUEST_MEMORY))
                 continue
             if t.kind == "vsock":
