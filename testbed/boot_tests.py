@@ -54,7 +54,7 @@ DEADLINES = {
     "boot32-userspace": 600,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "diskeio": 240, "tapgone": 240, "triplefault": 60}
+DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "diskeio": 240, "tapgone": 240, "vsockpeer": 120, "triplefault": 60}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -95,6 +95,7 @@ class Test:
         "net": ("net", 0, "$GUEST_KERNEL"),        # virtio-net on a tap: ping both ways, 16 MiB TCP
         "tapgone": ("tapgone", 0, "$GUEST_KERNEL"),  # the tap deleted under the running guest
         "vsock": ("vsock", 0, "$GUEST_KERNEL"),    # virtio-vsock both ways over Unix sockets
+        "vsockpeer": ("vsockpeer", 0, "$GUEST_KERNEL"),  # host peers that hang up or never read
         "netifs": ("netifs", 0, "$GUEST_KERNEL"),  # two --net interfaces with configured MACs
         "disk": ("disk", 0, "$GUEST_KERNEL"),      # virtio-blk: 64 MiB written, checked on the host side
         "diskro": ("diskro", 0, "$GUEST_KERNEL"),  # virtio-blk readonly=on: writes fail in the guest
@@ -197,6 +198,7 @@ def build_matrix(args):
     tests.append(Test("vsock2", "vsock", 2))
     tests.append(Test("netifs2", "netifs", 2))
     tests.append(Test("tapgone2", "tapgone", 2))
+    tests.append(Test("vsockpeer2", "vsockpeer", 2))
     tests.append(Test("disk2", "disk", 2))
     tests.append(Test("diskro2", "diskro", 2))
     tests.append(Test("ext4disk2", "ext4", 2))
@@ -223,7 +225,7 @@ def build_matrix(args):
         unknown = want - {t.name for t in tests}
         # Allow --only bootN / seedsN for any N.
         for name in sorted(unknown):
-            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|diskfull|diskeio|tapgone|ext4)(\d+)", name)
+            m = re.fullmatch(r"(boot|seeds|pvh|reboot|input|rng|hvc|net|vsock|netifs|disk|diskro|disksync|diskfull|diskeio|tapgone|vsockpeer|ext4)(\d+)", name)
             if not m:
                 sys.exit(f"unknown test {name!r}; known: {' '.join(t.name for t in tests)}")
             n = int(m.group(2))
@@ -426,6 +428,15 @@ def write_job_lines(path, tests, irqchip):
                         "--initrd \"$GUEST_INITRD\" --cmdline %s --cpus %d --memory %s --net tap=kitetap0\n" % (
                             t.name, t.deadline, shlex.quote(script), t.kind + "-host", t.kernel, shlex.quote(t.cmdline),
                             t.cpus, GUEST_MEMORY))
+                continue
+            if t.kind == "vsockpeer":
+                sock = f"$TMPDIR/{t.name}.sock"
+                script = (
+                    # port 6000: a peer that hangs up at once; 6001: one that never reads
+                    f"socat UNIX-LISTEN:{sock}_6000 SYSTEM:'exit 0' & dead=$!; "
+                    f"socat UNIX-LISTEN:{sock}_6001 SYSTEM:'exec 2>/dev/null; exec sleep 300' & deaf=$!; "
+                    '"$@"; rc=$?; pkill -P $deaf 2>/dev/null; kill $dead $deaf 2>/dev/null; exit $rc')
+                write_kite_in_script(f, t, script, "vsock-peers", f"--vsock cid=3,socket={sock}")
                 continue
             if t.kind == "vsock":
                 sock = f"$TMPDIR/{t.name}.sock"
@@ -706,6 +717,10 @@ def REQUIRED_LINES(kind):
             ("KITE-HOST: tap deleted", "the host could not delete the tap"),
             ("KITE-GUEST: host lost", "the guest did not lose the host when its tap went"),
             ("kite: virtio-net0 (kitetap0): backend", "kite did not say that the tap failed"),
+        ],
+        "vsockpeer": [
+            ("KITE-GUEST: dead peer: stream ended", "a stream whose host peer hung up did not end in the guest"),
+            ("KITE-GUEST: deaf peer: send held back", "a send to a host peer that never reads did not wait"),
         ],
         "diskeio": [
             ("KITE-GUEST: first flush failed", "the guest's flush to a failing disk did not fail"),
