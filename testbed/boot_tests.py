@@ -350,14 +350,18 @@ def write_kite_in_script(f, t, script, label, kite_args):
 # Every kite run that does not arm the hang watchdog for its own checks (hang, healthy and
 # bring-up tests do) runs with it armed: a guest that stalls leaves kite's snapshot, which
 # kite_job prints ("NAME| KITE-WATCH-REPORT: <json>") and a failure's reason quotes. A quiet
-# guest that is not stuck is never stopped by it.
+# guest that is not stuck is never stopped by it. The timeout is half the test's deadline,
+# at least 60 s: a guest with many more vCPUs than L1 has CPUs can be silent for minutes
+# while every vCPU spins with interrupts off, slowly (boot288-split: 60 s was judged a hang
+# at ACPI init, where the same boot passes in under 7 minutes).
 WATCH_HANG_TIMEOUT = 60
 
 
 def watch_args(t):
     if t.vmm != "kite" or t.kind in ("hang", "healthy", "bringup"):
         return ""
-    return f"--hang-timeout {WATCH_HANG_TIMEOUT} --report $TMPDIR/{t.name}.watch.json "
+    timeout = max(WATCH_HANG_TIMEOUT, t.deadline // 2)
+    return f"--hang-timeout {timeout} --report $TMPDIR/{t.name}.watch.json "
 
 
 def write_job(path, tests, irqchip="kernel"):
