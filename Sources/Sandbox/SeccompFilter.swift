@@ -59,7 +59,6 @@ public final class SeccompProgram: Sendable {
 
 /// The filters of every thread kind, for one mode.
 public struct SeccompFilters: Sendable {
-    public let mode: SeccompMode
     private let programs: [ThreadRole: SeccompProgram]
 
     /// Compiles each role's allow-list (nil when `mode` is off). In `on` mode a call outside
@@ -73,7 +72,7 @@ public struct SeccompFilters: Sendable {
         for role in ThreadRole.allCases {
             programs[role] = try compile(role: role, rules: lists(role), defaultAction: mode == .on ? SCMP_ACT_TRAP : SCMP_ACT_LOG)
         }
-        return SeccompFilters(mode: mode, programs: programs)
+        return SeccompFilters(programs: programs)
     }
 
     public func program(for role: ThreadRole) -> SeccompProgram { programs[role]! }

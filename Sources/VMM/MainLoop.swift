@@ -1,6 +1,7 @@
 import CHost
 import Devices
 import HostCalls
+import KVM
 import Sandbox
 #if canImport(Glibc)
 import Glibc
@@ -91,5 +92,5 @@ final class MainLoop {
 }
 
 func installKickHandler() -> Int32 {
-    host_install_kick_handler(SIGUSR2)
+    host_install_kick_handler(VCPU.kickSignal)
 }

@@ -111,7 +111,7 @@ struct Run: ParsableCommand {
                                valueName: "kernel|split|userspace"))
     var irqchip = "kernel"
 
-    @Option(help: ArgumentHelp("Confine every Kite thread (vCPU, devices, watchdog, main) to its own system-call "
+    @Option(help: ArgumentHelp("Confine every Kite thread (vCPU, devices, watchdog, console, main) to its own system-call "
                                + "allow-list from before the guest's first instruction: on (the default; a call outside "
                                + "the list stops the guest with one line naming the thread and the call, exit status 1), "
                                + "log (allowed, but the host kernel logs it: dmesg | grep type=1326) or off.",
@@ -120,7 +120,7 @@ struct Run: ParsableCommand {
 
     @Option(help: ArgumentHelp("TESTING ONLY: inject a fault. stall-vcpu=N@Ts stops running vCPU N T seconds after "
                                + "start, to reproduce a lost wake-up; seccomp-violation=THREAD (main, vcpu, devices, "
-                               + "watchdog, apic-timer) makes that thread call getppid, outside its allow-list "
+                               + "watchdog, apic-timer, console) makes that thread call getppid, outside its allow-list "
                                + "(repeatable).", valueName: "fault"))
     var inject: [String] = []
 

@@ -13,7 +13,7 @@ public enum FaultInjection: Equatable, Sendable {
     static let seccompPrefix = "seccomp-violation="
 
     /// Parses `stall-vcpu=N@Ts` (T in seconds; a trailing "s" is optional) or
-    /// `seccomp-violation=ROLE` (main, vcpu, devices, watchdog, apic-timer).
+    /// `seccomp-violation=ROLE` (a `ThreadRole`: main, vcpu, devices, watchdog, apic-timer, console).
     public static func parse(_ text: String) throws(SetupError) -> FaultInjection {
         if text.hasPrefix(seccompPrefix) {
             let name = text.dropFirst(seccompPrefix.count)
