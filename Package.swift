@@ -49,7 +49,7 @@ let package = Package(
             "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "HostCalls",
         ]),
         .executableTarget(name: "kite", dependencies: [
-            "VMM", "VirtioDevices", "Sandbox",
+            "VMM", "VirtioDevices", "Sandbox", "Diagnosis", "HostCalls",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -30,7 +30,9 @@ struct ConsoleLine {
             timestamp = seconds
             rest = afterStamp
             // CONFIG_PRINTK_CALLER adds "[    T1]" or "[    C0]" after the time stamp.
-            if let afterCaller = rest.droppingPrintkCaller() { rest = afterCaller }
+            if let afterCaller = rest.droppingPrintkCaller() ?? (rest.first == " " ? rest.dropFirst().droppingPrintkCaller() : nil) {
+                rest = afterCaller
+            }
             // printk separates the time stamp from the message with exactly one space.
             if rest.first == " " { rest = rest.dropFirst() }
         }
@@ -71,6 +73,7 @@ extension KernelEvent {
             // and expedited stalls always do: "... expedited stalls on CPUs/tasks: { 1-...D } 21 jiffies s: 173 root: 0x2/."
             stalledCPUs = KernelEvent.cpusInBraces(text)
             detectedBy = text.after("detected by ")?.leadingInteger
+            stallJiffies = KernelEvent.stallJiffies(in: text)
         case .rcuKthreadStarved:
             // "rcu: rcu_preempt kthread starved for 5226 jiffies! g-1155 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x0 ->cpu=1"
             let message = text.dropping(prefix: "rcu: ") ?? text
@@ -111,9 +114,33 @@ extension KernelEvent {
         case .bug:
             // "BUG: workqueue lockup - pool cpus=1 node=0 flags=0x0 nice=0 stuck for 33s!"
             stuckSeconds = text.after(" stuck for ")?.leadingInteger
+        case .csdLockTimeout:
+            // "csd: Detected non-responsive CSD lock (#1) on CPU#0, waiting 5000000042 ns for
+            // CPU#01 do_sync_core+0x0/0x30(0x0)." (5.x: the same after "smp: ").
+            cpu = text.after(" on CPU#")?.leadingInteger
+            if let target = text.after(" ns for CPU#")?.leadingInteger { stalledCPUs = [target] }
+            if let waited = text.after(" waiting "), let nanoseconds = UInt64(waited.prefix(while: \.isASCIIDigit).prefix(19)) {
+                stuckSeconds = Int(nanoseconds / 1_000_000_000)
+            }
         case .panic, .oops:
             break
         }
+    }
+
+    /// How long an RCU stall has lasted: "(detected by 1, t=5252 jiffies, g=...)",
+    /// "(t=21002 jiffies g=1234 q=5)", or an expedited stall's "{ 1-...D } 21 jiffies s: 173".
+    static func stallJiffies(in text: Substring) -> Int? {
+        for marker in [" t=", "(t="] {
+            if let value = text.after(marker), let jiffies = value.leadingInteger,
+               value.drop(while: \.isASCIIDigit).hasPrefix(" jiffies") {
+                return jiffies
+            }
+        }
+        if text.contains("expedited stalls"), let close = text.firstIndex(of: "}") {
+            let after = text[text.index(after: close)...].trimmingLeadingSpaces()
+            if let jiffies = after.leadingInteger, after.drop(while: \.isASCIIDigit).hasPrefix(" jiffies") { return jiffies }
+        }
+        return nil
     }
 
     /// Which kind of report `text` starts, if it starts one.
@@ -137,6 +164,10 @@ extension KernelEvent {
         if rcuMessage.hasPrefix("rcu_"), rcuMessage.contains(" kthread starved for ") { return .rcuKthreadStarved }
 
         if text.hasPrefix("INFO: task "), text.contains(" blocked for more than ") { return .hungTask }
+        let csdMessage = text.dropping(prefix: "smp: ") ?? text
+        if csdMessage.hasPrefix("csd: Detected non-responsive CSD lock") || csdMessage.hasPrefix("csd: Continued non-responsive CSD lock") {
+            return .csdLockTimeout
+        }
         if text.hasPrefix("NMI backtrace for cpu ") { return .nmiBacktrace }
 
         if text.hasPrefix("Oops: ") || text.hasPrefix("Internal error: Oops") { return .oops }
@@ -279,6 +310,25 @@ func isRegisterLine(_ text: Substring) -> Bool {
     return !value.isEmpty && value.allSatisfy { $0.isHexDigit || $0 == ":" }
 }
 
+/// Whether interrupts were enabled, from a register line that holds the flags: x86's
+/// "RSP: 0018:ffffc90000003e48 EFLAGS: 00000246" (IF is bit 9) or arm64's
+/// "pstate: 60400005 (nZCv daif -PAN -UAO -TCO -DIT -SSBS BTYPE=--)" (the I mask is bit 7).
+func interruptsEnabled(inRegisterLine text: Substring) -> Bool? {
+    if let value = text.after("EFLAGS: ") {
+        guard let flags = parseHexDigits(value.prefix(while: \.isHexDigit)) else { return nil }
+        return flags & 0x200 != 0
+    }
+    if let value = text.dropping(prefix: "pstate: ") {
+        guard let state = parseHexDigits(value.prefix(while: \.isHexDigit)) else { return nil }
+        return state & 0x80 == 0
+    }
+    return nil
+}
+
+private func parseHexDigits(_ digits: Substring) -> UInt64? {
+    (1...16).contains(digits.count) ? UInt64(digits, radix: 16) : nil
+}
+
 /// The text after "RIP: " (x86), "IP: " (old x86) or "pc : " (arm64), if `text` is such a line.
 func instructionPointerText(_ text: Substring) -> Substring? {
     text.dropping(prefix: "RIP: ") ?? text.dropping(prefix: "IP: ") ?? text.dropping(prefix: "pc : ")
@@ -306,11 +356,22 @@ extension KernelFrame {
             }
         }
         let locationEnd = rest.firstIndex(where: { $0 == " " || $0 == "\t" }) ?? rest.endIndex
-        guard let (function, offset, size) = parseSymbolLocation(rest[..<locationEnd]) else { return nil }
+        let location = rest[..<locationEnd]
+        var function: Substring
+        var offset: UInt64 = 0, size: UInt64 = 0
+        if let (name, parsedOffset, parsedSize) = parseSymbolLocation(location) {
+            (function, offset, size) = (name, parsedOffset, parsedSize)
+        } else {
+            // A decoded frame may name its source line instead of an offset; it must then have one.
+            guard let first = location.first, first == "_" || (first.isASCII && first.isLetter),
+                  location.count <= 512, location.allSatisfy(\.isSymbolCharacter) else { return nil }
+            function = location
+        }
+        let hasOffset = offset != 0 || size != 0 || location.contains("+")
         rest = rest[locationEnd...].trimmingLeadingSpaces()
 
         var module: String?
-        if rest.first == "[" {
+        if rest.first == "[", !rest.hasPrefix("[inline]") {
             // "[virtio_blk]", or with CONFIG_STACKTRACE_BUILD_ID "[virtio_blk 0123abcd...]".
             guard let close = rest.firstIndex(of: "]") else { return nil }
             let name = rest[rest.index(after: rest.startIndex)..<close].prefix(while: { $0 != " " })
@@ -318,10 +379,29 @@ extension KernelFrame {
             module = String(name)
             rest = rest[rest.index(after: close)...].trimmingLeadingSpaces()
         }
+        // Decoded traces: "kernel/smp.c:886", or decode_stacktrace.sh's "(kernel/smp.c:443 kernel/smp.c:886)".
+        var source: String?
+        if rest.first == "(", let close = rest.lastIndex(of: ")"),
+           rest[rest.index(after: rest.startIndex)..<close].split(separator: " ").first.map(isSourceLocation) == true {
+            source = String(rest[rest.index(after: rest.startIndex)..<close])
+            rest = rest[rest.index(after: close)...].trimmingLeadingSpaces()
+        } else {
+            let tokenEnd = rest.firstIndex(where: { $0 == " " || $0 == "\t" }) ?? rest.endIndex
+            if isSourceLocation(rest[..<tokenEnd]) {
+                source = String(rest[..<tokenEnd])
+                rest = rest[tokenEnd...].trimmingLeadingSpaces()
+            }
+        }
+        var inlined = false
+        if rest.hasPrefix("[inline]") {
+            inlined = true
+            rest = rest.dropFirst("[inline]".count).trimmingLeadingSpaces()
+        }
         // arm64 marks where a frame came from: "(P)" for the pc, "(L)" for the link register.
         if rest.first == "(", rest.last == ")", rest.count <= 5 { rest = "" }
-        guard rest.isEmpty else { return nil }
-        self.init(function: String(function), offset: offset, size: size, module: module, reliable: reliable)
+        guard rest.isEmpty, hasOffset || source != nil else { return nil }
+        self.init(function: String(function), offset: offset, size: size, module: module, reliable: reliable,
+                  source: source, inlined: inlined)
     }
 
     /// Parses the value of a "RIP: 0010:smp_call_function_many_cond+0xf1/0x330" line (the
@@ -355,6 +435,19 @@ private func parseSymbolLocation(_ token: Substring) -> (Substring, UInt64, UInt
           let offset = parseHex(numbers[..<slash]),
           let size = parseHex(numbers[numbers.index(after: slash)...]) else { return nil }
     return (name, offset, size)
+}
+
+/// "kernel/smp.c:886" or "arch/x86/include/asm/irqflags.h:26": a path with a file
+/// extension, a colon and a line number. decode_stacktrace.sh may add "(discriminator 1)".
+private func isSourceLocation(_ token: Substring) -> Bool {
+    guard token.count <= 256, let colon = token.lastIndex(of: ":") else { return false }
+    let path = token[..<colon], line = token[token.index(after: colon)...]
+    // syzbot prints "irqflags.h:-1" where the compiler left no line.
+    let digits = line.hasPrefix("-") ? line.dropFirst() : line
+    guard !digits.isEmpty, digits.count <= 7, digits.allSatisfy(\.isASCIIDigit),
+          let dot = path.lastIndex(of: "."), path.index(after: dot) < path.endIndex,
+          path.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isWholeNumber || "_./-+".contains($0)) }) else { return false }
+    return true
 }
 
 private func parseHex(_ text: Substring) -> UInt64? {

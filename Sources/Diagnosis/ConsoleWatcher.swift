@@ -61,6 +61,10 @@ public struct ConsoleWatcher: Sendable {
     /// report starts.
     private var nmiSender: Int?
 
+    /// How many reports have started (headlines seen), so a caller that feeds one line at a
+    /// time knows on which line each report began.
+    public private(set) var reportsStarted = 0
+
     public init() {
         lineBytes.reserveCapacity(256)
     }
@@ -186,6 +190,7 @@ public struct ConsoleWatcher: Sendable {
             finishReport(completing: &completed)
             if headline.kind != .nmiBacktrace { nmiSender = nil }
             report = ReportInProgress(event: headline)
+            reportsStarted += 1
             return
         }
 
@@ -276,6 +281,19 @@ private struct ReportInProgress: Sendable {
             return .continues
         }
 
+        // A CSD-lock report goes on past its "csd: ..." lines and the target CPU's task dump
+        // ("Task dump for CPU 55:", skipped: it is the other CPU's) to the waiter's own stack.
+        if event.kind == .csdLockTimeout {
+            if text.hasPrefix("csd: ") || text.hasPrefix("smp: csd: ") {
+                startStackDump(skipping: false)
+                return .continues
+            }
+            if text.hasPrefix("Task dump for CPU ") {
+                startStackDump(skipping: true)
+                return .continues
+            }
+        }
+
         if let marker = ContextMarker(text) {
             inTrace = true
             if marker.isOpening {
@@ -297,6 +315,10 @@ private struct ReportInProgress: Sendable {
             inTrace = true
             return .continues
         }
+        if event.interruptsEnabled == nil, !skippingStack, let enabled = interruptsEnabled(inRegisterLine: text) {
+            event.interruptsEnabled = enabled
+            return .continues
+        }
         if let pointer = instructionPointerText(text) {
             // User-mode "RIP: 0033:0x7f..." lines name no symbol and are skipped.
             if event.rip == nil, !skippingStack, let rip = KernelFrame(instructionPointer: pointer) {
@@ -312,6 +334,9 @@ private struct ReportInProgress: Sendable {
             return .continues
         }
         if let cpuLine = CPULine(text) {
+            // arm64 prints the GP kthread's dump without an end marker: the next dump_stack()
+            // header ("CPU: 2 UID: 0 PID: 237 Comm: ...") ends it and starts the stalled CPU's.
+            if skippingStack, cpuLine.pid != nil { startStackDump(skipping: false) }
             if !skippingStack {
                 if event.cpu == nil { event.cpu = cpuLine.cpu }
                 adoptTask(named: cpuLine.command, pid: cpuLine.pid)
@@ -353,6 +378,7 @@ private struct ReportInProgress: Sendable {
         if event.detectedBy == nil, let detector = text.after("(detected by ")?.leadingInteger {
             event.detectedBy = detector
         }
+        if event.stallJiffies == nil { event.stallJiffies = KernelEvent.stallJiffies(in: text) }
         guard !inTrace, let cpu = KernelEvent.stalledCPU(inRCULine: text) else { return }
         if !event.stalledCPUs.contains(cpu), event.stalledCPUs.count < ConsoleWatcher.maximumCPUsPerList {
             event.stalledCPUs.append(cpu)

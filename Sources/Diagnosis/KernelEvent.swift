@@ -14,6 +14,10 @@ public struct KernelEvent: Sendable, Equatable {
         case oops
         case bug = "BUG"
         case warning = "WARNING"
+        /// CONFIG_CSD_LOCK_WAIT_DEBUG: "csd: Detected non-responsive CSD lock (#1) on CPU#0,
+        /// waiting 5000000042 ns for CPU#01 do_sync_core+0x0/0x30(0x0)." A cross-CPU function
+        /// call (an IPI) that the target has not run for seconds.
+        case csdLockTimeout = "CSD lock timeout"
     }
 
     public var kind: Kind
@@ -43,6 +47,11 @@ public struct KernelEvent: Sendable, Equatable {
     public var rip: KernelFrame?
     /// The call trace, innermost first, as printed (unreliable "? " frames included and marked).
     public var frames: [KernelFrame]
+    /// Whether the interrupted context had interrupts enabled, from the report's first
+    /// "EFLAGS:" (x86, bit 9) or "pstate:" (arm64, the I mask bit 7) register line.
+    public var interruptsEnabled: Bool?
+    /// RCU stalls: how long the grace period has waited, from "t=5252 jiffies".
+    public var stallJiffies: Int?
 
     public init(kind: Kind, timestamp: Double? = nil, cpu: Int? = nil, stalledCPUs: [Int] = [],
                 detectedBy: Int? = nil, stuckSeconds: Int? = nil, task: String? = nil, pid: Int? = nil,
@@ -70,24 +79,41 @@ public struct KernelEvent: Sendable, Equatable {
     }
 }
 
-/// One call-trace entry: "smp_call_function_many_cond+0x18c/0x778 [module]".
+/// One call-trace entry: "smp_call_function_many_cond+0x18c/0x778 [module]", or one decoded
+/// by decode_stacktrace.sh or syzbot: "csd_lock_wait kernel/smp.c:443 [inline]",
+/// "smp_call_function_many_cond+0x18c/0x778 kernel/smp.c:886",
+/// "smp_call_function_many_cond (kernel/smp.c:443 kernel/smp.c:886)".
 public struct KernelFrame: Sendable, Equatable, CustomStringConvertible {
     public var function: String
+    /// The offset into the function and its size; both 0 when the trace did not print them
+    /// (a decoded frame that names its source line instead).
     public var offset: UInt64
     public var size: UInt64
     public var module: String?
     /// False for frames printed with a leading "? " (found on the stack, not proven).
     public var reliable: Bool
+    /// The source location a decoded trace printed ("kernel/smp.c:443").
+    public var source: String?
+    /// A decoded trace's "[inline]": the function was inlined into the next frame.
+    public var inlined: Bool
 
-    public init(function: String, offset: UInt64, size: UInt64, module: String? = nil, reliable: Bool = true) {
+    public init(function: String, offset: UInt64, size: UInt64, module: String? = nil, reliable: Bool = true,
+                source: String? = nil, inlined: Bool = false) {
         self.function = function
         self.offset = offset
         self.size = size
         self.module = module
         self.reliable = reliable
+        self.source = source
+        self.inlined = inlined
     }
 
     public var description: String {
-        "\(function)+0x\(String(offset, radix: 16))/0x\(String(size, radix: 16))" + (module.map { " [\($0)]" } ?? "")
+        var text = function
+        if offset != 0 || size != 0 { text += "+0x\(String(offset, radix: 16))/0x\(String(size, radix: 16))" }
+        if let module { text += " [\(module)]" }
+        if let source { text += " " + source }
+        if inlined { text += " [inline]" }
+        return text
     }
 }
