@@ -398,7 +398,9 @@ public enum LogDiagnosis {
         case .hungTask:
             let task = e.task.map { "task \($0)" + (e.pid.map { " (pid \($0))" } ?? "") } ?? "a task"
             let time = e.stuckSeconds.map { " for more than \($0) s" } ?? ""
-            let waiting = r.keyFrames.first { frame in !sleepFunctions.contains(String(baseName(frame.function))) }
+            let waiting = e.frames.first { frame in
+                frame.reliable && !isMachinery(frame) && !sleepFunctions.contains(String(baseName(frame.function)))
+            }
             return "\(task) has been blocked\(time)" + (waiting.map { " in \($0.function)" } ?? "")
         case .nmiBacktrace:
             guard let cpu = e.cpu else { return nil }

@@ -91,17 +91,17 @@ public struct LogExplainer: Sendable {
         // before it was long and had one, and it is no piece of a report by itself.
         if messages.count == 1, let held = heldMessage, heldLength >= Self.wrappedLineMinimum,
            Self.isContinuation(raw: raw, message: messages[0]) {
-            heldMessage = held + " " + messages[0]
+            heldMessage = (held.message + " " + messages[0], held.line)
             heldLength = 0
             return
         }
         releaseHeldMessage()
         for (index, message) in messages.enumerated() {
             if index == messages.count - 1, Self.hasPrefix(raw: raw, message: message) {
-                heldMessage = message
+                heldMessage = (message, lineNumber)
                 heldLength = raw.utf8.count
             } else {
-                handle(message)
+                handle(message, line: lineNumber)
             }
         }
     }
@@ -109,13 +109,13 @@ public struct LogExplainer: Sendable {
     /// A line shorter than this was not wrapped.
     static let wrappedLineMinimum = 50
     /// The last line read, held back one line in case the next continues it.
-    private var heldMessage: Substring?
+    private var heldMessage: (message: Substring, line: Int)?
     private var heldLength = 0
 
     private mutating func releaseHeldMessage() {
         if let held = heldMessage {
             heldMessage = nil
-            handle(held)
+            handle(held.message, line: held.line)
         }
     }
 
@@ -134,17 +134,18 @@ public struct LogExplainer: Sendable {
             && NMIBacktraceRequest(text) == nil && !text.hasPrefix("Call Trace") && !text.hasPrefix("---[")
     }
 
-    private mutating func handle(_ original: Substring) {
+    /// Reads one kernel message line that was on input line `line`.
+    private mutating func handle(_ original: Substring, line: Int) {
         var message = original
         if let symbols {
             if let offset = KernelSymbols.kaslrOffset(fromConsoleLine: String(message)) { kaslrOffset = offset }
             message = Self.naming(message, symbols: symbols, kaslrOffset: kaslrOffset)
         }
         let key = Self.caller(of: message) ?? ""
-        if let line = ConsoleLine(String(message)) {
-            noteBoot(line)
-            if let request = NMIBacktraceRequest(line.text) {
-                requests.append(.init(line: lineNumber, boot: boot, sender: request.sender, targets: request.targets))
+        if let parsed = ConsoleLine(String(message)) {
+            noteBoot(parsed)
+            if let request = NMIBacktraceRequest(parsed.text) {
+                requests.append(.init(line: line, boot: boot, sender: request.sender, targets: request.targets))
             }
         }
         if watchers[key] == nil {
@@ -154,8 +155,8 @@ public struct LogExplainer: Sendable {
         let before = watchers[key]!.reportsStarted
         let completed = watchers[key]!.feed(message.utf8 + [0x0A])
         let started = watchers[key]!.reportsStarted - before
-        if started > 0 { startLines[key, default: []].append(contentsOf: repeatElement((line: lineNumber, boot: boot), count: started)) }
-        take(completed, from: key)
+        if started > 0 { startLines[key, default: []].append(contentsOf: repeatElement((line: line, boot: boot), count: started)) }
+        take(completed, from: key, at: line)
     }
 
     /// A new boot starts at "Linux version ..." after other kernel lines, or where the time
@@ -171,9 +172,9 @@ public struct LogExplainer: Sendable {
         if line.timestamp != nil || !line.text.isEmpty { sawKernelLine = true }
     }
 
-    private mutating func take(_ events: [KernelEvent], from key: String) {
+    private mutating func take(_ events: [KernelEvent], from key: String, at currentLine: Int) {
         for event in events {
-            let (line, eventBoot) = startLines[key]?.isEmpty == false ? startLines[key]!.removeFirst() : (lineNumber, boot)
+            let (line, eventBoot) = startLines[key]?.isEmpty == false ? startLines[key]!.removeFirst() : (currentLine, boot)
             if located.count < Self.maximumReports {
                 located.append(Located(event: event, line: line, boot: eventBoot))
             } else {
@@ -186,7 +187,7 @@ public struct LogExplainer: Sendable {
         guard var watcher = watchers[key] else { return }
         let completed = watcher.flush()
         watchers[key] = watcher
-        take(completed, from: key)
+        take(completed, from: key, at: lineNumber)
     }
 
     /// Ends the reports of every watcher and forgets the watchers, to bound how many are kept
