@@ -56,7 +56,7 @@ let package = Package(
         // Shared by the test targets (a seeded random generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UnitTests", dependencies: [
-            "CHost", "CKVM", "Sandbox", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC",
+            "CHost", "CKVM", "Sandbox", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC", "Diagnosis",
         ]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),
         .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "TestSupport"], resources: [.copy("Fixtures")]),

@@ -143,6 +143,11 @@ class Test:
                                          "cpuhp", "flush_tlb", "csd_lock_wait", "spin_lock_slowpath"]),
         "hangidle4": ("busy2", None),
     }
+    # hangkallsyms4: hangmodload4 with no System.map anywhere (the kernel is copied to a
+    # directory of its own, and no --symbols): kite must name the same waiting functions from
+    # the guest kernel's own kallsyms, and its report must say so.
+    HANG_LOADS["hangkallsyms4"] = HANG_LOADS["hangmodload4"]
+    KALLSYMS_ORIGIN = "kallsyms in guest memory"
     HANG_STALL_AT = 30       # s after kite starts; the guests are in their loops by then
     HANG_TIMEOUT = 30        # kite --hang-timeout
     # hangidle4: the guest is quiet from its start, so with 30 s kite would judge it 15 s
@@ -573,8 +578,10 @@ def write_watchdog_job(f, t):
     args = f"--hang-timeout {Test.HANG_TIMEOUTS.get(t.name, Test.HANG_TIMEOUT)} --report {report}"
     if t.kind == "hang":
         args += f" --inject stall-vcpu=2@{Test.HANG_STALL_AT}s"
-        if t.name != "hangmodload4":
+        if t.name not in ("hangmodload4", "hangkallsyms4"):
             args += ' --symbols "$GUEST_SYSMAP"'   # hangmodload4: kite finds System.map itself
+        if t.name == "hangkallsyms4":
+            f.write('mkdir -p "$TMPDIR/nosymbols" && cp "$GUEST_KERNEL" "$TMPDIR/nosymbols/bzImage"\n')
         script = '"$@"; rc=$?'
     else:
         args += f" --api-socket {sock}"
@@ -586,9 +593,10 @@ def write_watchdog_job(f, t):
                   f'sed "s/^/KITE-INSPECT: /" {inspect}.txt')
     script += (f'; if [ -e {report} ]; then echo "KITE-REPORT: $(tr -d "\\n" <{report})"; '
                'else echo "KITE-HOST: no report file"; fi; exit $rc')
+    kernel = "$TMPDIR/nosymbols/bzImage" if t.name == "hangkallsyms4" else t.kernel
     f.write("kite_job %s %d sh -c %s watchdog-job \"$KITE\" run --kernel \"%s\" --initrd \"$GUEST_INITRD\" "
             "--cmdline %s --cpus %d --memory %s %s\n" % (
-                t.name, t.deadline, shlex.quote(script), t.kernel, shlex.quote(t.cmdline), t.cpus,
+                t.name, t.deadline, shlex.quote(script), kernel, shlex.quote(t.cmdline), t.cpus,
                 GUEST_MEMORY, args))
 
 
@@ -629,6 +637,14 @@ def check_hang_log(lines, name, cpus):
         return reasons + ["no JSON report (--report) was written, or it is not JSON"]
     if rep.get("hang") is not True:
         reasons.append("the JSON report does not say hang: true")
+    # Where the names came from: the guest's kallsyms when no System.map is anywhere
+    # (hangkallsyms4, which must then name the same waiting functions), else a System.map.
+    symbols = rep.get("symbols") or ""
+    if name == "hangkallsyms4":
+        if symbols != Test.KALLSYMS_ORIGIN:
+            reasons.append(f"the report's names did not come from the guest's kallsyms: symbols = {symbols!r}")
+    elif "System.map" not in symbols:
+        reasons.append(f"the report's names did not come from a System.map: symbols = {symbols!r}")
     findings = rep.get("findings", [])
     if not any(f.get("vcpus", [None])[0] == 2 and "starved" in f.get("sentence", "") for f in findings):
         reasons.append("no finding says vCPU 2 was starved: " + "; ".join(f.get("sentence", "") for f in findings)[:300])

@@ -10,16 +10,21 @@ public struct HangReport: Sendable {
     /// The guest's hang reports the diagnosis judged.
     public var events: [KernelEvent]
     public var findings: [Finding]
-    /// The guest kernel's KASLR offset, when Kite worked it out.
+    /// The guest kernel's KASLR offset, when Kite worked it out (against a symbol file's
+    /// link-time addresses; kallsyms read from the guest gives runtime addresses already).
     public var kaslrOffset: UInt64?
+    /// Where the function names came from: a System.map or vmlinux path, or "kallsyms in
+    /// guest memory"; nil when no symbols were found.
+    public var symbolSource: String?
 
     public init(trigger: String, snapshot: MachineSnapshot, events: [KernelEvent], findings: [Finding],
-                kaslrOffset: UInt64? = nil) {
+                kaslrOffset: UInt64? = nil, symbolSource: String? = nil) {
         self.trigger = trigger
         self.snapshot = snapshot
         self.events = events
         self.findings = findings
         self.kaslrOffset = kaslrOffset
+        self.symbolSource = symbolSource
     }
 
     /// `HangDiagnosis.summary(findings)`.
@@ -51,6 +56,7 @@ public struct HangReport: Sendable {
         }
         lines += shown.map { "  console: " + Self.describe($0) }
         if let mode = snapshot.interruptController { lines.append("  interrupt controllers: \(mode)") }
+        if let source = symbolSource { lines.append("  symbols: " + Wording.terminalSafe(source)) }
         return lines.joined(separator: "\n")
     }
 
@@ -144,7 +150,7 @@ public struct HangReport: Sendable {
     /// {nmi_pending, nmi_injected, nmi_masked, injected_interrupt, exception}}],
     /// console_events [{kind, timestamp, cpu, stalled_cpus, detected_by, stuck_seconds, task,
     /// pid, headline, rip, frames [{function, offset, size, module, reliable}]}],
-    /// kaslr_offset, uptime_seconds, console_quiet_seconds, interrupt_controller.
+    /// kaslr_offset, symbols, uptime_seconds, console_quiet_seconds, interrupt_controller.
     public func json() -> String {
         JSONWriter.write(.object([
             ("trigger", .string(trigger)),
@@ -157,6 +163,7 @@ public struct HangReport: Sendable {
             ("vcpus", .array(snapshot.vcpus.map(Self.json))),
             ("console_events", .array(events.map(Self.json))),
             ("kaslr_offset", .optional(kaslrOffset, JSONValue.hex)),
+            ("symbols", .optional(symbolSource, JSONValue.string)),
             ("uptime_seconds", Self.seconds(snapshot.uptimeSeconds)),
             ("console_quiet_seconds", Self.seconds(snapshot.consoleQuietSeconds)),
             ("interrupt_controller", .optional(snapshot.interruptController, JSONValue.string)),

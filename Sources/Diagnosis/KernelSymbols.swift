@@ -146,6 +146,11 @@ public struct KernelSymbols: Sendable {
         return digits > 0 ? value : nil
     }
 
+    /// Every symbol as (link-time address, name), in address order (aliases best first).
+    var allSymbols: [(address: UInt64, name: String)] {
+        addresses.indices.map { (addresses[$0], name(at: $0)) }
+    }
+
     private func name(at i: Int) -> String {
         String(decoding: names[Int(nameStarts[i]) ..< Int(nameStarts[i + 1])], as: UTF8.self)
     }
@@ -248,24 +253,7 @@ extension KernelSymbols {
         while p < end, isBlank(bytes[p]) { p += 1 }
         let nameStart = p
         while p < end, !isBlank(bytes[p]) { p += 1 }
-        let name = bytes[nameStart ..< p]
-        guard isAcceptableName(name) else { return }
-
-        let binding: SymbolRank.Binding
-        switch type {
-        case UInt8(ascii: "T"): binding = .global
-        case UInt8(ascii: "W"): binding = .weak
-        case UInt8(ascii: "t"): binding = .local
-        case UInt8(ascii: "w"): binding = .weakUndefined
-        case UInt8(ascii: "A"), UInt8(ascii: "a"), UInt8(ascii: "U"), UInt8(ascii: "v"):
-            return  // absolute or undefined: not a place in the kernel's memory
-        default:
-            // Data, rodata, bss: not kept, but it ends the text symbol before it.
-            if address != 0 { builder.addBoundary(address) }
-            return
-        }
-        guard address != 0 else { return }  // an undefined weak symbol
-        builder.addText(address: address, name: name, binding: binding, size: 0)
+        builder.add(address: address, type: type, name: bytes[nameStart ..< p])
     }
 }
 
@@ -379,6 +367,29 @@ struct SymbolTableBuilder {
         addresses.append(address)
         explicitSizes.append(size)
         ranks.append(SymbolRank(name: name, binding: binding).raw)
+    }
+
+    /// A symbol of System.map type letter `type` (the `nm` letter, which kallsyms stores too):
+    /// t, T, W and w are kept as text; absolute and undefined symbols are dropped; any other
+    /// (data, rodata, bss) is not kept but ends the text symbol before it. Names that are
+    /// not printable ASCII are skipped.
+    mutating func add(address: UInt64, type: UInt8, name: ArraySlice<UInt8>) {
+        guard isAcceptableName(name) else { return }
+        let binding: SymbolRank.Binding
+        switch type {
+        case UInt8(ascii: "T"): binding = .global
+        case UInt8(ascii: "W"): binding = .weak
+        case UInt8(ascii: "t"): binding = .local
+        case UInt8(ascii: "w"): binding = .weakUndefined
+        case UInt8(ascii: "A"), UInt8(ascii: "a"), UInt8(ascii: "U"), UInt8(ascii: "v"):
+            return  // absolute or undefined: not a place in the kernel's memory
+        default:
+            // Data, rodata, bss: not kept, but it ends the text symbol before it.
+            if address != 0 { addBoundary(address) }
+            return
+        }
+        guard address != 0 else { return }  // an undefined weak symbol
+        addText(address: address, name: name, binding: binding, size: 0)
     }
 
     mutating func addBoundary(_ address: UInt64) {

@@ -349,7 +349,7 @@ public final class Machine {
         // 8. The hang watchdog (and its control socket, if asked for).
         let watchdog = try setup {
             try HangWatchdog(threads: threads, interruptMode: interrupts.mode, monitor: console.monitor, control: control,
-                             settings: config.watchdog, kernelPath: config.kernelPath)
+                             settings: config.watchdog, kernelPath: config.kernelPath, memory: memory)
         }
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
                        console: console, serial: serial, threads: threads, entry: entry,

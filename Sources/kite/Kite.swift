@@ -88,7 +88,8 @@ struct Run: ParsableCommand {
     var apiSocket: String?
 
     @Option(help: ArgumentHelp("The guest kernel's System.map (or an ELF vmlinux with symbols), to name the "
-                               + "functions vCPUs are in. Default: System.map-<release> next to the kernel or in /boot.",
+                               + "functions vCPUs are in. Default: System.map-<release> next to the kernel or in /boot, "
+                               + "else the kernel's own kallsyms read from guest memory.",
                                valueName: "path"))
     var symbols: String?
 

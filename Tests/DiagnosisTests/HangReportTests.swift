@@ -202,6 +202,27 @@ import Testing
         #expect(!r.isHang)
     }
 
+    @Test func reportsSayWhereTheNamesCameFrom() throws {
+        let evidence = Make.evidence([Make.halted(0)])
+        let plain = HangReport(trigger: "requested (kite inspect)", snapshot: evidence.samples.last!, events: [],
+                               findings: HangDiagnosis.findings(evidence))
+        #expect(!plain.text().contains("symbols:"))
+        #expect(try Self.parse(plain.json())["symbols"] is NSNull)
+        let kallsyms = HangReport(trigger: "requested (kite inspect)", snapshot: evidence.samples.last!, events: [],
+                                  findings: HangDiagnosis.findings(evidence), symbolSource: "kallsyms in guest memory")
+        #expect(kallsyms.text().split(separator: "\n").last == "  symbols: kallsyms in guest memory")
+        let json = try Self.parse(kallsyms.json())
+        #expect(json["symbols"] as? String == "kallsyms in guest memory")
+        #expect(json["kaslr_offset"] is NSNull)
+        let file = HangReport(trigger: "requested (kite inspect)", snapshot: evidence.samples.last!, events: [],
+                              findings: HangDiagnosis.findings(evidence), kaslrOffset: 0x1e00_0000,
+                              symbolSource: "/boot/System.map-6.1.0-57-cloud-amd64\u{1b}[31m")
+        #expect(file.text().split(separator: "\n").last?.hasPrefix("  symbols: /boot/System.map-6.1.0-57-cloud-amd64") == true)
+        #expect(!file.text().contains("\u{1b}"))
+        #expect(try Self.parse(file.json())["kaslr_offset"] as? String == "0x1e000000")
+        #expect(try Self.parse(file.json())["symbols"] as? String == "/boot/System.map-6.1.0-57-cloud-amd64\u{1b}[31m")
+    }
+
     // MARK: The real hang, end to end
 
     @Test func theVsockStallLogDiagnosedFromItsOwnConsole() throws {

@@ -1,6 +1,7 @@
 import CHost
 import CKVM
 import Diagnosis
+import GuestMemory
 import HostCalls
 import Sandbox
 import Synchronization
@@ -17,7 +18,8 @@ public struct HangWatchdogSettings: Sendable {
     public var reportPath: String?
     /// The control socket for `kite inspect`.
     public var apiSocketPath: String?
-    /// A System.map or ELF vmlinux with symbols; nil = look for one next to the kernel.
+    /// A System.map or ELF vmlinux with symbols; nil = look for one next to the kernel, else
+    /// read the kernel's own symbol table (kallsyms) from guest memory.
     public var symbolsPath: String?
     /// Faults to inject (testing only).
     public var injections: [FaultInjection] = []
@@ -76,7 +78,7 @@ final class HangWatchdog: @unchecked Sendable {
     static let samplePauseMilliseconds = 200
 
     init(threads: [VCPUThread], interruptMode: String, monitor: ConsoleMonitor, control: MachineControl,
-         settings: HangWatchdogSettings, kernelPath: String) throws {
+         settings: HangWatchdogSettings, kernelPath: String, memory: GuestMemory? = nil) throws {
         self.threads = threads
         self.interruptMode = interruptMode
         self.monitor = monitor
@@ -85,7 +87,7 @@ final class HangWatchdog: @unchecked Sendable {
         self.kernelPath = kernelPath
         self.stopEvent = try EventFD()
         self.pendingInjections = settings.injections
-        self.symbols = SymbolSource(path: settings.symbolsPath, kernelPath: kernelPath)
+        self.symbols = SymbolSource(path: settings.symbolsPath, kernelPath: kernelPath, memory: memory)
         if let path = settings.apiSocketPath { listener = try APISocket.listen(path: path) }
     }
 
@@ -214,22 +216,32 @@ final class HangWatchdog: @unchecked Sendable {
     /// Samples every vCPU a few times, adds the console's evidence, and diagnoses.
     func makeReport(trigger: String) -> HangReport {
         var samples: [MachineSnapshot] = []
-        var kaslr: UInt64?
+        var syscallEntry: UInt64?
         for i in 0..<Self.samples {
             if i > 0 { pause(milliseconds: Self.samplePauseMilliseconds) }
-            let (snapshot, syscallEntry) = takeSnapshot()
+            let (snapshot, entry) = takeSnapshot()
             samples.append(snapshot)
-            if kaslr == nil, let entry = syscallEntry { kaslr = symbols.kaslrOffset(syscallEntry: entry) }
+            if syscallEntry == nil { syscallEntry = entry }
         }
-        if let table = symbols.table {
+        // Runtime minus table address: from MSR_LSTAR, which Linux points at
+        // entry_SYSCALL_64. For a symbol file, the KASLR offset; for kallsyms read from the
+        // running guest, whose addresses are runtime ones already, 0.
+        let loaded = symbols.load(kernelRunning: syscallEntry != nil)
+        var relocation: UInt64?
+        if let loaded, let entry = syscallEntry {
+            relocation = loaded.table.kaslrOffset(runtimeAddress: entry, of: "entry_SYSCALL_64")
+        }
+        if let table = loaded?.table {
             for s in samples.indices {
                 for v in samples[s].vcpus.indices {
                     if let rip = samples[s].vcpus[v].registers?.rip, samples[s].vcpus[v].registers?.cpl == 0 {
-                        samples[s].vcpus[v].ripSymbol = table.describe(runtime: rip, kaslrOffset: kaslr ?? 0)
+                        samples[s].vcpus[v].ripSymbol = table.describe(runtime: rip, kaslrOffset: relocation ?? 0)
                     }
                 }
             }
         }
+        // The KASLR offset is reported only when it was measured against link-time addresses.
+        let kaslr = loaded?.addressesAreRuntime == false ? relocation : nil
         // Every sample but the first re-entered the guest after the previous sample's kick;
         // how long a thread has really been inside KVM_RUN is what the first sample saw.
         if samples.count > 1 {
@@ -244,7 +256,7 @@ final class HangWatchdog: @unchecked Sendable {
         let evidence = HangEvidence(samples: samples, events: events, starvedAfterSeconds: Self.starvedAfterSeconds)
         let findings = HangDiagnosis.findings(evidence)
         return HangReport(trigger: trigger, snapshot: samples[samples.count - 1], events: events,
-                          findings: findings, kaslrOffset: kaslr)
+                          findings: findings, kaslrOffset: kaslr, symbolSource: loaded?.origin)
     }
 
     /// One snapshot of every vCPU: each thread is asked (and kicked out of the guest) and
@@ -302,38 +314,70 @@ private func format(_ seconds: Double) -> String {
 }
 
 /// The guest kernel's symbols, loaded when the first report needs them (a System.map costs
-/// megabytes, which a guest that never hangs should not pay).
+/// megabytes, and reading kallsyms scans guest RAM: a guest that never hangs pays neither).
+/// From --symbols, else the first symbol file found for the kernel, else the kernel's own
+/// symbol table (kallsyms) read from guest memory.
 struct SymbolSource {
+    struct Loaded {
+        var table: KernelSymbols
+        /// Where the names came from: the file's path, or "kallsyms in guest memory".
+        var origin: String
+        /// kallsyms from the running guest: runtime addresses (its relative base was
+        /// relocated with the kernel), unlike a file's link-time ones.
+        var addressesAreRuntime: Bool
+    }
+
+    static let kallsymsOrigin = "kallsyms in guest memory"
+
     let path: String?
     let kernelPath: String
-    private var loaded = false
-    private var cached: KernelSymbols?
+    let memory: GuestMemory?
+    private var fileTried = false
+    private var kallsymsTried = false
+    private var cached: Loaded?
 
-    init(path: String?, kernelPath: String) {
+    init(path: String?, kernelPath: String, memory: GuestMemory? = nil) {
         self.path = path
         self.kernelPath = kernelPath
+        self.memory = memory
     }
 
-    var table: KernelSymbols? {
-        mutating get {
-            if !loaded {
-                loaded = true
-                // --symbols, else the first candidate that holds symbols: Debian's image
-                // package ships a one-line placeholder System.map (the real one is in -dbg).
-                let candidates = path.map { [$0] } ?? KernelSymbolsDiscovery.candidatePaths(forKernel: kernelPath)
-                for p in candidates {
-                    if let table = try? KernelSymbols(contentsOf: p), table.count > 0 {
-                        cached = table
-                        break
-                    }
+    /// The symbols, loading them on first use. kallsyms is looked for once the guest
+    /// kernel runs its own code (`kernelRunning`: it set MSR_LSTAR, so it is decompressed
+    /// and relocated); before that a report goes without names and the next one tries again.
+    mutating func load(kernelRunning: Bool) -> Loaded? {
+        if let cached { return cached }
+        if !fileTried {
+            fileTried = true
+            // --symbols, else the first candidate that holds symbols: Debian's image
+            // package ships a one-line placeholder System.map (the real one is in -dbg).
+            let candidates = path.map { [$0] } ?? KernelSymbolsDiscovery.candidatePaths(forKernel: kernelPath)
+            for p in candidates {
+                if let table = try? KernelSymbols(contentsOf: p), table.count > 0 {
+                    cached = Loaded(table: table, origin: p, addressesAreRuntime: false)
+                    return cached
                 }
             }
-            return cached
         }
+        if kernelRunning, !kallsymsTried, let memory {
+            kallsymsTried = true
+            if let table = Self.readKallsyms(memory) {
+                cached = Loaded(table: table, origin: Self.kallsymsOrigin, addressesAreRuntime: true)
+            }
+        }
+        return cached
     }
 
-    /// The KASLR offset from MSR_LSTAR, which Linux points at entry_SYSCALL_64.
-    mutating func kaslrOffset(syscallEntry: UInt64) -> UInt64? {
-        table?.kaslrOffset(runtimeAddress: syscallEntry, of: "entry_SYSCALL_64")
+    /// The kernel's kallsyms tables, from the first RAM region that holds them. Plain memory
+    /// reads (no system call; the seccomp allow-lists need nothing new).
+    static func readKallsyms(_ memory: GuestMemory) -> KernelSymbols? {
+        for region in memory.regions {
+            // Sound: the buffer spans exactly one region's live mapping, which `memory` (held
+            // here) keeps mapped; the guest may write it meanwhile, and the reader checks
+            // every value it reads, so torn or changing bytes can only make it fail.
+            guard let buffer = try? memory.hostBuffer(at: region.base, length: region.size) else { continue }
+            if let table = try? KernelSymbols(kallsymsIn: UnsafeRawBufferPointer(buffer)) { return table }
+        }
+        return nil
     }
 }
