@@ -64,9 +64,41 @@ struct LogExplainerFixtureTests {
         }
     }
 
-    /// Together the fixtures cover every format the issue names.
+    /// Together the fixtures cover every format `kite explain` promises to read (each tag
+    /// names a format as expected.json's "formats" lists spell it).
     @Test func fixturesCoverEveryFormat() throws {
-        let formats = Set(try expectations().fixtures.values.flatMap(\.formats))
-        print(formats.sorted())
+        let formats = try expectations().fixtures.values.flatMap(\.formats)
+        let required = [
+            "x86-64", "arm64", "timestamps", "no timestamps", "CONFIG_PRINTK_CALLER [    T", "CONFIG_PRINTK_CALLER [    C",
+            "syslog-with", "syslog-without", "rsyslog-#012", "rsyslog-#011", "journalctl", "dmesg-T", "dmesg -T",
+            "decode_stacktrace.sh", "syzbot decoded frames", "<TASK>", "<IRQ>", "? frames", "sysrq-l",
+            "interleaved line by line", "csd-non-responsive", "hung task", "panic", "oops", "WARNING", "wrapped",
+        ]
+        for tag in required {
+            #expect(formats.contains { $0.contains(tag) }, "no fixture covers \(tag)")
+        }
+    }
+
+    /// The seeds stay fixtures: the second one is also the set's "<NMI>" section (an NMI
+    /// backtrace of a CPU that polls the ICR with interrupts off).
+    @Test func secondSeedReadAsItsReportersDid() throws {
+        let url = try #require(Bundle.module.url(forResource: "seed-qemu-srso-icr.txt", withExtension: nil, subdirectory: "Fixtures"))
+        let explanation = LogExplainer.explain(try String(contentsOf: url, encoding: .utf8))
+        #expect(explanation.reports.map(\.event.kind) == [.rcuStall, .nmiBacktrace])
+        let backtrace = explanation.reports[1]
+        #expect(backtrace.event.cpu == 0 && backtrace.event.detectedBy == 1 && backtrace.event.interruptsEnabled == false)
+        #expect(backtrace.keyFrames.first?.function == "default_send_IPI_allbutself")
+        #expect(explanation.reports[0].diagnosis == "The RCU grace period waits for CPU 0 (147019 jiffies); CPU 0's NMI backtrace "
+                + "shows it in default_send_IPI_allbutself with interrupts off, itself waiting for other CPUs in native_stop_other_cpus")
+    }
+
+    @Test func firstSeedReadAsItsReporterDid() throws {
+        let url = try #require(Bundle.module.url(forResource: "seed-libkrun-gic.txt", withExtension: nil, subdirectory: "Fixtures"))
+        let explanation = LogExplainer.explain(try String(contentsOf: url, encoding: .utf8))
+        #expect(explanation.reports.map(\.event.kind) == [.softLockup, .rcuExpeditedStall])
+        // Two runs pasted one after the other: the stall (at 263 s) is of another boot than the lockup (at 476 s).
+        #expect(explanation.reports.map(\.boot) == [0, 1])
+        #expect(explanation.reports[0].ipiWait == "smp_call_function_many_cond" && explanation.reports[0].waitsFor.isEmpty)
+        #expect(explanation.reports[1].diagnosis?.hasSuffix("shows it idle in cpuidle_idle_call: the IPI did not wake it (not delivered, or not taken)") == true)
     }
 }
