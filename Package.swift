@@ -45,6 +45,8 @@ let package = Package(
             "Virtio", "GuestMemory", "CHost", "HostCalls",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // The built-in initramfs of `kite boot-test`: an x86-64 encoder, ELF and cpio writers (pure data).
+        .target(name: "GuestInit"),
         .target(name: "VMM", dependencies: [
             "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "HostCalls",
         ]),
@@ -58,6 +60,7 @@ let package = Package(
         .testTarget(name: "UnitTests", dependencies: [
             "CHost", "CKVM", "Sandbox", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC",
         ]),
+        .testTarget(name: "BootMatrixTests", dependencies: ["GuestInit"]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),
         .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices", "TestSupport"]),
