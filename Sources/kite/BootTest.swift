@@ -152,7 +152,7 @@ struct BootTestCommand: ParsableCommand {
             printError("kite boot-test: [\(done)/\(total)] \(record.configuration.name): \(record.result.rawValue)"
                        + (record.exit == nil ? "" : " (\(String(format1(record.seconds))) s)"))
         }
-        printError("kite boot-test: \(configurations.count) runs, \(plan.jobs) at a time; results in \(directory)")
+        printError("kite boot-test: \(configurations.count) run\(configurations.count == 1 ? "" : "s"), \(plan.jobs) at a time; results in \(directory)")
         let started = monotonicSeconds()
         let records: [RunRecord]
         do {
