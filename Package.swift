@@ -45,11 +45,15 @@ let package = Package(
             "Virtio", "GuestMemory", "CHost", "HostCalls",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // The built-in initramfs of `kite boot-test`: an x86-64 encoder, ELF and cpio writers (pure data).
+        .target(name: "GuestInit"),
+        // `kite boot-test`: the matrix of runs, child kite processes, classification, table/JSON/JUnit.
+        .target(name: "BootMatrix", dependencies: ["GuestInit", "VMM", "CHost", "HostCalls"]),
         .target(name: "VMM", dependencies: [
             "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "HostCalls",
         ]),
         .executableTarget(name: "kite", dependencies: [
-            "VMM", "VirtioDevices", "Sandbox", "Diagnosis", "HostCalls",
+            "VMM", "VirtioDevices", "Sandbox", "Diagnosis", "HostCalls", "BootMatrix",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -58,6 +62,7 @@ let package = Package(
         .testTarget(name: "UnitTests", dependencies: [
             "CHost", "CKVM", "Sandbox", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC", "Diagnosis",
         ]),
+        .testTarget(name: "BootMatrixTests", dependencies: ["BootMatrix", "GuestInit"]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),
         .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices", "TestSupport"]),

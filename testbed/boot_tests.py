@@ -54,7 +54,7 @@ DEADLINES = {
     "boot32-userspace": 600,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "diskeio": 240, "tapgone": 240, "vsockpeer": 120, "triplefault": 60}
+DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "diskeio": 240, "tapgone": 240, "vsockpeer": 120, "triplefault": 60, "boottest": 1200, "boottesthang": 400}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -124,6 +124,11 @@ class Test:
         # detectors on short fuses (BRINGUP_CMDLINE) and kite's hang watchdog armed. Run under
         # kite and, as the control, under QEMU/KVM in the same L1 (vmm="qemu").
         "bringup": ("seeds", 0, "$GUEST_KERNEL"),
+        # `kite boot-test` (BOOTTEST_ARGS): its table, --json and --junit checked by
+        # check_boottest_log. boottest: Kite's built-in initramfs, every run must pass (exit 0);
+        # boottesthang: one run stalled by --inject must be a "hung" row (exit 1).
+        "boottest": (None, 0, "$GUEST_KERNEL"),
+        "boottesthang": (None, 1, "$GUEST_KERNEL"),
     }
     BRINGUP_CMDLINE = "panic=-1 rcupdate.rcu_cpu_stall_timeout=10 watchdog_thresh=5"
     # The control VMM: what issue 10's report compared kite with, with the same kernel,
@@ -218,6 +223,8 @@ def build_matrix(args):
         tests.append(Test(f"boot4-{mode}", "boot", 4, irqchip=mode))
         tests.append(Test(f"seeds4-{mode}", "seeds", 4, irqchip=mode))
     tests.append(Test("boot32-userspace", "boot", 32, irqchip="userspace"))
+    tests.append(Test("boottest", "boottest", 2))
+    tests.append(Test("boottesthang4", "boottesthang", 4))
     tests += [Test(name, "hang", 4) for name in Test.HANG_LOADS]
     tests.append(Test("healthy4", "healthy", 4))
     tests += bringup_tests(args.extended)
@@ -407,6 +414,9 @@ def write_job_lines(path, tests, irqchip):
             if t.kind in ("hang", "healthy"):
                 write_watchdog_job(f, t)
                 continue
+            if t.kind in ("boottest", "boottesthang"):
+                write_boottest_job(f, t)
+                continue
             if t.kind == "triplefault":
                 image = "".join("\\%03o" % b for b in TRIPLE_FAULT_GUEST)
                 f.write(f"printf '{image}' >{t.kernel}\n")
@@ -565,6 +575,92 @@ def check_triplefault_log(lines):
     if not any(f"rip {TRIPLE_FAULT_RIP:#x}" in ln for ln in traced):
         reasons.append(f"no L1 kvm trace event for the shutdown at rip {TRIPLE_FAULT_RIP:#x}: "
                        + ("; ".join(traced)[:200] or "none"))
+    return reasons
+
+
+# kite boot-test's arguments per test kind (after --kernel, --output, --json, --junit).
+# boottest: no --initrd, so the guests run Kite's built-in init. boottesthang: the hanghotplug4
+# guest (CPUs 1 and 3 offline and online in a loop) with vCPU 2 stalled at 30 s.
+BOOTTEST_ARGS = {
+    "boottest": "--cpus 1,2 --irqchip kernel,split --timeout 240",
+    "boottesthang": ('--initrd "$GUEST_INITRD" --cmdline "console=ttyS0 kite.test=hotplugloop" --cpus 4 --memory 1G '
+                     f'--inject stall-vcpu=2@{Test.HANG_STALL_AT}s --hang-timeout {Test.HANG_TIMEOUT} --timeout 240'),
+}
+# What each boottest run must be: (name, result).
+BOOTTEST_EXPECT = {
+    "boottest": [(f"cpus{n}-{m}", "passed") for n in (1, 2) for m in ("kernel", "split")],
+    "boottesthang": [("cpus4-kernel", "hung")],
+}
+
+
+def write_boottest_job(f, t):
+    """kite boot-test with its results in $TMPDIR/NAME; afterwards the built-in init's lines
+    from every console, the --json file (one line) and the --junit file (base64) are printed
+    for check_boottest_log."""
+    out = f"$TMPDIR/{t.name}"
+    script = ('"$@"; rc=$?; '
+              f'grep -H "kite-init:" {out}/*.console.log | sed "s|^.*/||; s|^|KITE-BOOTTEST-CONSOLE |"; '
+              f'echo "KITE-BOOTTEST-JSON: $(tr -d "\\n" <{out}.json)"; '
+              f'echo "KITE-BOOTTEST-JUNIT: $(base64 -w0 <{out}.junit.xml)"; exit $rc')
+    f.write("kite_job %s %d sh -c %s boot-test \"$KITE\" boot-test --kernel \"%s\" --output %s --json %s.json "
+            "--junit %s.junit.xml %s\n" % (t.name, t.deadline, shlex.quote(script), t.kernel, out, out, out,
+                                            BOOTTEST_ARGS[t.kind]))
+
+
+def check_boottest_log(lines, t, logdir):
+    """kite boot-test's own verdicts must be the expected ones (BOOTTEST_EXPECT), in its
+    table, its --json and its --junit (validated with check_junit.py: xml.etree, and
+    junitparser where installed); a passing run needs the built-in init's PASS line and a
+    time to userspace; the hung run's diagnosis must name vCPU 2 as starved."""
+    import base64
+    sys.path.insert(0, TESTBED)
+    import check_junit
+    reasons = []
+    expect = BOOTTEST_EXPECT[t.kind]
+    rep = json_line(lines, "KITE-BOOTTEST-JSON: ")
+    if rep is None:
+        return ["boot-test wrote no --json file, or it is not JSON"]
+    runs = {r.get("name"): r for r in rep.get("runs", [])}
+    if sorted(runs) != sorted(n for n, _ in expect):
+        reasons.append(f"boot-test ran {sorted(runs)}, expected {sorted(n for n, _ in expect)}")
+    for name, result in expect:
+        r = runs.get(name)
+        if r is None:
+            continue
+        if r.get("result") != result:
+            reasons.append(f"{name}: {r.get('result')}, expected {result}: {str(r.get('diagnosis'))[:200]}")
+        if not any(ln.startswith(name) and f" {result} " in ln + " " for ln in lines):
+            reasons.append(f"the table has no '{name} ... {result}' row")
+        if result == "passed":
+            cpus = r.get("cpus")
+            if f"KITE-BOOTTEST-CONSOLE {name}.console.log:kite-init: PASS: {cpus} of {cpus} CPUs online" not in lines:
+                reasons.append(f"{name}: the console lacks the built-in init's PASS line")
+            if not any(ln.startswith(f"KITE-BOOTTEST-CONSOLE {name}.console.log:kite-init: Linux 6.") for ln in lines):
+                reasons.append(f"{name}: the console lacks the built-in init's 'kite-init: Linux <release>' line")
+            if not isinstance(r.get("userspace_ms"), (int, float)):
+                reasons.append(f"{name}: no time to userspace (the init's boot timer marker)")
+        if result == "hung":
+            d = str(r.get("diagnosis"))
+            if "vCPU 2" not in d or "starved" not in d:
+                reasons.append(f"{name}: the diagnosis does not say vCPU 2 was starved: {d[:300]}")
+            if r.get("exit_status") != 5 or not r.get("report"):
+                reasons.append(f"{name}: kite's exit status {r.get('exit_status')}, report {r.get('report')}")
+            if not any(ln.startswith(f"{name}: hung: ") for ln in lines):
+                reasons.append(f"{name}: the table's failure lines lack '{name}: hung: ...'")
+    if rep.get("all_passed") != all(result == "passed" for _, result in expect):
+        reasons.append(f"--json all_passed is {rep.get('all_passed')}")
+    junit = next((ln[len("KITE-BOOTTEST-JUNIT: "):] for ln in reversed(lines) if ln.startswith("KITE-BOOTTEST-JUNIT: ")), "")
+    path = os.path.join(logdir, f"{t.name}.junit.xml")
+    try:
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(junit, validate=True))
+        failures = sum(result != "passed" for _, result in expect)
+        problems, cases, failed = check_junit.check(path, len(expect), failures)
+        reasons += [f"--junit: {p}" for p in problems]
+        if not problems:
+            print(f"INFO {t.name}: --junit valid: {cases} testcases, {failed} failures ({path})", flush=True)
+    except (ValueError, check_junit.ET.ParseError) as e:
+        reasons.append(f"--junit output unreadable: {e}")
     return reasons
 
 
@@ -914,6 +1010,8 @@ def run_session(tests, idx, logdir, args):
             reasons += check_hang_log(lines, t.name, t.cpus)
         elif t.kind == "healthy":
             reasons += check_healthy_log(lines, t.cpus)
+        elif t.kind in ("boottest", "boottesthang"):
+            reasons += check_boottest_log(lines, t, logdir)
         else:
             # QEMU passes the emulated CPU's inconsistent XSAVE leaf on (kite builds its own),
             # so its guests always print the fpu__init_system_xstate WARNING.

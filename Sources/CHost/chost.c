@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -154,4 +155,12 @@ int host_read_signalfd(int fd) {
     ssize_t n = read(fd, &info, sizeof info);
     if (n < 0) return errno == EAGAIN ? 0 : -errno;
     return n == (ssize_t)sizeof info ? (int)info.ssi_signo : 0;
+}
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+int host_pidfd_open(int pid) {
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : (int)fd;
 }

@@ -11,7 +11,7 @@ struct Kite: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kite",
         abstract: "A micro virtual machine monitor for SMP Linux guests on KVM.",
-        subcommands: [Run.self, Inspect.self, Explain.self]
+        subcommands: [Run.self, Inspect.self, Explain.self, BootTestCommand.self]
     )
 }
 

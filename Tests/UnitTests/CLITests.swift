@@ -74,6 +74,29 @@ import KVM
         try Self.expectSetupError(["run", "--kernel", k, "--bogus"], "bogus")
     }
 
+    @Test func bootTestArgumentProblems() throws {
+        let k = try Self.temp("k", makeBzImage())
+        try Self.expectSetupError(["boot-test"], "--kernel")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--cpus", "1,0"], "'0' is not a vCPU count")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--cpus", "2,2"], "2 is listed twice")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--irqchip", "kernel,apic"], "'apic' is not kernel, split or userspace")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--cpus", "300"], "needs --irqchip split")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--repeat", "0"], "--repeat must be at least 1")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--timeout", "10", "--hang-timeout", "10"], "--hang-timeout")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--jobs", "0"], "--jobs must be at least 1")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--cpus", "1,4", "--inject", "stall-vcpu=2@1s"],
+                                  "vCPU 2 does not exist in a 1-vCPU run")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--junit", "/nonexistent/dir/r.xml"], "--junit /nonexistent/dir/r.xml")
+        try Self.expectSetupError(["boot-test", "--kernel", k, "--output", k], "is not a directory")
+        try Self.expectSetupError(["boot-test", "--kernel", "/nonexistent/vmlinuz"], "--kernel /nonexistent/vmlinuz")
+        let help = try Self.run(["boot-test", "--help"])
+        #expect(help.status == 0)
+        for s in ["--cpus", "--irqchip", "--repeat", "--timeout", "--junit", "--json", "--output", "--jobs",
+                  "kite-init: PASS", "time to userspace", "0xc0000000", "Exit status: 0 when every run passed"] {
+            #expect(help.stdout.contains(s), "help lacks \(s)")
+        }
+    }
+
     @Test func hangWatchdogOptionProblems() throws {
         let k = try Self.temp("k", makeBzImage())
         try Self.expectSetupError(["run", "--kernel", k, "--inject", "explode"], "unknown fault 'explode'")

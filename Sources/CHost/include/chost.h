@@ -69,4 +69,8 @@ int host_epoll_unwatch(int epfd, int fd);
 /// Fills `buffer` from the kernel's CSPRNG (getrandom). The count or -errno.
 long host_getrandom(void *buffer, unsigned long length);
 
+/// pidfd_open(pid, 0): a file descriptor that polls readable once the process has exited
+/// (Linux 5.3). The fd (close-on-exec) or -errno.
+int host_pidfd_open(int pid);
+
 #endif
