@@ -5,12 +5,15 @@ import PackageDescription
 //   CHost (C shims for host system calls Swift cannot make directly) and CKVM (<linux/kvm.h>)
 //   -> KVM (fds, mappings, exits) -> GuestMemory
 //   ACPI (table and AML builders, pure data) / X86Boot (kernel loading, CPUID, page tables)
-//   Diagnosis (console watcher, kernel symbols, hang rules; pure data)
+//   Diagnosis (console watcher, kernel symbols and kallsyms, hang rules, log explanation; pure data)
 //   APIC (the local APIC, IOAPIC, 8259 PICs and IPI routing as pure state, for Kite's own
 //   interrupt controllers)
 //   Devices (UART, i8042, ACPI power); Virtio (split virtqueue, MMIO transport) -> VirtioDevices
 //   Sandbox (per-thread seccomp allow-lists, compiled by libseccomp through CSandbox)
-//   -> VMM (the boot recipe, vCPU threads, device event loop) -> kite (CLI)
+//   -> VMM (the boot recipe, vCPU threads, device event loop)
+//   GuestInit (the built-in initramfs: a tiny x86-64 init Kite writes itself) -> BootMatrix
+//   (kite boot-test: runs of `kite run` across CPU counts and interrupt controllers)
+//   -> kite (CLI; `kite explain` is Diagnosis's log reader)
 let package = Package(
     name: "Kite",
     platforms: [.macOS(.v15)],
