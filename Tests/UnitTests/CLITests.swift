@@ -171,4 +171,74 @@ import KVM
                                   "command line is 2048 bytes")
         try Self.expectSetupError(["run", "--kernel", k, "--console", "file=/nonexistent/dir/log"], "console file")
     }
+
+    // MARK: kite explain
+
+    static let lockupLog = """
+    [  100.000000] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [insmod:200]
+    [  100.000002] RIP: 0010:smp_call_function_many_cond+0x11b/0x3c0
+    [  100.000004] Call Trace:
+    [  100.000006]  kick_all_cpus_sync+0x1a/0x20
+
+    """
+
+    @Test func explainExitStatusSaysWhatTheLogsHold() throws {
+        let quiet = try Self.temp("explain-quiet.log", Array("[    0.000000] Linux version 6.1.0\n".utf8))
+        let warning = try Self.temp("explain-warning.log", Array("WARNING: CPU: 1 PID: 2 at kernel/x.c:1 f+0x1/0x2\n".utf8))
+        let crash = try Self.temp("explain-crash.log", Array("Kernel panic - not syncing: Fatal exception\n".utf8))
+        let hang = try Self.temp("explain-hang.log", Array(Self.lockupLog.utf8))
+        defer { for p in [quiet, warning, crash, hang] { unlink(p) } }
+        #expect(try Self.run(["explain", quiet]).status == 0)
+        #expect(try Self.run(["explain", warning]).status == 0)
+        #expect(try Self.run(["explain", crash]).status == 4)
+        // The worst of several files decides.
+        let both = try Self.run(["explain", crash, hang])
+        #expect(both.status == 5)
+        #expect(both.stdout.contains("\(crash): 1 report") && both.stdout.contains("\(hang): 1 report"))
+        #expect(both.stdout.contains("kick_all_cpus_sync"))
+    }
+
+    @Test func explainPrintsOneJSONObjectPerFile() throws {
+        let hang = try Self.temp("explain-json.log", Array(Self.lockupLog.utf8))
+        defer { unlink(hang) }
+        let r = try Self.run(["explain", "--json", hang, hang])
+        #expect(r.status == 5)
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(object["file"] as? String == hang)
+            #expect((object["reports"] as? [Any])?.count == 1)
+        }
+    }
+
+    @Test func explainReadsStandardInput() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.kite)
+        p.arguments = ["explain"]
+        let input = Pipe(), output = Pipe()
+        p.standardInput = input
+        p.standardOutput = output
+        try p.run()
+        input.fileHandleForWriting.write(Data(Self.lockupLog.utf8))
+        try input.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 5)
+        #expect(text.hasPrefix("(standard input): 1 report in 4 lines: 1 soft lockup"))
+    }
+
+    @Test func explainInputProblemsAreOneLine() throws {
+        let missing = Self.tempPath("explain-missing.log")
+        let r = try Self.run(["explain", missing])
+        #expect(r.status == 1)
+        #expect(r.stderr == "kite explain: cannot open \(missing): No such file or directory\n")
+        let directory = try Self.run(["explain", "/tmp"])
+        #expect(directory.status == 1 && directory.stderr == "kite explain: /tmp is a directory\n")
+        let badMap = try Self.temp("explain-bad.map", Array("not a map\n".utf8))
+        defer { unlink(badMap) }
+        let symbols = try Self.run(["explain", "--symbols", badMap, missing])
+        #expect(symbols.status == 1)
+        #expect(symbols.stderr.split(separator: "\n").count == 1 && symbols.stderr.hasPrefix("kite explain: \(badMap):"))
+    }
 }
