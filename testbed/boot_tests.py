@@ -610,7 +610,7 @@ def write_boottest_job(f, t):
 def check_boottest_log(lines, t, logdir):
     """kite boot-test's own verdicts must be the expected ones (BOOTTEST_EXPECT), in its
     table, its --json and its --junit (validated with check_junit.py: xml.etree, and
-    junitparser where installed); a passing run needs the built-in init's PASS line and a
+    junitparser); a passing run needs the built-in init's PASS line and a
     time to userspace; the hung run's diagnosis must name vCPU 2 as starved."""
     import base64
     sys.path.insert(0, TESTBED)

@@ -6,9 +6,9 @@
 Structure (xml.etree, against the Ant/Jenkins JUnit schema's rules): the root is <testsuites>
 or <testsuite>; every <testsuite> has name, tests, failures, errors and time, with tests and
 failures equal to its <testcase> and <failure> counts; every <testcase> has name, classname
-and a numeric time; every <failure> has message and type. Then, where the `junitparser`
-package is installed (pip install junitparser), it must load the file and agree on the
-counts. Prints "junit ok: N testcases, M failures" or each problem; exits 1 on a problem.
+and a numeric time; every <failure> has message and type. Then the `junitparser` package
+(Debian's python3-junitparser, installed by scripts/install-deps) must load the file and
+agree on the counts; without it the check fails rather than pass half-done. Prints "junit ok: N testcases, M failures" or each problem; exits 1 on a problem.
 """
 import argparse
 import sys
@@ -56,6 +56,7 @@ def check(path, want_tests=None, want_failures=None):
         import junitparser
     except ImportError:
         junitparser = None
+        problems.append("junitparser is not installed (apt-get install python3-junitparser; scripts/install-deps does)")
     if junitparser is not None:
         xml = junitparser.JUnitXml.fromfile(path)
         cases = [c for suite in (xml if isinstance(xml, junitparser.JUnitXml) else [xml]) for c in suite]

@@ -118,14 +118,14 @@ struct BootTestOutputTests {
     }
 
     /// The JUnit file, read by Python's XML parser with the checks CI readers make
-    /// (testbed/check_junit.py; also junitparser where installed).
+    /// (testbed/check_junit.py: xml.etree and junitparser).
     @Test func junitValidates() throws {
         let xml = BootTestOutput.junit(Self.summary())
         #expect(xml.contains(#"<failure message="hung: vCPU 2 &lt;starved&gt; &amp; &quot;held&quot;"#))
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("kite-junit-\(getpid()).xml").path
         try xml.write(toFile: path, atomically: true, encoding: .utf8)
-        guard let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first(where: FileManager.default.isExecutableFile)
-        else { return }
+        let python = try #require(["/usr/bin/python3", "/usr/local/bin/python3"].first(where: FileManager.default.isExecutableFile),
+                                  "python3: scripts/install-deps")
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("testbed/check_junit.py").path
         let r = try GuestInitTests.run(python, [script, path, "--tests", "2", "--failures", "1"])
