@@ -128,13 +128,15 @@ public enum LogDiagnosis {
         // Reports of one boot are read together; other boots say nothing of them.
         var explained: [ExplainedReport] = []
         for boot in Set(all.map(\.boot)).sorted() {
-            var reports = all.filter { $0.boot == boot }
+            var reports = BootReports(all.filter { $0.boot == boot })
             attachRequests(requests.filter { $0.boot == boot }, to: &reports)
-            for index in reports.indices {
-                reports[index].waitsFor = awaitedCPUs(of: reports[index], among: reports)
-                reports[index].diagnosis = diagnose(reports[index], among: reports)
+            for index in reports.reports.indices {
+                reports.reports[index].waitsFor = awaitedCPUs(of: reports.reports[index], among: reports)
             }
-            explained += reports
+            for index in reports.reports.indices {
+                reports.reports[index].diagnosis = diagnose(index, among: reports)
+            }
+            explained += reports.reports
         }
         explained.sort { $0.line < $1.line }
         return LogExplanation(reports: explained, droppedReports: droppedReports, lines: lines)
@@ -206,61 +208,74 @@ public enum LogDiagnosis {
     }
 
     /// Gives each "Sending NMI" request to the report it belongs to (the latest that started
-    /// before it and lists its targets), names the sender as the requester of the backtraces
+    /// before it and is not a backtrace), names the sender as the requester of the backtraces
     /// that answer it, and finds the targets that never answered.
-    static func attachRequests(_ requests: [BacktraceRequest], to reports: inout [ExplainedReport]) {
+    static func attachRequests(_ requests: [BacktraceRequest], to boot: inout BootReports) {
         // A CPU that detects its own stall prints its own backtrace, without a request.
-        for r in reports.indices where reports[r].event.kind == .nmiBacktrace && reports[r].event.detectedBy == nil {
-            guard let previous = reports[..<r].last(where: { $0.event.kind != .nmiBacktrace }),
-                  previous.event.headline.contains("self-detected stall"), previous.event.cpu == reports[r].event.cpu,
-                  reports[r].line - previous.line < 50 else { continue }
-            reports[r].event.detectedBy = previous.event.cpu
+        var lastOther: ExplainedReport?
+        for r in boot.reports.indices {
+            let report = boot.reports[r]
+            guard report.event.kind == .nmiBacktrace else {
+                lastOther = report
+                continue
+            }
+            guard report.event.detectedBy == nil, let previous = lastOther, previous.event.headline.contains("self-detected stall"),
+                  previous.event.cpu == report.event.cpu, report.line - previous.line < 50 else { continue }
+            boot.reports[r].event.detectedBy = previous.event.cpu
         }
         for (index, request) in requests.enumerated() {
             let nextLine = index + 1 < requests.count ? requests[index + 1].line : Int.max
             var answered: Set<Int> = []
-            for r in reports.indices where reports[r].event.kind == .nmiBacktrace {
-                guard let cpu = reports[r].event.cpu else { continue }
-                // The sender's own backtrace comes before its request; the others after it.
-                let answers = cpu == request.sender
-                    ? reports[r].line <= request.line && request.line - reports[r].line < 200
-                    : reports[r].line > request.line && reports[r].line < nextLine
-                if answers {
+            // The others' backtraces come after the request, up to the next one.
+            var k = boot.first(in: boot.backtraces, after: request.line)
+            while k < boot.backtraces.count, boot.reports[boot.backtraces[k]].line < nextLine {
+                let r = boot.backtraces[k]
+                if let cpu = boot.reports[r].event.cpu, cpu != request.sender {
                     answered.insert(cpu)
-                    if reports[r].event.detectedBy == nil { reports[r].event.detectedBy = request.sender }
+                    if boot.reports[r].event.detectedBy == nil { boot.reports[r].event.detectedBy = request.sender }
                 }
+                k += 1
+            }
+            // The sender's own comes just before its request.
+            let own = boot.backtracesOf[request.sender] ?? []
+            let before = boot.first(in: own, after: request.line) - 1
+            if before >= 0, request.line - boot.reports[own[before]].line < 200 {
+                answered.insert(request.sender)
+                if boot.reports[own[before]].event.detectedBy == nil { boot.reports[own[before]].event.detectedBy = request.sender }
             }
             let missing = request.targets.filter { !answered.contains($0) && $0 != request.sender }
             guard !missing.isEmpty else { continue }
-            if let owner = reports.lastIndex(where: { $0.line <= request.line && $0.event.kind != .nmiBacktrace }) {
-                // A stall report whose backtrace of its one stalled CPU came without an "NMI
-                // backtrace for cpu N" line (a task dump, or a log cut short) was answered.
-                if stackOfStalledCPU(reports[owner]) != nil, missing == reports[owner].event.stalledCPUs { continue }
-                for cpu in missing where !reports[owner].unansweredNMI.contains(cpu) { reports[owner].unansweredNMI.append(cpu) }
+            let ownerPosition = boot.first(in: boot.others, after: request.line) - 1
+            guard ownerPosition >= 0 else { continue }
+            let owner = boot.others[ownerPosition]
+            // A stall report whose backtrace of its one stalled CPU came without an "NMI
+            // backtrace for cpu N" line (a task dump, or a log cut short) was answered.
+            if stackOfStalledCPU(boot.reports[owner]) != nil, missing == boot.reports[owner].event.stalledCPUs { continue }
+            for cpu in missing where !boot.reports[owner].unansweredNMI.contains(cpu) {
+                boot.reports[owner].unansweredNMI.append(cpu)
+                boot.unanswered[cpu, default: []].append(boot.reports[owner].line)
             }
         }
     }
 
     /// The CPUs a waiting report waits for: a CSD-lock report's target, else the CPUs of the
     /// nearest RCU stall (other than the waiter itself).
-    static func awaitedCPUs(of report: ExplainedReport, among reports: [ExplainedReport]) -> [Int] {
+    static func awaitedCPUs(of report: ExplainedReport, among boot: BootReports) -> [Int] {
         guard report.ipiWait != nil else { return [] }
         let me = report.event.cpu
         if report.event.kind == .csdLockTimeout { return report.event.stalledCPUs.filter { $0 != me } }
-        let stalls = reports.filter { [.rcuStall, .rcuExpeditedStall].contains($0.event.kind) && !$0.event.stalledCPUs.isEmpty }
-        guard let nearest = stalls.min(by: { abs($0.line - report.line) < abs($1.line - report.line) }) else { return [] }
+        let after = boot.first(in: boot.stalls, after: report.line - 1)
+        let candidates = [after - 1, after].filter { boot.stalls.indices.contains($0) }.map { boot.reports[boot.stalls[$0]] }
+        guard let nearest = candidates.min(by: { abs($0.line - report.line) < abs($1.line - report.line) }) else { return [] }
         return nearest.event.stalledCPUs.filter { $0 != me }
     }
 
     /// The reports printed with `r`: those after it (in its boot) up to the next report that
     /// is not an NMI backtrace or a GP-kthread starvation report.
-    static func followers(of r: ExplainedReport, among reports: [ExplainedReport]) -> [ExplainedReport] {
-        var result: [ExplainedReport] = []
-        for other in reports where other.line > r.line {
-            guard [.nmiBacktrace, .rcuKthreadStarved].contains(other.event.kind) else { break }
-            result.append(other)
-        }
-        return result
+    static func followers(of index: Int, among boot: BootReports) -> ArraySlice<ExplainedReport> {
+        let rest = boot.reports[(index + 1)...]
+        let end = rest.firstIndex { ![.nmiBacktrace, .rcuKthreadStarved].contains($0.event.kind) } ?? rest.endIndex
+        return rest[..<end]
     }
 
     /// The stalled CPU whose stack an RCU stall report itself holds: a stall with one stalled
@@ -276,15 +291,18 @@ public enum LogDiagnosis {
     /// What the log shows of `cpu` after `line`: its first NMI backtrace after the line, else
     /// its first lockup report after it, else the last of either before it. Nil when the log
     /// shows nothing of it.
-    static func evidence(of cpu: Int, after line: Int, among reports: [ExplainedReport]) -> ExplainedReport? {
-        func about(_ r: ExplainedReport) -> Bool { r.event.cpu == cpu && r.line != line }
-        let backtraces = reports.filter { $0.event.kind == .nmiBacktrace && about($0) }
-        let lockups = reports.filter { r in
-            ([.softLockup, .hardLockup].contains(r.event.kind)
-             || (r.event.kind == .rcuStall && r.event.headline.contains("self-detected") && !r.keyFrames.isEmpty)) && about(r)
+    static func evidence(of cpu: Int, after line: Int, among boot: BootReports, onlyBefore: Bool = false) -> ExplainedReport? {
+        let backtraces = boot.backtracesOf[cpu] ?? [], lockups = boot.lockupsOf[cpu] ?? []
+        func firstAfter(_ list: [Int]) -> ExplainedReport? {
+            let k = boot.first(in: list, after: line)
+            return k < list.count ? boot.reports[list[k]] : nil
         }
-        return backtraces.first { $0.line > line } ?? lockups.first { $0.line > line }
-            ?? backtraces.last { $0.line < line } ?? lockups.last { $0.line < line }
+        func lastBefore(_ list: [Int]) -> ExplainedReport? {
+            let k = boot.first(in: list, after: line - 1) - 1
+            return k >= 0 ? boot.reports[list[k]] : nil
+        }
+        if onlyBefore { return lastBefore(backtraces) ?? lastBefore(lockups) }
+        return firstAfter(backtraces) ?? firstAfter(lockups) ?? lastBefore(backtraces) ?? lastBefore(lockups)
     }
 
     /// "idle in default_idle", "in smp_call_function_many_cond with interrupts off, itself
@@ -306,14 +324,15 @@ public enum LogDiagnosis {
 
     /// What the log says of one awaited CPU: its NMI backtrace, its lockup report, or that it
     /// never answered an NMI.
-    static func account(of cpu: Int, for report: ExplainedReport, among reports: [ExplainedReport]) -> String {
-        let neverAnswered = reports.contains { $0.line >= report.line && $0.unansweredNMI.contains(cpu) }
-            || report.unansweredNMI.contains(cpu)
-        if neverAnswered, evidence(of: cpu, after: report.line, among: reports.filter { $0.line < report.line }) == nil {
+    static func account(of cpu: Int, for report: ExplainedReport, among boot: BootReports) -> String {
+        let neverAnswered = (boot.unanswered[cpu] ?? []).contains { $0 >= report.line } || report.unansweredNMI.contains(cpu)
+        if neverAnswered, evidence(of: cpu, after: report.line, among: boot, onlyBefore: true) == nil {
             return "CPU \(cpu) never answered the NMI sent for its backtrace: it cannot take one (stuck with NMIs blocked, or not running at all)"
         }
-        let stallStack = reports.first { $0.line >= report.line && stackOfStalledCPU($0) == cpu }
-        guard let seen = evidence(of: cpu, after: report.line, among: reports) ?? stallStack else {
+        let stacks = boot.stallStacksOf[cpu] ?? []
+        let stackPosition = boot.first(in: stacks, after: report.line - 1)
+        let stallStack = stackPosition < stacks.count ? boot.reports[stacks[stackPosition]] : nil
+        guard let seen = evidence(of: cpu, after: report.line, among: boot) ?? stallStack else {
             return "the log shows nothing of CPU \(cpu)"
         }
         let source = switch seen.event.kind {
@@ -338,7 +357,8 @@ public enum LogDiagnosis {
         return "\(source) shows it \(state)"
     }
 
-    static func diagnose(_ r: ExplainedReport, among reports: [ExplainedReport]) -> String? {
+    static func diagnose(_ index: Int, among boot: BootReports) -> String? {
+        let r = boot.reports[index]
         let e = r.event
         let place = r.keyFrames.first.map { " in \($0.function)" } ?? ""
         let interrupts = e.interruptsEnabled == false ? " with interrupts off" : ""
@@ -353,7 +373,7 @@ public enum LogDiagnosis {
                 sentence += "other CPUs to answer an IPI; the log does not say which"
                 // What the backtraces printed with this report show of the other CPUs: those
                 // that never answered first, then those not idle, then the idle ones.
-                let others = followers(of: r, among: reports)
+                let others = followers(of: index, among: boot)
                 let silent = Array(Set(r.unansweredNMI + others.flatMap(\.unansweredNMI))).sorted().filter { $0 != e.cpu }
                 var shown = others.filter { $0.event.kind == .nmiBacktrace && $0.event.cpu != e.cpu }
                 shown.sort { !state(of: $0).hasPrefix("idle") && state(of: $1).hasPrefix("idle") }
@@ -369,7 +389,7 @@ public enum LogDiagnosis {
                 return sentence
             } else {
                 sentence += Wording.cpuList(r.waitsFor) + "; "
-                sentence += r.waitsFor.prefix(4).map { account(of: $0, for: r, among: reports) }.joined(separator: "; ")
+                sentence += r.waitsFor.prefix(4).map { account(of: $0, for: r, among: boot) }.joined(separator: "; ")
             }
             if e.kind == .csdLockTimeout, let seconds = e.stuckSeconds { sentence += " (a cross-CPU call unanswered for \(seconds) s)" }
             return sentence + (r.waitsFor.isEmpty ? unanswered : "")
@@ -383,7 +403,7 @@ public enum LogDiagnosis {
             }
             var sentence = "\(kind) waits for \(Wording.cpuList(e.stalledCPUs))"
             if let jiffies = e.stallJiffies { sentence += " (\(jiffies) jiffies)" }
-            sentence += "; " + e.stalledCPUs.prefix(4).map { account(of: $0, for: r, among: reports) }.joined(separator: "; ")
+            sentence += "; " + e.stalledCPUs.prefix(4).map { account(of: $0, for: r, among: boot) }.joined(separator: "; ")
             return sentence
         case .rcuKthreadStarved:
             let task = e.task ?? "the RCU grace-period kthread"
@@ -416,5 +436,56 @@ public enum LogDiagnosis {
         case .csdLockTimeout:
             return nil   // always an IPI wait, handled above
         }
+    }
+}
+
+/// The reports of one boot, in line order, with the lists `LogDiagnosis` looks things up in,
+/// so that reading a log with thousands of reports stays linear-logarithmic, not quadratic.
+struct BootReports {
+    var reports: [ExplainedReport]
+    /// Positions in `reports` (ascending, so in line order): every NMI backtrace; every
+    /// other report; each CPU's NMI backtraces; each CPU's lockups and self-detected stalls
+    /// with a stack; the RCU stalls that name CPUs; per CPU, the stalls that hold its stack.
+    let backtraces: [Int]
+    let others: [Int]
+    let backtracesOf: [Int: [Int]]
+    let lockupsOf: [Int: [Int]]
+    let stalls: [Int]
+    let stallStacksOf: [Int: [Int]]
+    /// Per CPU, the lines of the reports whose NMI it never answered (filled by `attachRequests`).
+    var unanswered: [Int: [Int]] = [:]
+
+    init(_ reports: [ExplainedReport]) {
+        self.reports = reports
+        var backtraces: [Int] = [], others: [Int] = [], stalls: [Int] = []
+        var backtracesOf: [Int: [Int]] = [:], lockupsOf: [Int: [Int]] = [:], stallStacksOf: [Int: [Int]] = [:]
+        for (i, r) in reports.enumerated() {
+            let e = r.event
+            if e.kind == .nmiBacktrace {
+                backtraces.append(i)
+                if let cpu = e.cpu { backtracesOf[cpu, default: []].append(i) }
+            } else {
+                others.append(i)
+            }
+            let selfDetectedWithStack = e.kind == .rcuStall && e.headline.contains("self-detected") && !r.keyFrames.isEmpty
+            if [.softLockup, .hardLockup].contains(e.kind) || selfDetectedWithStack, let cpu = e.cpu {
+                lockupsOf[cpu, default: []].append(i)
+            }
+            if [.rcuStall, .rcuExpeditedStall].contains(e.kind), !e.stalledCPUs.isEmpty { stalls.append(i) }
+            if let cpu = LogDiagnosis.stackOfStalledCPU(r) { stallStacksOf[cpu, default: []].append(i) }
+        }
+        (self.backtraces, self.others, self.stalls) = (backtraces, others, stalls)
+        (self.backtracesOf, self.lockupsOf, self.stallStacksOf) = (backtracesOf, lockupsOf, stallStacksOf)
+    }
+
+    /// The first position in `list` (positions in `reports`, ascending) whose report starts
+    /// after `line`; `list.count` when none does.
+    func first(in list: [Int], after line: Int) -> Int {
+        var low = 0, high = list.count
+        while low < high {
+            let middle = (low + high) / 2
+            if reports[list[middle]].line > line { high = middle } else { low = middle + 1 }
+        }
+        return low
     }
 }
