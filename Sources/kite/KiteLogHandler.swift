@@ -16,11 +16,10 @@ struct KiteLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?,
-             source: String, file: String, function: String, line: UInt) {
-        let all = metadata.merging(extra ?? [:]) { $1 }
+    func log(event: LogEvent) {
+        let all = metadata.merging(event.metadata ?? [:]) { $1 }
         let tail = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let prefix = level >= .warning ? "kite: \(level): " : "kite: "
-        printError(prefix + "\(message)" + tail)
+        let prefix = event.level >= .warning ? "kite: \(event.level): " : "kite: "
+        printError(prefix + "\(event.message)" + tail)
     }
 }
