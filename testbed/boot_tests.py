@@ -903,7 +903,8 @@ def tail(path, n=TAIL_LINES):
 def guest_log_path(logdir, t):
     """NAME.log for a test's first run, NAME.try2.log for its second: a retry must not
     overwrite the evidence of the failure that caused it."""
-    return os.path.join(logdir, f"{t.name}.log" if t.tries <= 1 else f"{t.name}.try{t.tries}.log")
+    runs = getattr(t, "runs", t.tries)
+    return os.path.join(logdir, f"{t.name}.log" if runs <= 1 else f"{t.name}.try{runs}.log")
 
 
 def l1_monitor(path, command, timeout=10):
@@ -943,6 +944,27 @@ def l1_cpu_places(registers):
         if m and cpu is not None:
             out.append(f"CPU {cpu} at RIP {m.group(1)} (CPL {m.group(2)}, HLT={m.group(3)})")
     return out
+
+
+def emulated_fetch_faults(lines):
+    """The two-CPU L1's instruction-fetch fault, from L1's KVM trace of this test: KVM
+    injecting a page fault with error code 0x10 (a supervisor instruction fetch from a page
+    not present: with nested paging KVM injects one only when its own emulator cannot fetch
+    the guest's instruction), or a triple fault whose exit says a #PF with error code 0x10 was
+    being delivered. A healthy guest kernel never fetches from unmapped kernel text; QEMU as
+    the L2 VMM hits the same in this testbed (README, "The nested testbed"), the one-CPU L1
+    has not. Returns a sentence, or "" when the trace shows neither."""
+    injected = [ln for ln in lines if "L1 kvm trace:" in ln and "kvm_inj_exception: #PF (0x10)" in ln]
+    delivering = [ln for ln in lines if "L1 kvm trace:" in ln and "reason shutdown" in ln
+                  and "intr_info 0x80000b0e" in ln and "error_code 0x00000010" in ln]
+    if not injected and not delivering:
+        return ""
+    what = []
+    if injected:
+        what.append(f"L1's KVM injected {len(injected)} instruction-fetch page fault(s) (#PF error code 0x10)")
+    if delivering:
+        what.append("the guest triple-faulted while such a fault was being delivered")
+    return " and ".join(what) + " (the emulated CPU's nested-paging failure in a two-CPU L1; the retry runs in a one-CPU L1)"
 
 
 def run_session(tests, idx, logdir, args):
@@ -1026,6 +1048,14 @@ def run_session(tests, idx, logdir, args):
         if t.kind != "triplefault":
             reasons += [f"L1's KVM saw a guest triple fault: {ln[ln.find('kvm_exit:'):][:160]}"
                         for ln in lines if "L1 kvm trace:" in ln and "reason shutdown" in ln]
+        fetch_faults = emulated_fetch_faults(lines)
+        if reasons and fetch_faults and t.vmm == "kite" and t.l1_smp == 2 and t.kind != "triplefault":
+            # The two-CPU L1's own failure (README, "The nested testbed"): judged again in a
+            # one-CPU L1 by the retry logic, and never counted as a pass.
+            reasons.insert(0, f"the testbed failed: {fetch_faults}")
+            result = Result(t, False, "; ".join(reasons), elapsed, testbed=True, log=glog)
+            result.fetch_fault = fetch_faults
+            return result
         return Result(t, not reasons, "; ".join(reasons), elapsed, log=glog)
 
     while True:
@@ -1229,10 +1259,23 @@ def main():
         pending = [t for t in pending if t not in batch]
         for t in batch:
             t.tries += 1
+            t.runs = getattr(t, "runs", 0) + 1   # every run, for its log's name (tries restart in a one-CPU L1)
         session += 1
         res, not_started = run_session(batch, session, logdir, args)
         retry = []
         for r in res:
+            fetch_fault = getattr(r, "fetch_fault", "")
+            if fetch_fault and r.test.vmm == "kite" and not getattr(r.test, "moved_to_one_cpu", False):
+                # The two-CPU L1's fetch fault (emulated_fetch_faults): the test's verdict comes
+                # from a one-CPU L1, where the same guest runs without it.
+                print(f"RETRY {r.test.name}: the testbed failed, not kite ({fetch_fault}); "
+                      "running it again in a one-CPU L1", flush=True)
+                RETRIES.append((r.test.name, "testbed", r.reason))
+                r.test.moved_to_one_cpu = True
+                r.test.l1_smp = 1
+                r.test.tries = 0   # the one-CPU L1 judges it afresh (its own FLAKY retry included)
+                retry.append(r.test)
+                continue
             if r.ok or r.test.tries >= 2 or r.test.vmm != "kite":
                 results.append(r)   # the control VMM's runs are counted as they come
             elif r.testbed:
@@ -1252,6 +1295,7 @@ def main():
                 retry.append(r.test)
         for t in not_started:  # the session died before these ran: that was not their try
             t.tries -= 1
+            t.runs -= 1
             t.sessions_lost = getattr(t, "sessions_lost", 0) + 1
             if t.sessions_lost < 2:
                 retry.append(t)
