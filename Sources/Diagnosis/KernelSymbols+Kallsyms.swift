@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 // The guest kernel's own symbol table (kallsyms), found in guest memory the way crash,
 // drgn and vmlinux-to-elf find it, for naming functions when no System.map is at hand.
 //
@@ -458,21 +466,27 @@ enum Kallsyms {
             return Array(UnsafeRawBufferPointer(rebasing: bytes[range]))
         }
 
-        /// The first position at or after `from` where `needle` starts.
+        /// The first position at or after `from` where `needle` starts: glibc's memchr finds
+        /// each candidate first byte (vectorised), memcmp checks the rest. Many times faster
+        /// than a byte loop: the scan covers up to all of guest RAM, and in the nested testbed
+        /// a byte loop over a 1 GiB guest took tens of seconds.
         func find(_ needle: [UInt8], from: Int) -> Int? {
-            guard let first = needle.first, from >= 0, count >= needle.count else { return nil }
-            let last = count - needle.count
-            var position = from
-            while position <= last {
-                // Sound: position <= count - needle.count, so every byte compared is inside.
-                if bytes[position] == first {
-                    var k = 1
-                    while k < needle.count, bytes[position + k] == needle[k] { k += 1 }
-                    if k == needle.count { return position }
+            guard let first = needle.first, from >= 0, from <= count - needle.count,
+                  let base = bytes.baseAddress else { return nil }
+            let last = count - needle.count   // the last position where the needle fits
+            return needle.withUnsafeBytes { pattern -> Int? in
+                guard let patternBase = pattern.baseAddress else { return nil }
+                var position = from
+                while position <= last {
+                    // Sound: memchr reads [position, last] and memcmp reads needle.count bytes at a
+                    // position <= last = count - needle.count: both stay inside this buffer.
+                    guard let hit = memchr(base + position, Int32(first), last - position + 1) else { return nil }
+                    let at = UnsafeRawPointer(hit) - base
+                    if memcmp(base + at, patternBase, pattern.count) == 0 { return at }
+                    position = at + 1
                 }
-                position += 1
+                return nil
             }
-            return nil
         }
     }
 }
