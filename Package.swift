@@ -51,7 +51,7 @@ let package = Package(
         // The built-in initramfs of `kite boot-test`: an x86-64 encoder, ELF and cpio writers (pure data).
         .target(name: "GuestInit"),
         // `kite boot-test`: the matrix of runs, child kite processes, classification, table/JSON/JUnit.
-        .target(name: "BootMatrix", dependencies: ["GuestInit", "VMM", "CHost", "HostCalls"]),
+        .target(name: "BootMatrix", dependencies: ["GuestInit", "VMM", "Diagnosis", "CHost", "HostCalls"]),
         .target(name: "VMM", dependencies: [
             "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "HostCalls",
         ]),

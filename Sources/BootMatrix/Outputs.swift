@@ -1,3 +1,5 @@
+import Diagnosis
+
 /// One finished run, as every output shows it.
 public struct RunRecord: Sendable {
     public var configuration: BootConfiguration
@@ -104,41 +106,43 @@ public enum BootTestOutput {
     ///  "runs":[{"name","cpus","irqchip","repetition","result","diagnosis","exit_status",
     ///  "signal","seconds","userspace_ms","console","report","kite_log"}]}
     public static func json(_ s: BootTestSummary) -> String {
-        var runs: [String] = []
-        for r in s.records {
-            var exitStatus = "null", signal = "null"
+        let runs: [JSONValue] = s.records.map { r in
+            var exitStatus: Int32?, signal: Int32?
             switch r.exit {
-            case .exited(let v): exitStatus = String(v)
-            case .signaled(let v): signal = String(v)
+            case .exited(let v): exitStatus = v
+            case .signaled(let v): signal = v
             case nil: break
             }
-            runs.append("{" + [
-                "\"name\":\(quoted(r.configuration.name))",
-                "\"cpus\":\(r.configuration.cpus)",
-                "\"irqchip\":\(quoted(r.configuration.irqchip.rawValue))",
-                "\"repetition\":\(r.configuration.repetition)",
-                "\"result\":\(quoted(r.result.rawValue))",
-                "\"diagnosis\":\(r.diagnosis.map(quoted) ?? "null")",
-                "\"exit_status\":\(exitStatus)",
-                "\"signal\":\(signal)",
-                "\"seconds\":\(number(r.seconds))",
-                "\"userspace_ms\":\(r.userspaceMilliseconds.map(number) ?? "null")",
-                "\"console\":\(quoted(r.consolePath))",
-                "\"report\":\(r.reportWritten ? quoted(r.reportPath) : "null")",
-                "\"kite_log\":\(quoted(r.kiteLogPath))",
-            ].joined(separator: ",") + "}")
+            return .object([
+                ("name", .string(r.configuration.name)),
+                ("cpus", .integer(r.configuration.cpus)),
+                ("irqchip", .string(r.configuration.irqchip.rawValue)),
+                ("repetition", .integer(r.configuration.repetition)),
+                ("result", .string(r.result.rawValue)),
+                ("diagnosis", .optional(r.diagnosis, JSONValue.string)),
+                ("exit_status", .optional(exitStatus) { .integer(Int($0)) }),
+                ("signal", .optional(signal) { .integer(Int($0)) }),
+                ("seconds", milliseconds(r.seconds)),
+                ("userspace_ms", .optional(r.userspaceMilliseconds, milliseconds)),
+                ("console", .string(r.consolePath)),
+                ("report", r.reportWritten ? .string(r.reportPath) : .null),
+                ("kite_log", .string(r.kiteLogPath)),
+            ])
         }
-        return "{" + [
-            "\"kernel\":\(quoted(s.kernel))",
-            "\"initrd\":\(s.initrd.map(quoted) ?? "null")",
-            "\"output_directory\":\(quoted(s.outputDirectory))",
-            "\"seconds\":\(number(s.seconds))",
-            "\"passed\":\(s.passed)",
-            "\"total\":\(s.records.count)",
-            "\"all_passed\":\(s.allPassed)",
-            "\"runs\":[" + runs.joined(separator: ",") + "]",
-        ].joined(separator: ",") + "}\n"
+        return JSONWriter.write(.object([
+            ("kernel", .string(s.kernel)),
+            ("initrd", .optional(s.initrd, JSONValue.string)),
+            ("output_directory", .string(s.outputDirectory)),
+            ("seconds", milliseconds(s.seconds)),
+            ("passed", .integer(s.passed)),
+            ("total", .integer(s.records.count)),
+            ("all_passed", .bool(s.allPassed)),
+            ("runs", .array(runs)),
+        ])) + "\n"
     }
+
+    /// A number to the thousandth.
+    static func milliseconds(_ v: Double) -> JSONValue { .number((v * 1000).rounded() / 1000) }
 
     static func number(_ v: Double) -> String {
         guard v.isFinite else { return "null" }
@@ -147,23 +151,6 @@ public enum BootTestOutput {
         return (thousandths < 0 ? "-" : "") + "\(abs(thousandths) / 1000)." + String(repeating: "0", count: 3 - frac.count) + frac
     }
 
-    static func quoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20:
-                let h = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
 
     // MARK: JUnit
 

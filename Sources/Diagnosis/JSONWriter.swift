@@ -1,8 +1,8 @@
-// A small JSON writer (the Diagnosis target does without Foundation). Reports carry text the
+// A small JSON writer (the Diagnosis target does without Foundation; kite boot-test uses it too). Reports carry text the
 // guest wrote (task names, headlines), so every string is escaped, not trusted.
 
 /// A JSON value under construction; `JSONWriter.write` turns it into text.
-enum JSONValue: Sendable {
+public enum JSONValue: Sendable {
     case null
     case bool(Bool)
     case integer(Int)
@@ -15,19 +15,19 @@ enum JSONValue: Sendable {
 
     /// A 64-bit register or address as a "0x…" string: JSON numbers are doubles in most
     /// readers and would lose the low bits.
-    static func hex(_ value: UInt64) -> JSONValue { .string("0x" + String(value, radix: 16)) }
+    public static func hex(_ value: UInt64) -> JSONValue { .string("0x" + String(value, radix: 16)) }
 
     /// `transform(value)`, or null.
-    static func optional<T>(_ value: T?, _ transform: (T) -> JSONValue) -> JSONValue {
+    public static func optional<T>(_ value: T?, _ transform: (T) -> JSONValue) -> JSONValue {
         value.map(transform) ?? .null
     }
 
-    static func integers(_ values: [some BinaryInteger]) -> JSONValue { .array(values.map { .integer(Int($0)) }) }
+    public static func integers(_ values: [some BinaryInteger]) -> JSONValue { .array(values.map { .integer(Int($0)) }) }
 }
 
-enum JSONWriter {
+public enum JSONWriter {
     /// The value as compact JSON on one line.
-    static func write(_ value: JSONValue) -> String {
+    public static func write(_ value: JSONValue) -> String {
         var out = ""
         write(value, into: &out)
         return out
