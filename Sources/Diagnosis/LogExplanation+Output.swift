@@ -143,15 +143,9 @@ extension LogExplanation {
         ])
     }
 
+    /// The hang report's frame object, with what a decoded trace adds.
     static func json(_ f: KernelFrame) -> JSONValue {
-        .object([
-            ("function", .string(f.function)),
-            ("offset", .hex(f.offset)),
-            ("size", .hex(f.size)),
-            ("module", .optional(f.module, JSONValue.string)),
-            ("reliable", .bool(f.reliable)),
-            ("source", .optional(f.source, JSONValue.string)),
-            ("inlined", .bool(f.inlined)),
-        ])
+        guard case .object(let members) = HangReport.json(f) else { return HangReport.json(f) }
+        return .object(members + [("source", .optional(f.source, JSONValue.string)), ("inlined", .bool(f.inlined))])
     }
 }
