@@ -6,7 +6,7 @@ several guests per testbed session: inside L1 (QEMU TCG with emulated SVM, see
 testbed/run-job.sh) when this host has no usable hardware virtualization, else directly.
 
     python3 testbed/boot_tests.py                  # boot1..boot32 seeds4 pvh2 reboot2 rebootkbd2
-    python3 testbed/boot_tests.py --extended       # + boot64, boot288-split (L1 -smp 1)
+    python3 testbed/boot_tests.py --extended       # + boot64, boot288-split (L1 -smp 1), healthy4 for 10 minutes
     python3 testbed/boot_tests.py --only boot4,seeds4
     python3 testbed/boot_tests.py --cpus-list 1,3,8
     python3 testbed/boot_tests.py --l1-smp 2       # every test in a two-CPU L1 (see boot_l1_smp)
@@ -159,7 +159,10 @@ class Test:
     # after the stall, before the guest's RCU stall report (21 s): give the RCU path time.
     HANG_TIMEOUTS = {"hangidle4": 60}
     HANG_REPORT_WITHIN = 60  # s after the stall
-    HEALTHY_SECONDS = 600
+    # healthy4's load runs 4 minutes (8 hang timeouts) by default; --extended runs issue 4's
+    # 10 minutes (kept out of the default run, which CI must finish in under 45 minutes).
+    HEALTHY_SECONDS = 240
+    HEALTHY_SECONDS_EXTENDED = 600
     # Extra kite options by kind.
     KITE_ARGS = {"rng": "--rng", "hvc": "--console virtio",
                  "netifs": "--net tap=kitea0,mac=06:00:00:00:00:10 --net tap=kitea1,mac=06:00:00:00:00:11"}
@@ -1216,7 +1219,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated test names (e.g. boot4,seeds4; bootN/seedsN allowed)")
     ap.add_argument("--cpus-list", help="comma-separated vCPU counts for the boot tests (default 1,2,4,10)")
-    ap.add_argument("--extended", action="store_true", help="add boot64 and boot288-split (run in L1 with -smp 1) and the bring-up runs beside QEMU")
+    ap.add_argument("--extended", action="store_true", help="add boot64 and boot288-split (run in L1 with -smp 1) and the bring-up runs beside QEMU; healthy4 runs 10 minutes instead of 4")
     ap.add_argument("--allow-xstate-warning", action="store_true",
                     help="ignore the Call Trace of the known fpu__init_system_xstate WARNING "
                          "(emulated CPU's inconsistent CPUID leaf 0xD)")
@@ -1228,6 +1231,8 @@ def main():
                     help="multiply every deadline (e.g. 2 on a slow machine)")
     args = ap.parse_args()
     Test.scale = args.deadline_scale
+    if args.extended:
+        Test.HEALTHY_SECONDS = Test.HEALTHY_SECONDS_EXTENDED
 
     tests = build_matrix(args)
     kite = os.environ.get("KITE_BIN", os.path.join(ROOT, ".build/release/kite"))
