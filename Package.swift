@@ -9,7 +9,9 @@ import PackageDescription
 //   APIC (the local APIC, IOAPIC, 8259 PICs and IPI routing as pure state, for Kite's own
 //   interrupt controllers)
 //   Devices (UART, i8042, ACPI power); Virtio (split virtqueue, MMIO transport) -> VirtioDevices
-//   Sandbox (per-thread seccomp allow-lists, compiled by libseccomp through CSandbox)
+//   SeccompAllowLists (what each thread may call, as data) -> Sandbox (installs the programs
+//   that the SeccompBPF plugin compiled from the lists at build time with libseccomp, through
+//   kite-seccomp-bpf and SeccompCompiler; kite does not link libseccomp)
 //   -> VMM (the boot recipe, vCPU threads, device event loop)
 //   GuestInit (the built-in initramfs: a tiny x86-64 init Kite writes itself) -> BootMatrix
 //   (kite boot-test: runs of `kite run` across CPU counts and interrupt controllers)
@@ -30,9 +32,15 @@ let package = Package(
         // Retrying interrupted system calls, for every target that makes them.
         .target(name: "HostCalls"),
         .target(name: "CKVM"),
-        // Debian's libseccomp-dev: it compiles the allow-lists to BPF (scripts/install-deps).
-        .target(name: "CSandbox", linkerSettings: [.linkedLibrary("seccomp")]),
-        .target(name: "Sandbox", dependencies: ["CSandbox", "CKVM"]),
+        .target(name: "SeccompAllowLists", dependencies: ["CKVM"]),
+        // Debian's libseccomp-dev compiles the allow-lists to BPF (scripts/install-deps), at
+        // build time only: the plugin runs kite-seccomp-bpf, whose output Sandbox compiles in.
+        .target(name: "CSeccompCompiler", linkerSettings: [.linkedLibrary("seccomp")]),
+        .target(name: "SeccompCompiler", dependencies: ["CSeccompCompiler", "SeccompAllowLists"]),
+        .executableTarget(name: "kite-seccomp-bpf", dependencies: ["SeccompCompiler", "SeccompAllowLists"]),
+        .plugin(name: "SeccompBPF", capability: .buildTool(), dependencies: ["kite-seccomp-bpf"]),
+        .target(name: "CSandbox"),
+        .target(name: "Sandbox", dependencies: ["CSandbox", "SeccompAllowLists"], plugins: ["SeccompBPF"]),
         .target(name: "GuestMemory"),
         .target(name: "KVM", dependencies: ["CHost", "CKVM", "GuestMemory"]),
         .target(name: "ACPI"),
@@ -53,10 +61,10 @@ let package = Package(
         // `kite boot-test`: the matrix of runs, child kite processes, classification, table/JSON/JUnit.
         .target(name: "BootMatrix", dependencies: ["GuestInit", "VMM", "Diagnosis", "CHost", "HostCalls"]),
         .target(name: "VMM", dependencies: [
-            "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "HostCalls",
+            "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "SeccompAllowLists", "HostCalls",
         ]),
         .executableTarget(name: "kite", dependencies: [
-            "VMM", "VirtioDevices", "Sandbox", "Diagnosis", "HostCalls", "BootMatrix",
+            "VMM", "VirtioDevices", "Sandbox", "SeccompAllowLists", "Diagnosis", "HostCalls", "BootMatrix",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], linkerSettings: [
@@ -73,7 +81,7 @@ let package = Package(
         // Shared by the test targets (a seeded random generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UnitTests", dependencies: [
-            "CHost", "CKVM", "Sandbox", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC", "Diagnosis",
+            "CHost", "CKVM", "Sandbox", "SeccompAllowLists", "SeccompCompiler", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC", "Diagnosis",
         ]),
         .testTarget(name: "BootMatrixTests", dependencies: ["BootMatrix", "GuestInit"]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),

@@ -15,32 +15,6 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-long csandbox_export(const scmp_filter_ctx ctx, void **program) {
-    int fd = memfd_create("kite-seccomp", MFD_CLOEXEC);
-    if (fd < 0) return -errno;
-    long result;
-    int rc = seccomp_export_bpf(ctx, fd);
-    off_t size = rc == 0 ? lseek(fd, 0, SEEK_END) : -1;
-    if (rc != 0) {
-        result = rc;
-    } else if (size <= 0 || size % sizeof(struct sock_filter) != 0) {
-        result = -EINVAL;
-    } else {
-        void *buffer = malloc((size_t)size);
-        if (buffer == NULL) {
-            result = -ENOMEM;
-        } else if (pread(fd, buffer, (size_t)size, 0) != size) {
-            free(buffer);
-            result = -EIO;
-        } else {
-            *program = buffer;
-            result = size / (long)sizeof(struct sock_filter);
-        }
-    }
-    close(fd);
-    return result;
-}
-
 static int violation_wake_fd = -1;
 static atomic_long violation_syscall = -1;
 static atomic_ulong violation_count = 0;

@@ -1,4 +1,5 @@
 import CSandbox
+import SeccompAllowLists
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -11,33 +12,18 @@ public enum SeccompMode: String, CaseIterable, Sendable {
     case on, log, off
 }
 
-/// A system call a thread may make: any call (`arguments` empty), or only with argument
-/// `argumentIndex` equal to one of `arguments` (ioctl request numbers, socket families).
-public struct SyscallRule: Equatable, Sendable {
-    public let name: String
-    public let argumentIndex: UInt32
-    public let arguments: [UInt64]
-
-    public static func call(_ name: String) -> SyscallRule {
-        SyscallRule(name: name, argumentIndex: 0, arguments: [])
-    }
-    public static func call(_ name: String, argument index: UInt32, in values: [UInt64]) -> SyscallRule {
-        SyscallRule(name: name, argumentIndex: index, arguments: values)
-    }
-}
-
 /// Why a filter could not be built or installed.
 public struct SeccompError: Error, CustomStringConvertible, Sendable {
     public let description: String
     init(_ description: String) { self.description = description }
 }
 
-/// One thread kind's allow-list compiled to classic BPF by libseccomp: built once on the
-/// main thread during setup, installed by each thread of that kind on itself.
+/// One thread kind's allow-list as classic BPF, compiled by libseccomp when Kite was built
+/// (the SeccompBPF plugin), installed by each thread of that kind on itself.
 public final class SeccompProgram: Sendable {
     public let role: ThreadRole
     /// The BPF instructions (struct sock_filter, 8 bytes each).
-    let instructions: [UInt64]
+    public let instructions: [UInt64]
 
     init(role: ThreadRole, instructions: [UInt64]) {
         self.role = role
@@ -61,49 +47,23 @@ public final class SeccompProgram: Sendable {
 public struct SeccompFilters: Sendable {
     private let programs: [ThreadRole: SeccompProgram]
 
-    /// Compiles each role's allow-list (nil when `mode` is off). In `on` mode a call outside
-    /// the list raises SIGSYS (see `SeccompViolation`); any other architecture's system call
-    /// ABI (x32, i386) kills the process.
-    public static func compile(_ mode: SeccompMode, lists: (ThreadRole) -> [SyscallRule] = ThreadAllowLists.rules)
-        throws(SeccompError) -> SeccompFilters?
-    {
-        guard mode != .off else { return nil }
-        var programs: [ThreadRole: SeccompProgram] = [:]
-        for role in ThreadRole.allCases {
-            programs[role] = try compile(role: role, rules: lists(role), defaultAction: mode == .on ? SCMP_ACT_TRAP : SCMP_ACT_LOG)
+    /// Each role's program for `mode` (nil when `mode` is off), compiled at build time. In
+    /// `on` mode a call outside the list raises SIGSYS (see `SeccompViolation`); in `log`
+    /// mode the host kernel logs it and lets it through; any other architecture's system
+    /// call ABI (x32, i386) kills the process.
+    public static func compiled(_ mode: SeccompMode) -> SeccompFilters? {
+        let table: [ThreadRole: [UInt64]]
+        switch mode {
+        case .off: return nil
+        case .on: table = CompiledAllowLists.trap
+        case .log: table = CompiledAllowLists.log
         }
+        var programs: [ThreadRole: SeccompProgram] = [:]
+        for (role, instructions) in table { programs[role] = SeccompProgram(role: role, instructions: instructions) }
         return SeccompFilters(programs: programs)
     }
 
     public func program(for role: ThreadRole) -> SeccompProgram { programs[role]! }
-
-    static func compile(role: ThreadRole, rules: [SyscallRule], defaultAction: UInt32) throws(SeccompError) -> SeccompProgram {
-        guard let ctx = seccomp_init(defaultAction) else { throw SeccompError("seccomp_init failed") }
-        defer { seccomp_release(ctx) }
-        // Kite sets NO_NEW_PRIVS itself when it installs the program.
-        _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
-        _ = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)
-        for rule in rules {
-            let number = seccomp_syscall_resolve_name(rule.name)
-            guard number >= 0 else { throw SeccompError("the \(role.rawValue) allow-list names an unknown system call '\(rule.name)'") }
-            if rule.arguments.isEmpty {
-                let rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, number, 0, nil)
-                guard rc == 0 else { throw SeccompError("seccomp rule for \(rule.name): \(errnoText(-rc))") }
-            }
-            for value in rule.arguments {
-                var compare = scmp_arg_cmp(arg: rule.argumentIndex, op: SCMP_CMP_EQ, datum_a: value, datum_b: 0)
-                let rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, number, 1, &compare)
-                guard rc == 0 else { throw SeccompError("seccomp rule for \(rule.name)(\(value)): \(errnoText(-rc))") }
-            }
-        }
-        var raw: UnsafeMutableRawPointer?
-        let count = csandbox_export(ctx, &raw)
-        guard count > 0, let raw else { throw SeccompError("cannot compile the \(role.rawValue) seccomp filter: \(errnoText(Int32(-count)))") }
-        defer { free(raw) }
-        // Sound: csandbox_export returned `count` 8-byte instructions at `raw`.
-        let instructions = Array(UnsafeBufferPointer(start: raw.assumingMemoryBound(to: UInt64.self), count: count))
-        return SeccompProgram(role: role, instructions: instructions)
-    }
 }
 
 /// A system call a filter refused (in `on` mode): the first one, by thread and call.
@@ -113,6 +73,12 @@ public struct SeccompViolation: Equatable, Sendable {
     public let syscall: Int
     /// Every refused call so far, the first included.
     public let count: Int
+
+    public init(thread: String, syscall: Int, count: Int) {
+        self.thread = thread
+        self.syscall = syscall
+        self.count = count
+    }
 
     /// Installs the SIGSYS handler (once, before any filter): it records the call, makes it
     /// fail with EPERM, and writes `wakeFD` (an eventfd) so the main thread stops the machine.
@@ -133,9 +99,9 @@ public struct SeccompViolation: Equatable, Sendable {
 
     /// The system call's name on this architecture ("getppid"), or its number.
     public var syscallName: String {
-        guard let name = seccomp_syscall_resolve_num_arch(seccomp_arch_native(), Int32(syscall)) else { return "#\(syscall)" }
-        defer { free(name) }
-        return String(cString: name)
+        let names = CompiledAllowLists.syscallNames
+        guard names.indices.contains(syscall), let name = names[syscall] else { return "#\(syscall)" }
+        return name.description
     }
 
     /// One line for the user.

@@ -118,9 +118,9 @@ public final class Machine {
         let kernel = try setup { try FileImage(path: config.kernelPath) }
         let initrd = try config.initrdPath.map { p in try setup { try FileImage(path: p) } }
         let format = try setup { try KernelFormat.detect(kernel) }
-        // Each thread kind's seccomp allow-list, compiled now; threads install their own as
-        // they start (Machine.run).
-        let seccomp = try setup { try SeccompFilters.compile(config.seccomp) }
+        // Each thread kind's seccomp program, compiled from its allow-list when Kite was
+        // built; threads install their own as they start (Machine.run).
+        let seccomp = SeccompFilters.compiled(config.seccomp)
         for fault in config.watchdog.injections {
             if let vcpu = fault.vcpu, vcpu >= config.cpus {
                 throw SetupError("--inject: there is no vCPU \(vcpu) (--cpus \(config.cpus))")

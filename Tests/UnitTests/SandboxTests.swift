@@ -2,6 +2,8 @@ import CKVM
 import Foundation
 import Testing
 import Sandbox
+import SeccompAllowLists
+import SeccompCompiler
 @testable import VMM
 #if canImport(Glibc)
 import Glibc
@@ -14,11 +16,11 @@ import Glibc
     static let getppidNumber = 110
 
     @Test func everyThreadKindsListCompiles() throws {
-        let filters = try #require(try SeccompFilters.compile(.on))
+        let filters = try #require(SeccompFilters.compiled(.on))
         for role in ThreadRole.allCases {
             #expect(filters.program(for: role).instructionCount > 10, "\(role)")
         }
-        #expect(try SeccompFilters.compile(.off) == nil)
+        #expect(SeccompFilters.compiled(.off) == nil)
         // The lists differ where the threads differ: only vCPUs may run the guest.
         let vcpu = ThreadAllowLists.rules(for: .vcpu), main = ThreadAllowLists.rules(for: .main)
         #expect(vcpu.contains { $0.name == "ioctl" && $0.arguments.contains(UInt64(CKVM_RUN)) })
@@ -26,17 +28,45 @@ import Glibc
         #expect(!ThreadAllowLists.rules(for: .devices).contains { $0.name == "openat" })
     }
 
-    @Test func aListNamingAnUnknownCallIsAnError() {
-        #expect(throws: SeccompError.self) {
-            _ = try SeccompFilters.compile(.on, lists: { _ in [.call("no_such_call")] })
+    /// The programs built into Kite (by the SeccompBPF plugin) are what libseccomp makes of
+    /// the lists in this source tree, for both modes, and they differ only in the default action.
+    @Test func builtInProgramsAreTheListsCompiled() throws {
+        for (mode, action) in [(SeccompMode.on, SeccompCompiler.DefaultAction.trap), (.log, .log)] {
+            let filters = try #require(SeccompFilters.compiled(mode))
+            let fresh = try SeccompCompiler.compileAll(action)
+            for role in ThreadRole.allCases {
+                #expect(filters.program(for: role).instructions == fresh[role], "\(mode) \(role)")
+            }
         }
+        let on = try #require(SeccompFilters.compiled(.on)), log = try #require(SeccompFilters.compiled(.log))
+        // SECCOMP_RET_TRAP (0x00030000) against SECCOMP_RET_LOG (0x7ffc0000) in the default's return.
+        #expect(on.program(for: .vcpu).instructions.contains(0x0003_0000_0000_0006))
+        #expect(log.program(for: .vcpu).instructions.contains(0x7ffc_0000_0000_0006))
+        #expect(!log.program(for: .vcpu).instructions.contains(0x0003_0000_0000_0006))
+    }
+
+    @Test func aListNamingAnUnknownCallIsAnError() {
+        #expect(throws: SeccompCompiler.CompileError.self) {
+            _ = try SeccompCompiler.compile(rules: [.call("no_such_call")], defaultAction: .trap, role: "test")
+        }
+    }
+
+    /// A violation is named from the table built with the programs, without libseccomp.
+    @Test func violationsNameTheirSystemCall() {
+        let names = SeccompCompiler.syscallNames()
+        for number in [0, 1, 16, Self.getppidNumber, 231, 435] {
+            #expect(SeccompViolation(thread: "t", syscall: number, count: 1).syscallName == names[number], "\(number)")
+        }
+        #expect(SeccompViolation(thread: "t", syscall: Self.getppidNumber, count: 1).syscallName == "getppid")
+        #expect(SeccompViolation(thread: "t", syscall: 100_000, count: 1).syscallName == "#100000")
+        #expect(SeccompViolation(thread: "t", syscall: -1, count: 1).syscallName == "#-1")
     }
 
     /// The mechanism in this process: a thread confined by the main thread's list calls
     /// getppid; the call fails with EPERM, is recorded with the thread's name, and the wake
     /// eventfd is written. (Process-wide state: the only test here that makes a violation.)
     @Test func aConfinedThreadsForbiddenCallFailsAndIsRecorded() throws {
-        let filters = try #require(try SeccompFilters.compile(.on))
+        let filters = try #require(SeccompFilters.compiled(.on))
         let wake = try EventFD()
         try SeccompViolation.catchViolations(wakeFD: wake.fd)
         #expect(SeccompViolation.first == nil)

@@ -1,17 +1,11 @@
-// CSandbox: the C half of Kite's sandbox. libseccomp (Debian's libseccomp-dev) compiles
-// the per-thread allow-lists; this file installs the compiled programs on a thread,
-// catches violations (SIGSYS) and drops capabilities. Signal handlers and the variadic
-// prctl() cannot be written in Swift.
+// CSandbox: the C half of Kite's sandbox. It installs the per-thread programs (compiled
+// from the allow-lists at build time, see CSeccompCompiler) on a thread, catches violations
+// (SIGSYS) and drops capabilities. Signal handlers and the variadic prctl() cannot be
+// written in Swift.
 #ifndef CSANDBOX_H
 #define CSANDBOX_H
 
-#include <seccomp.h>
 #include <stdint.h>
-
-/// Compiles `ctx` to classic BPF (through a memfd: libseccomp 2.5 exports only to a file
-/// descriptor). On success stores a malloc'd program in `*program` (free() it) and returns
-/// its length in instructions; -errno on failure.
-long csandbox_export(const scmp_filter_ctx ctx, void **program);
 
 /// Installs the SIGSYS handler that records a violation of a filter whose default action
 /// is SCMP_ACT_TRAP: the first violation's system call and thread are kept for

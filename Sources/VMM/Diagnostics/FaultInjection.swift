@@ -1,4 +1,5 @@
 import Sandbox
+import SeccompAllowLists
 
 /// Faults Kite can inject into its own machine, for testing hang diagnosis and the sandbox
 /// only (`kite run --inject`). Off unless asked for.

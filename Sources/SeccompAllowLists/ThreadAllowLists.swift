@@ -3,6 +3,25 @@ import CKVM
 import Glibc
 #endif
 
+// What each Kite thread may call: the lists themselves, as data. The build compiles them to
+// BPF (the SeccompBPF plugin runs kite-seccomp-bpf, which uses libseccomp); Sandbox installs
+// the compiled programs at run time.
+
+/// A system call a thread may make: any call (`arguments` empty), or only with argument
+/// `argumentIndex` equal to one of `arguments` (ioctl request numbers, socket families).
+public struct SyscallRule: Equatable, Sendable {
+    public let name: String
+    public let argumentIndex: UInt32
+    public let arguments: [UInt64]
+
+    public static func call(_ name: String) -> SyscallRule {
+        SyscallRule(name: name, argumentIndex: 0, arguments: [])
+    }
+    public static func call(_ name: String, argument index: UInt32, in values: [UInt64]) -> SyscallRule {
+        SyscallRule(name: name, argumentIndex: index, arguments: values)
+    }
+}
+
 /// The kinds of thread Kite runs once the guest starts, each confined to its own list.
 public enum ThreadRole: String, CaseIterable, Sendable {
     /// The main thread: signals, console input, the orderly stop.
