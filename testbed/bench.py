@@ -419,7 +419,7 @@ def main():
         ap.error("--runs and --scaling-runs at least 1, --ipi-rounds 1 to 10000000")
     kite = os.environ.get("KITE_BIN", os.path.join(ROOT, ".build/release/kite"))
     if not os.access(kite, os.X_OK):
-        print(f"kite binary not found: {kite} (swift build -c release --static-swift-stdlib, "
+        print(f"kite binary not found: {kite} (scripts/build-release, "
               "or set KITE_BIN)", file=sys.stderr)
         return 2
     if not shutil.which(args.qemu):

@@ -1237,7 +1237,7 @@ def main():
     tests = build_matrix(args)
     kite = os.environ.get("KITE_BIN", os.path.join(ROOT, ".build/release/kite"))
     if not os.access(kite, os.X_OK):
-        print(f"kite binary not found: {kite} (swift build -c release --static-swift-stdlib, "
+        print(f"kite binary not found: {kite} (scripts/build-release, "
               "or set KITE_BIN)", file=sys.stderr)
         return 2
     for script in ("fetch-kernel.sh", "build-guest-initramfs.sh"):
