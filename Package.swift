@@ -15,7 +15,7 @@ import PackageDescription
 //   -> VMM (the boot recipe, vCPU threads, device event loop)
 //   GuestInit (the built-in initramfs: a tiny x86-64 init Kite writes itself) -> BootMatrix
 //   (kite boot-test: runs of `kite run` across CPU counts and interrupt controllers)
-//   -> kite (CLI; `kite explain` is Diagnosis's log reader)
+//   -> kite (CLI, its commands declared for CommandLineParsing; `kite explain` is Diagnosis's log reader)
 // scripts/build-release sets KITE_STATIC=1 (and passes --disable-local-rpath): the release
 // `kite` is then one static-pie executable (glibc and the Swift runtime linked in, its
 // address still randomized), as Firecracker ships. It has no shared libraries to map: 1.7 MiB
@@ -30,7 +30,6 @@ let package = Package(
         .executable(name: "kite", targets: ["kite"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),   // LogHandler.log(event:)
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
@@ -38,6 +37,8 @@ let package = Package(
         .target(name: "CHost"),
         // Retrying interrupted system calls, for every target that makes them.
         .target(name: "HostCalls"),
+        // kite's commands as data: matching arguments and rendering help without reflection.
+        .target(name: "CommandLineParsing"),
         .target(name: "CKVM"),
         .target(name: "SeccompAllowLists", dependencies: ["CKVM"]),
         // Debian's libseccomp-dev compiles the allow-lists to BPF (scripts/install-deps), at
@@ -71,8 +72,7 @@ let package = Package(
             "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "SeccompAllowLists", "HostCalls",
         ]),
         .executableTarget(name: "kite", dependencies: [
-            "VMM", "VirtioDevices", "Sandbox", "SeccompAllowLists", "Diagnosis", "HostCalls", "BootMatrix",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "VMM", "VirtioDevices", "Sandbox", "SeccompAllowLists", "Diagnosis", "HostCalls", "BootMatrix", "CommandLineParsing",
             .product(name: "Logging", package: "swift-log"),
         ], linkerSettings: [
             // Less memory outside guest RAM (Docs/Lighter-findings.md). The executable stays
@@ -90,7 +90,7 @@ let package = Package(
         // Shared by the test targets (a seeded random generator).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UnitTests", dependencies: [
-            "CHost", "CKVM", "Sandbox", "SeccompAllowLists", "SeccompCompiler", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC", "Diagnosis",
+            "CHost", "CKVM", "Sandbox", "SeccompAllowLists", "SeccompCompiler", "CommandLineParsing", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC", "Diagnosis",
         ]),
         .testTarget(name: "BootMatrixTests", dependencies: ["BootMatrix", "GuestInit"]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),

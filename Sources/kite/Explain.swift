@@ -1,4 +1,4 @@
-import ArgumentParser
+import CommandLineParsing
 import Diagnosis
 import HostCalls
 import VMM
@@ -6,8 +6,9 @@ import VMM
 import Glibc
 #endif
 
-struct Explain: ParsableCommand {
-    static let configuration = CommandConfiguration(
+struct Explain {
+    static let spec = CommandSpec(
+        name: "explain",
         abstract: "Read kernel logs from any system and explain the hang and crash reports in them.",
         discussion: """
         Reads console logs as they come from QEMU, Firecracker, Cloud Hypervisor, libkrun, syzbot, a CI job or \
@@ -23,19 +24,27 @@ struct Explain: ParsableCommand {
         Exit status: 0 when the logs hold no hang or crash report (WARNINGs and NMI backtraces alone are not \
         one), 4 when they hold a crash report (panic, oops, BUG) but no hang report, 5 when they hold a hang \
         report (lockup, RCU stall, hung task, CSD-lock timeout), 1 when a file cannot be read, 2 on a usage error.
-        """
+        """,
+        options: [
+            .flag("json", help: "Print one JSON object per file, each on its own line."),
+            .single("symbols", "path",
+                    help: "The kernel's System.map (or an ELF vmlinux with symbols), to name bare addresses "
+                        + "(0xffffffff8104a1b2) that a kernel without kallsyms prints; relocated by the "
+                        + "log's \"Kernel Offset:\" line when it has one."),
+        ],
+        arguments: [ArgumentSpec("file", help: "Log files; standard input when none is given, or for -.",
+                                 repeated: true, required: false)]
     )
 
-    @Argument(help: ArgumentHelp("Log files; standard input when none is given, or for -.", valueName: "file"))
-    var files: [String] = []
+    let files: [String]
+    let json: Bool
+    let symbols: String?
 
-    @Flag(help: "Print one JSON object per file, each on its own line.")
-    var json = false
-
-    @Option(help: ArgumentHelp("The kernel's System.map (or an ELF vmlinux with symbols), to name bare addresses "
-                               + "(0xffffffff8104a1b2) that a kernel without kallsyms prints; relocated by the "
-                               + "log's \"Kernel Offset:\" line when it has one.", valueName: "path"))
-    var symbols: String?
+    init(_ options: ParsedOptions) {
+        files = options.arguments
+        json = options.flag("json")
+        symbols = options.value("symbols")
+    }
 
     func run() throws {
         var table: KernelSymbols?

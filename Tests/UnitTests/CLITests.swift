@@ -64,6 +64,20 @@ import KVM
         }
     }
 
+    /// kite alone, kite --help and kite help COMMAND: help on stdout, status 0.
+    @Test func helpWithoutACommandListsTheCommands() throws {
+        for args in [[], ["--help"], ["help"]] {
+            let r = try Self.run(args)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+            for command in ["run", "inspect", "explain", "boot-test"] {
+                #expect(r.stdout.contains("\n  \(command) "), "\(args) lacks \(command)")
+            }
+        }
+        let viaHelp = try Self.run(["help", "run"]), viaFlag = try Self.run(["run", "--help"])
+        #expect(viaHelp.status == 0 && viaHelp.stdout == viaFlag.stdout)
+        #expect(viaFlag.stdout.split(separator: "\n").allSatisfy { $0.count <= 80 })
+    }
+
     @Test func usageErrors() throws {
         let k = try Self.temp("k", makeBzImage())
         try Self.expectSetupError(["run"], "--kernel")
@@ -72,6 +86,10 @@ import KVM
         try Self.expectSetupError(["run", "--kernel", k, "--memory", "lots"], "not a size")
         try Self.expectSetupError(["run", "--kernel", k, "--console", "tcp:1"], "--console")
         try Self.expectSetupError(["run", "--kernel", k, "--bogus"], "bogus")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "2", "--cpus", "3"], "--cpus is given twice")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "two"], "--cpus 'two' is not a whole number")
+        try Self.expectSetupError(["run", "--kernel"], "missing value for '--kernel <path>'")
+        try Self.expectSetupError(["start"], "unknown command 'start'")
     }
 
     @Test func bootTestArgumentProblems() throws {
