@@ -9,7 +9,7 @@ public struct OptionSpec: Sendable {
     public enum Kind: Sendable {
         /// `--name`: present or not.
         case flag
-        /// `--name VALUE` or `--name=VALUE`, at most once.
+        /// `--name VALUE` or `--name=VALUE`; given again, the last value counts.
         case single
         /// `--name VALUE`, any number of times, in order.
         case repeated
@@ -196,8 +196,7 @@ public struct CommandLineParser: Sendable {
                 index += 1
             }
             if option.kind == .single {
-                if parsed.singles[name] != nil { throw UsageError("--\(name) is given twice") }
-                parsed.singles[name] = value
+                parsed.singles[name] = value   // the last one counts, so a wrapper can append an override
             } else {
                 parsed.lists[name, default: []].append(value)
             }

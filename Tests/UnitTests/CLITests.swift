@@ -86,7 +86,7 @@ import KVM
         try Self.expectSetupError(["run", "--kernel", k, "--memory", "lots"], "not a size")
         try Self.expectSetupError(["run", "--kernel", k, "--console", "tcp:1"], "--console")
         try Self.expectSetupError(["run", "--kernel", k, "--bogus"], "bogus")
-        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "2", "--cpus", "3"], "--cpus is given twice")
+        try Self.expectSetupError(["run", "--kernel", k, "--cpus", "1", "--cpus", "0"], "--cpus must be at least 1 (got 0)")
         try Self.expectSetupError(["run", "--kernel", k, "--cpus", "two"], "--cpus 'two' is not a whole number")
         try Self.expectSetupError(["run", "--kernel"], "missing value for '--kernel <path>'")
         try Self.expectSetupError(["start"], "unknown command 'start'")
