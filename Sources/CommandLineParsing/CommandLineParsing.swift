@@ -273,13 +273,15 @@ public struct CommandLineParser: Sendable {
     static func wrapItems(_ items: [String], width: Int, first: String, indent: String) -> String {
         var lines: [String] = []
         var line = first
+        var lineIsEmpty = true   // nothing after the line's prefix yet
         for item in items {
-            let start = lines.isEmpty ? first : indent
-            if line.count > start.count && line.count + 1 + item.count > width {
+            if !lineIsEmpty && line.count + 1 + item.count > width {
                 lines.append(line)
                 line = indent
+                lineIsEmpty = true
             }
-            line += (line.count > (lines.isEmpty ? first : indent).count ? " " : "") + item
+            line += (lineIsEmpty ? "" : " ") + item
+            lineIsEmpty = false
         }
         lines.append(line)
         return lines.joined(separator: "\n")
@@ -289,22 +291,10 @@ public struct CommandLineParser: Sendable {
     /// line starting with `indent`. A line that starts with a space is laid out already (a
     /// table) and is kept as it is.
     static func wrap(_ text: String, width: Int, indent: String) -> String {
-        var lines: [String] = []
-        for source in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if source.first == " " {
-                lines.append(indent + source)
-                continue
-            }
-            var line = indent
-            for word in source.split(separator: " ", omittingEmptySubsequences: true) {
-                if line.count > indent.count && line.count + 1 + word.count > width {
-                    lines.append(line)
-                    line = indent
-                }
-                line += (line.count > indent.count ? " " : "") + word
-            }
-            lines.append(line)
-        }
-        return lines.joined(separator: "\n")
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { source in
+            source.first == " "
+                ? indent + String(source)
+                : wrapItems(source.split(separator: " ").map(String.init), width: width, first: indent, indent: indent)
+        }.joined(separator: "\n")
     }
 }
