@@ -95,6 +95,11 @@ public struct Finding: Sendable, Equatable {
         /// "vCPU 1 spins in __pv_queued_spin_lock_slowpath waiting for a spinlock, probably held
         /// by CPU 2 (not running) (vCPU 0 sleeps in the paravirtual spinlock wait)"
         case waitingForSpinlock = "waiting-for-spinlock"
+        /// Spinning where printk waits for the console's owner to hand it over (see
+        /// `ConsoleWait`), while another vCPU is caught writing to the console: that one owns
+        /// it. "vCPU 0 spins in vprintk_emit waiting for CPU 2, which owns the console (it is
+        /// in io_serial_out, writing to it)"
+        case waitingForConsole = "waiting-for-console"
 
         // MARK: Context: what else the snapshot shows.
 
@@ -122,7 +127,7 @@ public struct Finding: Sendable, Equatable {
             case .notAnswering, .starved, .haltedWithInterruptPending, .interruptNeverTaken, .pollingICR,
                  .haltedNothingPending, .nmiNotTaken, .sleepingInSpinlockWait:
                 .rootCause
-            case .waitingForIPI, .waitingForSpinlock:
+            case .waitingForIPI, .waitingForSpinlock, .waitingForConsole:
                 .waiter
             case .loopingInterruptsDisabled, .guestReportOnly, .allIdle, .runningNormally:
                 .context
@@ -187,6 +192,20 @@ public enum SpinlockWait {
     public static func isHaltFunction(_ name: String) -> Bool { haltFunctions.contains { name.hasPrefix($0) } }
 }
 
+/// Where Linux's printk waits for the console: a CPU that wants to print while another
+/// prints spins (interrupts off) until the printing CPU hands the console over
+/// (console_trylock_spinning, inlined into vprintk_emit in 6.1); and the functions a CPU
+/// runs while it owns the console and writes to it.
+public enum ConsoleWait {
+    public static let spinFunctions = ["vprintk_emit", "console_trylock_spinning", "console_lock_spinning"]
+    public static let outputFunctionParts = ["serial_out", "serial_in", "serial8250_console", "wait_for_xmitr",
+                                             "uart_console_write", "console_emit_next_record", "call_console_driver",
+                                             "hvc_console_print", "console_flush_all", "console_unlock"]
+
+    public static func isSpinFunction(_ name: String) -> Bool { spinFunctions.contains { name.hasPrefix($0) } }
+    public static func isOutputFunction(_ name: String) -> Bool { outputFunctionParts.contains { name.contains($0) } }
+}
+
 public enum HangDiagnosis {
     /// Runs every rule over the evidence. Root causes come first, then the waiters, then
     /// context; never empty for at least one sample (a healthy guest gets `allIdle` or
@@ -220,6 +239,11 @@ public enum HangDiagnosis {
         // guest): a spinlock that others wait for is most likely held by one of them.
         let notRun = histories.filter { !$0.latest.answered || $0.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds) }
         var lockSpinners: [VCPUHistory] = []
+        // printk waiting for the console, with the vCPU caught writing to it (its owner).
+        var consoleWaiters: [(waiter: VCPUHistory, owner: VCPUHistory)] = []
+        let consoleOwner = { (h: VCPUHistory) in
+            histories.first { $0.id != h.id && ($0.latest.ripFunction.map(ConsoleWait.isOutputFunction) ?? false) }
+        }
         for h in histories {
             if !h.latest.answered { notAnswering.append(h) }
             else if h.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds) { starved.append(h) }
@@ -230,6 +254,9 @@ public enum HangDiagnosis {
             else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
             else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
             else if h.isSpinning, h.waitsPerConsole { waiters.append(h) }
+            else if h.isSpinning, h.function.map(ConsoleWait.isSpinFunction) ?? false, let owner = consoleOwner(h) {
+                consoleWaiters.append((h, owner))
+            }
             else if h.runsKernelCodeThroughout, !h.functionFromConsole, h.consoleWaitFunction != nil {
                 waitersPerConsoleOnly.append(h)
             }
@@ -270,6 +297,7 @@ public enum HangDiagnosis {
         findings += lockSpinners.map {
             waitingForSpinlockFinding($0, sleepers: lockSleepers.map(\.id), likelyHolders: notRun.map(\.id))
         }
+        findings += consoleWaiters.map { waitingForConsoleFinding($0.waiter, owner: $0.owner) }
         findings += loopers.map(loopingFinding)
 
         if findings.isEmpty, let event = mostImportant(hangEvents) {
@@ -461,6 +489,13 @@ public enum HangDiagnosis {
             : " (\(Wording.vcpuList(others)) \(others.count == 1 ? "sleeps" : "sleep") in the paravirtual spinlock wait)"
         return Finding(rule: .waitingForSpinlock, vcpus: [h.id] + holders + others,
                        sentence: "vCPU \(h.id) spins in \(h.describeFunction(h.function ?? "?")) waiting for a spinlock\(held)\(note)")
+    }
+
+    static func waitingForConsoleFinding(_ h: VCPUHistory, owner: VCPUHistory) -> Finding {
+        let place = owner.latest.ripFunction.map { Wording.terminalSafe($0, limit: 80) } ?? "?"
+        return Finding(rule: .waitingForConsole, vcpus: [h.id, owner.id],
+                       sentence: "vCPU \(h.id) spins in \(h.describeFunction(h.function ?? "?")) waiting for CPU \(owner.id), "
+                           + "which owns the console (it is in \(place), writing to it)")
     }
 
     static func loopingFinding(_ h: VCPUHistory) -> Finding {

@@ -318,6 +318,27 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(HangDiagnosis.summary(f).hasPrefix("vCPUs 0, 1 and 3 spin in multi_cpu_stop waiting for CPU 2; vCPU 2 is runnable"))
     }
 
+    @Test func printkWaitingForTheConsoleWaitsForItsOwner() {
+        // hanghotplug4's shape when the stall caught vCPU 2 printing: vCPU 0 spins (IF=0) in
+        // printk's hand-over loop; vCPU 2, held out, is in the middle of a serial write.
+        let owner = Make.vcpu(2, thread: .stalledByInjection, entry: 40, exit: 40, symbol: "io_serial_out+0x16/0x20",
+                              rflags: 0x2, apic: LocalAPICState(apicID: 2, irr: [0xec, 0xfb, 0xfd]))
+        let f = HangDiagnosis.findings(Make.evidence(starvedAfter: 15, [
+            Make.spinning(0, in: "vprintk_emit+0x1b2/0x290", rflags: 0x2), Make.halted(1), owner,
+        ]))
+        #expect(rules(f) == [.starved, .waitingForConsole])
+        #expect(f[1] == Finding(rule: .waitingForConsole, vcpus: [0, 2], sentence:
+            "vCPU 0 spins in vprintk_emit waiting for CPU 2, which owns the console (it is in io_serial_out, writing to it)"))
+        #expect(HangDiagnosis.summary(f).hasPrefix("vCPU 0 spins in vprintk_emit waiting for CPU 2, which owns the console"))
+        // Nobody caught writing to the console: the spinner is only a loop with interrupts off.
+        let alone = HangDiagnosis.findings(Make.evidence(starvedAfter: 15, [
+            Make.spinning(0, in: "vprintk_emit+0x1b2/0x290", rflags: 0x2), Make.halted(1), Make.starved(2, entry: 40),
+        ]))
+        #expect(rules(alone) == [.starved, .loopingInterruptsDisabled])
+        #expect(ConsoleWait.isOutputFunction("serial8250_console_write") && ConsoleWait.isOutputFunction("mem_serial_out"))
+        #expect(!ConsoleWait.isOutputFunction("vprintk_emit") && !ConsoleWait.isSpinFunction("printk_get_next_message"))
+    }
+
     @Test func withoutSymbolsTheFunctionComesFromTheGuestsReport() {
         let f = HangDiagnosis.findings(Make.evidence(events: [Make.softLockup(cpu: 1, seconds: 52)]) { i in
             [Make.notAnswering(0, entry: 60), Make.spinning(1, in: nil, rip: 0xffff_ffff_8112_30f1 + UInt64(i) * 4)]
@@ -594,7 +615,8 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
     @Test func ruleIdsAreStableAndUnique() {
         #expect(Finding.Rule.allCases.map(\.rawValue) == [
             "vcpu-not-answering", "vcpu-starved", "halted-with-interrupt-pending", "interrupt-never-taken", "polling-icr", "halted-nothing-pending",
-            "nmi-not-taken", "pv-spinlock-sleeper", "waiting-for-ipi", "waiting-for-spinlock", "looping-interrupts-disabled",
+            "nmi-not-taken", "pv-spinlock-sleeper", "waiting-for-ipi", "waiting-for-spinlock", "waiting-for-console",
+            "looping-interrupts-disabled",
             "guest-report-only", "all-idle",
             "running-normally",
         ])
