@@ -152,6 +152,13 @@ class Test:
     # directory of its own, and no --symbols): kite must name the same waiting functions from
     # the guest kernel's own kallsyms, and its report must say so.
     HANG_LOADS["hangkallsyms4"] = HANG_LOADS["hangmodload4"]
+    # Where each hang test's kite gets its names. hangmodload4: the System.map it finds next
+    # to the kernel by itself; the others: no System.map anywhere, so the guest's kallsyms
+    # (as for most users: Debian ships a placeholder). Every name in every report is checked
+    # against the real System.map on the host (check_report_names), so a kallsyms run must
+    # name each address exactly as the System.map would.
+    HANG_SYMBOLS = {"hangmodload4": "found", "hangkallsyms4": "kallsyms",
+                    "hanghotplug4": "kallsyms", "hangidle4": "kallsyms"}
     KALLSYMS_ORIGIN = "kallsyms in guest memory"
     HANG_STALL_AT = 30       # s after kite starts; the guests are in their loops by then
     HANG_TIMEOUT = 30        # kite --hang-timeout
@@ -677,9 +684,7 @@ def write_watchdog_job(f, t):
     args = f"--hang-timeout {Test.HANG_TIMEOUTS.get(t.name, Test.HANG_TIMEOUT)} --report {report}"
     if t.kind == "hang":
         args += f" --inject stall-vcpu=2@{Test.HANG_STALL_AT}s"
-        if t.name not in ("hangmodload4", "hangkallsyms4"):
-            args += ' --symbols "$GUEST_SYSMAP"'   # hangmodload4: kite finds System.map itself
-        if t.name == "hangkallsyms4":
+        if Test.HANG_SYMBOLS[t.name] == "kallsyms":
             f.write('mkdir -p "$TMPDIR/nosymbols" && cp "$GUEST_KERNEL" "$TMPDIR/nosymbols/bzImage"\n')
         script = '"$@"; rc=$?'
     else:
@@ -692,7 +697,7 @@ def write_watchdog_job(f, t):
                   f'sed "s/^/KITE-INSPECT: /" {inspect}.txt')
     script += (f'; if [ -e {report} ]; then echo "KITE-REPORT: $(tr -d "\\n" <{report})"; '
                'else echo "KITE-HOST: no report file"; fi; exit $rc')
-    kernel = "$TMPDIR/nosymbols/bzImage" if t.name == "hangkallsyms4" else t.kernel
+    kernel = "$TMPDIR/nosymbols/bzImage" if Test.HANG_SYMBOLS.get(t.name) == "kallsyms" else t.kernel
     f.write("kite_job %s %d sh -c %s watchdog-job \"$KITE\" run --kernel \"%s\" --initrd \"$GUEST_INITRD\" "
             "--cmdline %s --cpus %d --memory %s %s\n" % (
                 t.name, t.deadline, shlex.quote(script), kernel, shlex.quote(t.cmdline), t.cpus,
@@ -736,14 +741,23 @@ def check_hang_log(lines, name, cpus):
         return reasons + ["no JSON report (--report) was written, or it is not JSON"]
     if rep.get("hang") is not True:
         reasons.append("the JSON report does not say hang: true")
-    # Where the names came from: the guest's kallsyms when no System.map is anywhere
-    # (hangkallsyms4, which must then name the same waiting functions), else a System.map.
+    # Where the names came from: the guest's kallsyms when no System.map is anywhere, else
+    # a System.map; and every name, whatever its source, is the one the System.map gives.
     symbols = rep.get("symbols") or ""
-    if name == "hangkallsyms4":
+    if Test.HANG_SYMBOLS[name] == "kallsyms":
         if symbols != Test.KALLSYMS_ORIGIN:
             reasons.append(f"the report's names did not come from the guest's kallsyms: symbols = {symbols!r}")
     elif "System.map" not in symbols:
         reasons.append(f"the report's names did not come from a System.map: symbols = {symbols!r}")
+    system_map = host_system_map()
+    if system_map is None:
+        reasons.append("no System.map on the host to check the report's names against")
+    else:
+        problems, checked, offset = check_report_names(rep, system_map)
+        reasons += problems
+        if not problems:
+            print(f"INFO {name}: the report's {len(checked)} named RIPs ({', '.join(sorted(set(checked)))}) "
+                  f"are the System.map's names at KASLR offset {offset:#x} (names from {symbols})", flush=True)
     findings = rep.get("findings", [])
     if not any(f.get("vcpus", [None])[0] == 2 and "starved" in f.get("sentence", "") for f in findings):
         reasons.append("no finding says vCPU 2 was starved: " + "; ".join(f.get("sentence", "") for f in findings)[:300])
@@ -751,15 +765,24 @@ def check_hang_log(lines, name, cpus):
     # module load flushing work queued on CPU 2) while every other vCPU idles: then no vCPU
     # spins, and the starved vCPU 2 with its pending IPI is the whole story. Only then is a
     # report without a spinning waiter accepted (and said so in the output).
+    # Likewise when the others are halted or run freely: no finding is about any vCPU but 2
+    # (a vCPU caught in an interrupt's entry while the others idle, with no rule calling it
+    # stuck: what it runs, a report without a stack cannot say).
     others_idle = all(v.get("mp_state") == "halted" for v in rep.get("vcpus", []) if v.get("id") != 2)
-    if wait_functions is not None and others_idle:
+    others_free = all(f.get("vcpus", [None])[0] == 2 for f in findings)
+    if wait_functions is not None and (others_idle or others_free):
+        running = [v.get("id") for v in rep.get("vcpus", []) if v.get("id") != 2 and v.get("mp_state") != "halted"]
         print(f"INFO {name}: no vCPU spins; the waiting task sleeps (vCPU 2 has IRR "
-              f"{[v.get('apic', {}).get('irr') for v in rep.get('vcpus', []) if v.get('id') == 2]})", flush=True)
+              f"{[v.get('apic', {}).get('irr') for v in rep.get('vcpus', []) if v.get('id') == 2]}"
+              + (f"; vCPUs {running} run, and no rule calls them stuck" if running else "") + ")", flush=True)
+        others_idle = True
     if wait_functions is not None and not others_idle:
         waiters = [f for f in findings if "waiting for" in f.get("sentence", "") and f.get("vcpus", [2])[0] != 2]
         # the waiter may be caught in the delay loop of the guest's own stall report, waiting
-        # for CPU 2's NMI backtrace: that is a wait for CPU 2 too
-        if not any(any(w in f["sentence"] for w in wait_functions + ["sent an NMI for a backtrace"]) for f in waiters):
+        # for CPU 2's NMI backtrace, or in printk waiting for the console that CPU 2 was
+        # writing to when it was stalled: those are waits for CPU 2 too
+        also = ["sent an NMI for a backtrace", "which owns the console"]
+        if not any(any(w in f["sentence"] for w in wait_functions + also) for f in waiters):
             reasons.append("no finding names the function a waiting vCPU spins in: "
                            + "; ".join(f.get("sentence", "") for f in findings)[:300])
         elif not any(2 in f.get("vcpus", [])[1:] for f in waiters):
@@ -772,6 +795,59 @@ def check_hang_log(lines, name, cpus):
     if not isinstance(uptime, (int, float)) or uptime > Test.HANG_STALL_AT + Test.HANG_REPORT_WITHIN:
         reasons.append(f"the hang was reported at {uptime} s, more than {Test.HANG_REPORT_WITHIN} s after the stall")
     return reasons
+
+
+def host_system_map():
+    """The guest kernel's real System.map on the host (testbed/fetch-kernel.sh puts it next
+    to the kernel), as {name: [link-time addresses]} of its text symbols; None without one."""
+    try:
+        env = dict(ln.strip().split("=", 1) for ln in open(os.path.join(CACHE, "kernel", "env")) if "=" in ln)
+        path = os.path.join(os.path.dirname(env["KERNEL"].strip('"')), f"System.map-{env['KVER'].strip(chr(34))}")
+        table = {}
+        with open(path) as f:
+            for ln in f:
+                parts = ln.split()
+                if len(parts) == 3 and parts[1] in "tTwW":
+                    table.setdefault(parts[2], []).append(int(parts[0], 16))
+        return table if len(table) > 1000 else None
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_report_names(rep, system_map):
+    """Every vCPU RIP the report names ("name+0xoff/0xsize") must be that System.map symbol
+    plus that offset, all at one KASLR offset (2 MiB aligned; the report's own kaslr_offset
+    when it gives one). Returns (problems, names checked, offset)."""
+    problems, checked, offsets = [], [], set()
+    for v in rep.get("vcpus", []):
+        sym, rip = v.get("rip_symbol"), v.get("rip")
+        if not sym or not rip or sym.endswith("]"):
+            continue   # unnamed, or in a module (which no System.map covers)
+        m = re.fullmatch(r"([\w.$]+)\+0x([0-9a-f]+)/0x([0-9a-f]+)", sym)
+        if not m:
+            problems.append(f"vCPU {v.get('id')}: RIP name {sym!r} is not name+0xoffset/0xsize")
+            continue
+        name, off = m.group(1), int(m.group(2), 16)
+        if off >= int(m.group(3), 16):
+            problems.append(f"vCPU {v.get('id')}: RIP name {sym!r} has its offset past the symbol's size")
+            continue
+        if name not in system_map:
+            problems.append(f"vCPU {v.get('id')}: {name} is not a text symbol in the System.map")
+            continue
+        candidates = {(int(rip, 16) - (addr + off)) % (1 << 64) for addr in system_map[name]}
+        offsets.add(frozenset(candidates))
+        checked.append(name)
+    if not checked:
+        return problems + ["no vCPU RIP in the report has a name to check"], checked, 0
+    common = frozenset.intersection(*offsets)
+    common = {o for o in common if o % (2 << 20) == 0}
+    if rep.get("kaslr_offset") is not None:
+        common &= {int(rep["kaslr_offset"], 16)}
+    if not common:
+        problems.append("the report's RIP names do not agree with the System.map at one KASLR offset: "
+                        + ", ".join(f"{v.get('rip')}={v.get('rip_symbol')}" for v in rep.get("vcpus", [])))
+        return problems, checked, 0
+    return problems, checked, min(common)
 
 
 def check_healthy_log(lines, cpus):
@@ -1187,7 +1263,16 @@ def retry_summary(results):
     return out
 
 
+# Sessions run side by side (main): a report's lines are printed together.
+PRINT_LOCK = threading.RLock()
+
+
 def report(r):
+    with PRINT_LOCK:
+        report_unlocked(r)
+
+
+def report_unlocked(r):
     # The control VMM's runs are evidence about the testbed, never a failure of kite's.
     control = "CONTROL " if r.test.vmm != "kite" else ""
     if r.ok:
@@ -1204,6 +1289,11 @@ def report(r):
 
 
 def report_testbed_batch(tests, why, slog):
+    with PRINT_LOCK:
+        report_testbed_batch_unlocked(tests, why, slog)
+
+
+def report_testbed_batch_unlocked(tests, why, slog):
     for i, t in enumerate(tests):
         control = "CONTROL " if t.vmm != "kite" else ""
         print(f"{control}FAIL {t.name}: TESTBED FAILURE: {why}", flush=True)
@@ -1227,6 +1317,9 @@ def main():
                     help="run every kite with these interrupt controllers (default: kernel)")
     ap.add_argument("--l1-smp", type=int, choices=(1, 2),
                     help="run every test in an L1 with this many CPUs (default: per test)")
+    ap.add_argument("--jobs", type=int, metavar="CPUS",
+                    help="host CPUs the L1 sessions may use at once: one-CPU L1s run side by side "
+                         "while their CPUs fit (default: the CPUs this process may run on)")
     ap.add_argument("--deadline-scale", type=float, default=1.0,
                     help="multiply every deadline (e.g. 2 on a slow machine)")
     args = ap.parse_args()
@@ -1258,15 +1351,34 @@ def main():
     pending = list(tests)
     session = 0
     t_all = time.monotonic()
-    while pending:
-        smp = pending[0].l1_smp
-        batch = [t for t in pending if t.l1_smp == smp][:BATCH_SIZE]
-        pending = [t for t in pending if t not in batch]
-        for t in batch:
-            t.tries += 1
-            t.runs = getattr(t, "runs", 0) + 1   # every run, for its log's name (tries restart in a one-CPU L1)
-        session += 1
-        res, not_started = run_session(batch, session, logdir, args)
+    # Sessions run side by side while their L1s' CPUs fit in the host's (--jobs): a one-CPU
+    # L1 keeps one host CPU busy, so on two host CPUs two one-CPU sessions run at once, and
+    # a two-CPU session runs alone.
+    slots = args.jobs or len(os.sched_getaffinity(0))
+    running = {}             # session number -> (its tests, the L1's CPUs)
+    done = queue.Queue()     # (session number, results, tests not started)
+
+    def start(batch, number):
+        res, not_started = run_session(batch, number, logdir, args)
+        done.put((number, res, not_started))
+
+    while pending or running:
+        free = slots - sum(smp for _, smp in running.values())
+        # the first pending batch whose L1 fits (a two-CPU L1 may wait for a one-CPU one to end)
+        fits = next((t.l1_smp for t in pending if t.l1_smp <= free or not running), None)
+        if fits is not None:
+            batch = [t for t in pending if t.l1_smp == fits][:BATCH_SIZE]
+            pending = [t for t in pending if t not in batch]
+            for t in batch:
+                t.tries += 1
+                t.runs = getattr(t, "runs", 0) + 1   # every run, for its log's name (tries restart in a one-CPU L1)
+            session += 1
+            running[session] = (batch, fits)
+            threading.Thread(target=start, args=(batch, session), daemon=True).start()
+            time.sleep(2)   # L1s that start together would compete for the same CPU while they boot
+            continue
+        number, res, not_started = done.get()
+        del running[number]
         retry = []
         for r in res:
             fetch_fault = getattr(r, "fetch_fault", "")
