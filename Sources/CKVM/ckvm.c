@@ -74,4 +74,5 @@ const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
 const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
 const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
+const unsigned long CKVM_GET_STATS_FD = KVM_GET_STATS_FD;
 

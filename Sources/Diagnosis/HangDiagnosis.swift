@@ -249,7 +249,8 @@ public enum HangDiagnosis {
             else if h.isOutOfGuest(forAtLeast: evidence.starvedAfterSeconds) { starved.append(h) }
             else if lockSleepers.contains(where: { $0.id == h.id }) { continue }
             else if !lockSleepers.isEmpty || !notRun.isEmpty, spinsForALock(h) { lockSpinners.append(h) }
-            else if h.isHaltedThroughout, h.pendingVectorThroughout != nil, !h.exitedBetweenSamples { haltedPending.append(h) }
+            else if h.isHaltedThroughout, h.pendingVectorThroughout != nil, !h.exitedBetweenSamples,
+                    !h.enteredTheGuestBetweenSamples { haltedPending.append(h) }
             else if h.untakenInterruptWhileRunning != nil { neverTaking.append(h) }
             else if h.isSpinning, h.isPollingICR { icrPollers.append(h) }
             else if h.isSpinning, let f = h.function, IPIWait.isWaitFunction(f) { waiters.append(h) }
@@ -387,7 +388,8 @@ public enum HangDiagnosis {
             ? "vCPU \(h.id) is halted with interrupts disabled and vector \(vector) pending in its IRR: "
                 + "it cannot take the interrupt (an offline CPU parks this way; an online one waits for an NMI or a PV kick)"
             : "vCPU \(h.id) is halted with vector \(vector) pending in its IRR: "
-                + "an IPI reached the APIC but the vCPU was not woken"
+                + (h.pendingVectorIsItsTimer ? "its local APIC timer fired but the vCPU was not woken"
+                                             : "an IPI reached the APIC but the vCPU was not woken")
         return Finding(rule: .haltedWithInterruptPending, vcpus: [h.id], sentence: sentence)
     }
 
@@ -651,6 +653,12 @@ struct VCPUHistory {
         throughout { $0.apic?.deliverableVector != nil } ? latest.apic?.deliverableVector : nil
     }
 
+    /// The pending vector is the one its local APIC timer raises (LVT timer, unmasked).
+    var pendingVectorIsItsTimer: Bool {
+        guard let vector = pendingVectorThroughout, let apic = latest.apic, !apic.timerMasked else { return false }
+        return UInt8(truncatingIfNeeded: apic.timerLVT) == vector
+    }
+
     var nothingPendingThroughout: Bool { throughout { $0.apic?.deliverableVector == nil } }
 
     /// The guest made the vCPU exit between the first and the last answered sample: it ran.
@@ -659,6 +667,17 @@ struct VCPUHistory {
     /// thread waits for a host CPU) is not one that was never woken.
     var exitedBetweenSamples: Bool {
         guard let first = answered.first?.exitCount, let last = answered.last?.exitCount else { return false }
+        return last > first
+    }
+
+    /// KVM counted exits of this vCPU between the first and the last answered sample, so it
+    /// was in the guest in between. A vCPU halted in every sample with a vector pending was
+    /// then woken and ran each time, and only sleeps again: each sample's kick found it
+    /// halted again with a new interrupt (a timer tick) not yet taken, as when its thread
+    /// waits for a host CPU after every wake-up. (Only for halted vCPUs: the kick of a vCPU
+    /// in the guest is itself an exit.)
+    var enteredTheGuestBetweenSamples: Bool {
+        guard let first = answered.first?.kernelExitCount, let last = answered.last?.kernelExitCount else { return false }
         return last > first
     }
 

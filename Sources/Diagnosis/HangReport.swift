@@ -190,6 +190,7 @@ public struct HangReport: Sendable {
             ("seconds_since_entry", seconds(v.secondsSinceEntry)),
             ("seconds_since_exit", seconds(v.secondsSinceExit)),
             ("exits", .integer(Int(clamping: v.exitCount))),
+            ("kvm_exits", .optional(v.kernelExitCount, { .integer(Int(clamping: $0)) })),
             ("apic", .optional(v.apic) { a in
                 .object([
                     ("id", .integer(Int(a.apicID))),

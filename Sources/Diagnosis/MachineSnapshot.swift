@@ -68,11 +68,14 @@ public struct VCPUSnapshot: Sendable, Equatable {
     public var events: VCPUEvents?
     /// `registers.rip` as "function+0xoff/0xsize", when symbols are known.
     public var ripSymbol: String?
+    /// Every VM exit so far, those KVM handles itself included (KVM's statistics), read
+    /// before the snapshot's kick; nil where the kernel does not offer it.
+    public var kernelExitCount: UInt64?
 
     public init(id: Int, thread: VCPUThreadState, secondsSinceEntry: Double, secondsSinceExit: Double,
                 exitCount: UInt64, answered: Bool, registers: VCPURegisters? = nil,
                 mpState: VCPURunnability? = nil, apic: LocalAPICState? = nil, events: VCPUEvents? = nil,
-                ripSymbol: String? = nil) {
+                ripSymbol: String? = nil, kernelExitCount: UInt64? = nil) {
         self.id = id
         self.thread = thread
         self.secondsSinceEntry = secondsSinceEntry
@@ -84,6 +87,7 @@ public struct VCPUSnapshot: Sendable, Equatable {
         self.apic = apic
         self.events = events
         self.ripSymbol = ripSymbol
+        self.kernelExitCount = kernelExitCount
     }
 
     /// The function part of `ripSymbol` ("smp_call_function_many_cond"), if known.

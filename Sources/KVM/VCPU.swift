@@ -35,6 +35,10 @@ public final class VCPU: @unchecked Sendable {
     /// The signal used to kick vCPU threads out of KVM_RUN.
     public static let kickSignal: Int32 = SIGUSR2
 
+    /// Where KVM's own count of this vCPU's exits is (its binary statistics fd and the
+    /// counter's offset in it); nil where the kernel has no statistics fd (before 5.14).
+    private let kernelExits: KVMStatistic?
+
     init(fd: Int32, id: Int, mmapSize: Int) throws(KVMError) {
         let p = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         guard let p, p != MAP_FAILED else { throw KVMError("mmap kvm_run of vCPU \(id)", errno: errno) }
@@ -42,12 +46,19 @@ public final class VCPU: @unchecked Sendable {
         self.id = id
         self.runPage = p
         self.runPageSize = mmapSize
+        self.kernelExits = KVMStatistic(named: "exits", statisticsOf: fd)
     }
 
     deinit {
         munmap(runPage, runPageSize)
         close(fd)
     }
+
+    /// Every VM exit of this vCPU so far, those KVM handles itself (HLT, timer, interrupt
+    /// windows) included, from KVM's statistics; nil where the kernel does not offer them.
+    /// Unlike Kite's own count of the exits that reach it, it moves whenever the vCPU runs
+    /// in the guest at all.
+    public func kernelExitCount() -> UInt64? { kernelExits?.value() }
 
     private var runState: UnsafeMutablePointer<kvm_run> {
         // Sound: the mapping is at least sizeof(kvm_run) and lives as long as self.

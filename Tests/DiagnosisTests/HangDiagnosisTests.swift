@@ -189,6 +189,39 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(rules(g).first == .haltedWithInterruptPending, "\(g)")
     }
 
+    @Test func aHaltedVCPUThatKVMSawRunWasWokenEachTime() {
+        // healthy4 in a one-CPU L1 beside another L1 (kernel irqchip): vCPUs 0 and 2 halted
+        // with the timer's 0xec in IRR in all three samples, and no exit reached Kite; but KVM
+        // counted exits in between: each was woken, ran, and halted again before the next
+        // kick found the next tick not yet taken. Seen as a false "not woken" verdict.
+        let f = HangDiagnosis.findings(Make.evidence { i in
+            [0, 2].map { id in
+                var v = Make.halted(id, irr: [0xec])
+                v.kernelExitCount = 52_000 + UInt64(i) * 40
+                return v
+            }
+        })
+        #expect(!rules(f).contains(.haltedWithInterruptPending), "\(f)")
+        #expect(!HangDiagnosis.isHang(f))
+        // KVM's count standing still (or unknown) is the lost wake-up.
+        for count in [UInt64(52_000), nil] {
+            let g = HangDiagnosis.findings(Make.evidence { _ in
+                var v = Make.halted(0, irr: [0xec])
+                v.kernelExitCount = count
+                return [v]
+            })
+            #expect(rules(g).first == .haltedWithInterruptPending, "\(g)")
+        }
+        // Its own timer's vector is called what it is, not an IPI.
+        let timer = HangDiagnosis.findings(Make.evidence { _ in
+            var v = Make.halted(0, irr: [0xec])
+            v.apic?.timerLVT = 0x400ec
+            return [v]
+        })
+        #expect(timer.first?.sentence
+            == "vCPU 0 is halted with vector 0xec pending in its IRR: its local APIC timer fired but the vCPU was not woken")
+    }
+
     /// The two-CPU testbed's `userspace` stall: vCPU 0 stays in KVM_RUN with interrupts on,
     /// a call-function IPI and its timer deliverable in Kite's APIC and a page fault pending
     /// in KVM, and makes no exit at all, so the window Kite asked for never opens.

@@ -65,6 +65,23 @@ import Glibc
         #expect(halted)
     }
 
+    /// KVM's own exit counter (its statistics fd) moves with every exit, whether or not the
+    /// exit reaches Kite; the hang diagnosis uses it to tell a vCPU that ran from one that did not.
+    @Test func kernelExitCountFollowsTheGuestsExits() throws {
+        let (_, vm, _) = try Self.makeVM(program: GuestPrograms.serialHlt)
+        let vcpu = try vm.createVCPU(id: 0)
+        try Self.enterRealMode(vcpu, at: 0x1000)
+        let before = try #require(vcpu.kernelExitCount(), "the host's KVM has no statistics fd (Linux 5.14+)")
+        #expect(vcpu.kernelExitCount() == before)   // nothing ran: no exit
+        var userExits = 0
+        for _ in 0..<100 {
+            userExits += 1
+            if case .halt = try vcpu.run() { break }
+        }
+        let after = try #require(vcpu.kernelExitCount())
+        #expect(after >= before + UInt64(userExits))
+    }
+
     @Test func mmioOutsideRAMExitsWithAddressAndData() throws {
         let (_, vm, _) = try Self.makeVM(program: GuestPrograms.mmio)
         let vcpu = try vm.createVCPU(id: 0)

@@ -87,5 +87,6 @@ extern const unsigned long CKVM_GET_VCPU_EVENTS;
 extern const unsigned long CKVM_SET_FPU;
 extern const unsigned long CKVM_GET_XCRS;
 extern const unsigned long CKVM_SET_XCRS;
+extern const unsigned long CKVM_GET_STATS_FD;
 
 #endif

@@ -266,6 +266,7 @@ final class HangWatchdog: @unchecked Sendable {
         // How each thread was doing before the request's kick disturbed it.
         let now = monotonicNanoseconds()
         let before = threads.map { $0.threadReport(now: now) }
+        let kernelExits = threads.map { $0.vcpu.kernelExitCount() }
         let tickets = threads.map { $0.requestSnapshot() }
         // One deadline for all: waiting for each in turn takes no longer than the slowest.
         let deadline = monotonicNanoseconds() + UInt64(Self.answerTimeoutMilliseconds) * 1_000_000
@@ -275,6 +276,7 @@ final class HangWatchdog: @unchecked Sendable {
             let t = before[i]
             var v = VCPUSnapshot(id: threads[i].vcpu.id, thread: t.state, secondsSinceEntry: t.sinceEntry,
                                  secondsSinceExit: t.sinceExit, exitCount: t.exits, answered: answers[i] != nil)
+            v.kernelExitCount = kernelExits[i]
             if let a = answers[i] {
                 v.registers = a.registers
                 v.mpState = a.mpState
