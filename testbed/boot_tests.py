@@ -1364,8 +1364,9 @@ def main():
 
     while pending or running:
         free = slots - sum(smp for _, smp in running.values())
-        # the first pending batch whose L1 fits (a two-CPU L1 may wait for a one-CPU one to end)
-        fits = next((t.l1_smp for t in pending if t.l1_smp <= free or not running), None)
+        # the widest pending L1 that fits: the two-CPU sessions first, while nothing else
+        # runs, then the one-CPU ones side by side (their retries, which come later, too)
+        fits = max((t.l1_smp for t in pending if t.l1_smp <= free or not running), default=None)
         if fits is not None:
             batch = [t for t in pending if t.l1_smp == fits][:BATCH_SIZE]
             pending = [t for t in pending if t not in batch]
