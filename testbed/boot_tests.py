@@ -1355,6 +1355,11 @@ def main():
     # L1 keeps one host CPU busy, so on two host CPUs two one-CPU sessions run at once, and
     # a two-CPU session runs alone.
     slots = args.jobs or len(os.sched_getaffinity(0))
+    # The default run's two long tests (healthy4's minutes of load, bringup32) go first and
+    # head sessions of their own, so that they run beside the others instead of after them.
+    # (--extended keeps its order: its bring-up runs stay beside their QEMU controls.)
+    long_kinds = () if args.extended else ("healthy", "bringup")
+    pending.sort(key=lambda t: t.kind not in long_kinds)
     running = {}             # session number -> (its tests, the L1's CPUs)
     done = queue.Queue()     # (session number, results, tests not started)
 
@@ -1368,7 +1373,11 @@ def main():
         # runs, then the one-CPU ones side by side (their retries, which come later, too)
         fits = max((t.l1_smp for t in pending if t.l1_smp <= free or not running), default=None)
         if fits is not None:
-            batch = [t for t in pending if t.l1_smp == fits][:BATCH_SIZE]
+            batch = []
+            for t in pending:
+                if t.l1_smp == fits and len(batch) < BATCH_SIZE and not (
+                        t.kind in long_kinds and any(b.kind in long_kinds for b in batch)):
+                    batch.append(t)
             pending = [t for t in pending if t not in batch]
             for t in batch:
                 t.tries += 1
