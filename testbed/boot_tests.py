@@ -30,6 +30,7 @@ Every kite run has the hang watchdog armed (--hang-timeout and --report; see wat
 a guest that stalls leaves kite's snapshot, and a failure's reason quotes its diagnosis.
 """
 import argparse
+import functools
 import json
 import os
 import queue
@@ -770,13 +771,13 @@ def check_hang_log(lines, name, cpus):
     # stuck: what it runs, a report without a stack cannot say).
     others_idle = all(v.get("mp_state") == "halted" for v in rep.get("vcpus", []) if v.get("id") != 2)
     others_free = all(f.get("vcpus", [None])[0] == 2 for f in findings)
-    if wait_functions is not None and (others_idle or others_free):
+    waiter_sleeps = others_idle or others_free
+    if wait_functions is not None and waiter_sleeps:
         running = [v.get("id") for v in rep.get("vcpus", []) if v.get("id") != 2 and v.get("mp_state") != "halted"]
         print(f"INFO {name}: no vCPU spins; the waiting task sleeps (vCPU 2 has IRR "
               f"{[v.get('apic', {}).get('irr') for v in rep.get('vcpus', []) if v.get('id') == 2]}"
               + (f"; vCPUs {running} run, and no rule calls them stuck" if running else "") + ")", flush=True)
-        others_idle = True
-    if wait_functions is not None and not others_idle:
+    if wait_functions is not None and not waiter_sleeps:
         waiters = [f for f in findings if "waiting for" in f.get("sentence", "") and f.get("vcpus", [2])[0] != 2]
         # the waiter may be caught in the delay loop of the guest's own stall report, waiting
         # for CPU 2's NMI backtrace, or in printk waiting for the console that CPU 2 was
@@ -797,6 +798,7 @@ def check_hang_log(lines, name, cpus):
     return reasons
 
 
+@functools.cache   # read once for all the hang tests
 def host_system_map():
     """The guest kernel's real System.map on the host (testbed/fetch-kernel.sh puts it next
     to the kernel), as {name: [link-time addresses]} of its text symbols; None without one."""
@@ -1264,15 +1266,19 @@ def retry_summary(results):
 
 
 # Sessions run side by side (main): a report's lines are printed together.
-PRINT_LOCK = threading.RLock()
+PRINT_LOCK = threading.Lock()
 
 
+def printed_together(function):
+    @functools.wraps(function)
+    def locked(*args):
+        with PRINT_LOCK:
+            return function(*args)
+    return locked
+
+
+@printed_together
 def report(r):
-    with PRINT_LOCK:
-        report_unlocked(r)
-
-
-def report_unlocked(r):
     # The control VMM's runs are evidence about the testbed, never a failure of kite's.
     control = "CONTROL " if r.test.vmm != "kite" else ""
     if r.ok:
@@ -1288,12 +1294,8 @@ def report_unlocked(r):
     FAILED_REPORTED.add(r.test.name)
 
 
+@printed_together
 def report_testbed_batch(tests, why, slog):
-    with PRINT_LOCK:
-        report_testbed_batch_unlocked(tests, why, slog)
-
-
-def report_testbed_batch_unlocked(tests, why, slog):
     for i, t in enumerate(tests):
         control = "CONTROL " if t.vmm != "kite" else ""
         print(f"{control}FAIL {t.name}: TESTBED FAILURE: {why}", flush=True)
@@ -1360,7 +1362,7 @@ def main():
     # (--extended keeps its order: its bring-up runs stay beside their QEMU controls.)
     long_kinds = () if args.extended else ("healthy", "bringup")
     pending.sort(key=lambda t: t.kind not in long_kinds)
-    running = {}             # session number -> (its tests, the L1's CPUs)
+    running = {}             # session number -> the L1's CPUs
     done = queue.Queue()     # (session number, results, tests not started)
 
     def start(batch, number):
@@ -1368,7 +1370,7 @@ def main():
         done.put((number, res, not_started))
 
     while pending or running:
-        free = slots - sum(smp for _, smp in running.values())
+        free = slots - sum(running.values())
         # the widest pending L1 that fits: the two-CPU sessions first, while nothing else
         # runs, then the one-CPU ones side by side (their retries, which come later, too)
         fits = max((t.l1_smp for t in pending if t.l1_smp <= free or not running), default=None)
@@ -1383,7 +1385,7 @@ def main():
                 t.tries += 1
                 t.runs = getattr(t, "runs", 0) + 1   # every run, for its log's name (tries restart in a one-CPU L1)
             session += 1
-            running[session] = (batch, fits)
+            running[session] = fits
             threading.Thread(target=start, args=(batch, session), daemon=True).start()
             time.sleep(2)   # L1s that start together would compete for the same CPU while they boot
             continue
