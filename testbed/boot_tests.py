@@ -10,6 +10,10 @@ testbed/run-job.sh) when this host has no usable hardware virtualization, else d
     python3 testbed/boot_tests.py --only boot4,seeds4
     python3 testbed/boot_tests.py --cpus-list 1,3,8
     python3 testbed/boot_tests.py --l1-smp 2       # every test in a two-CPU L1 (see boot_l1_smp)
+    python3 testbed/boot_tests.py --jobs 1         # one L1 session at a time
+
+Sessions run side by side while their L1s' CPUs fit in the host's (main): on two host CPUs,
+two one-CPU L1 sessions at once; the two-CPU session runs first, alone.
 
 The bring-up test (issue 10) boots 32 vCPUs with BRINGUP_CMDLINE under kite. --extended runs
 it five times in a one-CPU and five times in a two-CPU L1, each beside the same guest under
