@@ -77,13 +77,13 @@ extension KernelEvent {
         case .rcuKthreadStarved:
             // "rcu: rcu_preempt kthread starved for 5226 jiffies! g-1155 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x0 ->cpu=1"
             let message = text.dropping(prefix: "rcu: ") ?? text
-            if let starved = message.firstRange(of: " kthread starved for ") {
+            if let starved = message.range(of: " kthread starved for ") {
                 task = String(message[..<starved.lowerBound])
             }
             cpu = text.after("->cpu=")?.leadingInteger
         case .hungTask:
             // "INFO: task kworker/u32:2:113 blocked for more than 122 seconds."
-            if let nameAndPID = text.after("INFO: task "), let blocked = nameAndPID.firstRange(of: " blocked for more than ") {
+            if let nameAndPID = text.after("INFO: task "), let blocked = nameAndPID.range(of: " blocked for more than ") {
                 let (name, taskPID) = nameAndPID[..<blocked.lowerBound].splittingNameAndNumber(at: ":")
                 task = name.map(String.init)
                 pid = taskPID
@@ -136,7 +136,7 @@ extension KernelEvent {
                 return jiffies
             }
         }
-        if text.contains("expedited stalls"), let close = text.firstIndex(of: "}") {
+        if text.includes("expedited stalls"), let close = text.firstIndex(of: "}") {
             let after = text[text.index(after: close)...].trimmingLeadingSpaces()
             if let jiffies = after.leadingInteger, after.drop(while: \.isASCIIDigit).hasPrefix(" jiffies") { return jiffies }
         }
@@ -150,20 +150,20 @@ extension KernelEvent {
 
         let watchdogMessage = text.droppingWatchdogPrefix()
         if watchdogMessage.hasPrefix("BUG: soft lockup - CPU#") { return .softLockup }
-        if let lockup = watchdogMessage.firstRange(of: "Watchdog detected hard LOCKUP on cpu ") {
+        if let lockup = watchdogMessage.range(of: "Watchdog detected hard LOCKUP on cpu ") {
             let before = watchdogMessage[..<lockup.lowerBound]
             if before.isEmpty || (before.hasPrefix("CPU") && before.hasSuffix(": ")) { return .hardLockup }
         }
 
         let rcuMessage = text.dropping(prefix: "rcu: ") ?? text
         if rcuMessage.hasPrefix("INFO: rcu_") {
-            if rcuMessage.contains("detected expedited stalls on CPUs/tasks") { return .rcuExpeditedStall }
-            if rcuMessage.contains("detected stalls on CPUs/tasks") { return .rcuStall }
-            if rcuMessage.contains("self-detected stall on CPU") { return .rcuStall }
+            if rcuMessage.includes("detected expedited stalls on CPUs/tasks") { return .rcuExpeditedStall }
+            if rcuMessage.includes("detected stalls on CPUs/tasks") { return .rcuStall }
+            if rcuMessage.includes("self-detected stall on CPU") { return .rcuStall }
         }
-        if rcuMessage.hasPrefix("rcu_"), rcuMessage.contains(" kthread starved for ") { return .rcuKthreadStarved }
+        if rcuMessage.hasPrefix("rcu_"), rcuMessage.includes(" kthread starved for ") { return .rcuKthreadStarved }
 
-        if text.hasPrefix("INFO: task "), text.contains(" blocked for more than ") { return .hungTask }
+        if text.hasPrefix("INFO: task "), text.includes(" blocked for more than ") { return .hungTask }
         let csdMessage = text.dropping(prefix: "smp: ") ?? text
         if csdMessage.hasPrefix("csd: Detected non-responsive CSD lock") || csdMessage.hasPrefix("csd: Continued non-responsive CSD lock") {
             return .csdLockTimeout
@@ -173,7 +173,7 @@ extension KernelEvent {
         if text.hasPrefix("Oops: ") || text.hasPrefix("Internal error: Oops") { return .oops }
         // Before "Oops: " was prefixed (v6.10) x86 printed these bare.
         if text.hasPrefix("general protection fault") || text.hasPrefix("invalid opcode: "),
-           text.contains("[#") {
+           text.includes("[#") {
             return .oops
         }
         if text.hasPrefix("BUG: ") || text.hasPrefix("kernel BUG at ") { return .bug }
@@ -208,7 +208,7 @@ extension KernelEvent {
         let rest = message[digits.endIndex...]
         guard let colon = rest.firstIndex(of: ":") else { return nil }
         let flags = rest[..<colon]
-        guard flags.isEmpty || (flags.first == "-" && !flags.contains(" ")) else { return nil }
+        guard flags.isEmpty || (flags.first == "-" && !flags.includes(" ")) else { return nil }
         guard rest[colon...].hasPrefix(": (") else { return nil }
         return Int(digits)
     }
@@ -245,7 +245,7 @@ struct CPULine {
             // A command name may hold spaces; what follows it is the taint state.
             var end = afterComm.endIndex
             for follower in [" Not tainted", " Tainted:", " Kdump:"] {
-                if let found = afterComm.firstRange(of: follower), found.lowerBound < end { end = found.lowerBound }
+                if let found = afterComm.range(of: follower), found.lowerBound < end { end = found.lowerBound }
             }
             if end == afterComm.endIndex { end = afterComm.firstIndex(of: " ") ?? end }
             let name = afterComm[..<end].trimmingSpaces()
@@ -262,7 +262,7 @@ struct TaskLine {
 
     init?(_ text: Substring) {
         guard let afterTask = text.dropping(prefix: "task:"),
-              let state = afterTask.firstRange(of: " state:") else { return nil }
+              let state = afterTask.range(of: " state:") else { return nil }
         name = afterTask[..<state.lowerBound].trimmingSpaces()
         guard !name.isEmpty else { return nil }
         pid = afterTask.after(" pid:")?.trimmingLeadingSpaces().leadingInteger
@@ -348,7 +348,7 @@ extension KernelFrame {
             rest = rest.dropFirst(2).trimmingLeadingSpaces()
         }
         if rest.hasPrefix("[<") {
-            guard let addressEnd = rest.firstRange(of: ">]") else { return nil }
+            guard let addressEnd = rest.range(of: ">]") else { return nil }
             rest = rest[addressEnd.upperBound...].trimmingLeadingSpaces()
             if rest.hasPrefix("? ") {
                 reliable = false
@@ -367,7 +367,7 @@ extension KernelFrame {
                   location.count <= 512, location.allSatisfy(\.isSymbolCharacter) else { return nil }
             function = location
         }
-        let hasOffset = offset != 0 || size != 0 || location.contains("+")
+        let hasOffset = offset != 0 || size != 0 || location.includes("+")
         rest = rest[locationEnd...].trimmingLeadingSpaces()
 
         var module: String?
@@ -416,7 +416,7 @@ extension KernelFrame {
         }
         rest = rest.trimmingLeadingSpaces()
         var skippedAddresses = 0
-        while rest.hasPrefix("[<"), skippedAddresses < 2, let addressEnd = rest.firstRange(of: ">]") {
+        while rest.hasPrefix("[<"), skippedAddresses < 2, let addressEnd = rest.range(of: ">]") {
             rest = rest[addressEnd.upperBound...].trimmingLeadingSpaces()
             skippedAddresses += 1
         }
@@ -488,7 +488,7 @@ extension Character {
 extension Substring {
     /// The text after the first occurrence of `marker`.
     func after(_ marker: String) -> Substring? {
-        firstRange(of: marker).map { self[$0.upperBound...] }
+        range(of: marker).map { self[$0.upperBound...] }
     }
 
     func dropping(prefix: String) -> Substring? {

@@ -272,11 +272,11 @@ private struct ReportInProgress: Sendable {
         var text = line.text
 
         // The two stack dumps of an RCU GP-kthread starvation report (see ConsoleWatcher).
-        if text.contains("RCU grace-period kthread stack dump:") {
+        if text.includes("RCU grace-period kthread stack dump:") {
             startStackDump(skipping: true)
             return .continues
         }
-        if text.contains("Stack dump where RCU GP kthread last ran:") {
+        if text.includes("Stack dump where RCU GP kthread last ran:") {
             startStackDump(skipping: false)
             return .continues
         }
@@ -383,7 +383,7 @@ private struct ReportInProgress: Sendable {
         if !event.stalledCPUs.contains(cpu), event.stalledCPUs.count < ConsoleWatcher.maximumCPUsPerList {
             event.stalledCPUs.append(cpu)
         }
-        if event.headline.contains("self-detected stall") {
+        if event.headline.includes("self-detected stall") {
             // A CPU reporting its own stall: it is both the stalled and the detecting CPU.
             if event.cpu == nil { event.cpu = cpu }
             if event.detectedBy == nil { event.detectedBy = cpu }

@@ -176,7 +176,7 @@ public enum IPIWait {
 
     /// Whether a guest function sends an IPI through the xAPIC ICR, polling its busy bit.
     public static func isICRPollFunction(_ name: String) -> Bool {
-        name.contains("send_IPI") || name.contains("wait_icr_idle")
+        name.includes("send_IPI") || name.includes("wait_icr_idle")
     }
 }
 

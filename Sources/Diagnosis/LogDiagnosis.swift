@@ -191,7 +191,7 @@ public enum LogDiagnosis {
         var reports = reports
         for i in reports.indices.dropLast() {
             let stall = reports[i].event, next = reports[i + 1].event
-            guard stall.kind == .rcuStall, stall.headline.contains("self-detected"), stall.rip == nil, stall.frames.isEmpty,
+            guard stall.kind == .rcuStall, stall.headline.includes("self-detected"), stall.rip == nil, stall.frames.isEmpty,
                   next.kind == .rcuKthreadStarved, next.rip != nil, reports[i + 1].line - reports[i].line < 40 else { continue }
             reports[i].event.rip = next.rip
             reports[i].event.frames = next.frames
@@ -219,7 +219,7 @@ public enum LogDiagnosis {
                 lastOther = report
                 continue
             }
-            guard report.event.detectedBy == nil, let previous = lastOther, previous.event.headline.contains("self-detected stall"),
+            guard report.event.detectedBy == nil, let previous = lastOther, previous.event.headline.includes("self-detected stall"),
                   previous.event.cpu == report.event.cpu, report.line - previous.line < 50 else { continue }
             boot.reports[r].event.detectedBy = previous.event.cpu
         }
@@ -284,7 +284,7 @@ public enum LogDiagnosis {
     static func stackOfStalledCPU(_ r: ExplainedReport) -> Int? {
         let e = r.event
         guard [.rcuStall, .rcuExpeditedStall].contains(e.kind), e.stalledCPUs.count == 1, !r.keyFrames.isEmpty,
-              !e.headline.contains("self-detected"), e.detectedBy != e.stalledCPUs[0] else { return nil }
+              !e.headline.includes("self-detected"), e.detectedBy != e.stalledCPUs[0] else { return nil }
         return e.stalledCPUs[0]
     }
 
@@ -309,7 +309,7 @@ public enum LogDiagnosis {
     /// waiting for other CPUs", "in foo".
     static func state(of r: ExplainedReport) -> String {
         let e = r.event
-        if let idleAt = e.headline.firstRange(of: "skipped: idling at ") {
+        if let idleAt = e.headline.range(of: "skipped: idling at ") {
             let place = e.rip?.function ?? String(e.headline[idleAt.upperBound...])
             return "idle in \(place)"
         }
@@ -337,11 +337,11 @@ public enum LogDiagnosis {
         }
         let source = switch seen.event.kind {
         case .nmiBacktrace: "CPU \(cpu)'s NMI backtrace"
-        case .rcuStall where seen.event.headline.contains("self-detected"): "CPU \(cpu)'s own stall report (line \(seen.line))"
+        case .rcuStall where seen.event.headline.includes("self-detected"): "CPU \(cpu)'s own stall report (line \(seen.line))"
         case .rcuStall, .rcuExpeditedStall: "the stall report's backtrace of CPU \(cpu)"
         default: "CPU \(cpu)'s own \(seen.event.kind.rawValue) report"
         }
-        if seen.keyFrames.isEmpty, !seen.event.headline.contains("skipped: idling at") {
+        if seen.keyFrames.isEmpty, !seen.event.headline.includes("skipped: idling at") {
             return seen.event.kind == .nmiBacktrace ? "CPU \(cpu) answered the NMI with no usable trace"
                 : "CPU \(cpu) reported a \(seen.event.kind.rawValue) itself, with no trace"
         }
@@ -427,7 +427,7 @@ public enum LogDiagnosis {
             let requester = e.detectedBy.map { " (asked by CPU \($0))" } ?? ""
             return "CPU \(cpu) is \(state(of: r))\(requester)"
         case .panic:
-            let message = e.headline.firstRange(of: "not syncing: ").map { String(e.headline[$0.upperBound...]) } ?? e.headline
+            let message = e.headline.range(of: "not syncing: ").map { String(e.headline[$0.upperBound...]) } ?? e.headline
             return "The kernel panicked: \(message)"
         case .oops, .bug:
             return "\(cpuName) crashed\(place)" + (e.kind == .bug ? ": \(e.headline)" : "")
@@ -467,7 +467,7 @@ struct BootReports {
             } else {
                 others.append(i)
             }
-            let selfDetectedWithStack = e.kind == .rcuStall && e.headline.contains("self-detected") && !r.keyFrames.isEmpty
+            let selfDetectedWithStack = e.kind == .rcuStall && e.headline.includes("self-detected") && !r.keyFrames.isEmpty
             if [.softLockup, .hardLockup].contains(e.kind) || selfDetectedWithStack, let cpu = e.cpu {
                 lockupsOf[cpu, default: []].append(i)
             }

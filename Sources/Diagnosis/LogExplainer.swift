@@ -214,7 +214,7 @@ public struct LogExplainer: Sendable {
     /// colon, as in "RIP: 0010:0xffffffff8104a1b2") that `symbols` knows with
     /// "function+0xoff/0xsize".
     static func naming(_ message: Substring, symbols: KernelSymbols, kaslrOffset: UInt64) -> Substring {
-        guard message.contains("0xf") else { return message }
+        guard message.includes("0xf") else { return message }
         let bytes = Array(message.utf8)
         func isBoundary(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == UInt8(ascii: ":") || b == UInt8(ascii: "(") || b == UInt8(ascii: ")") || b == UInt8(ascii: ",") }
         var out: [UInt8] = []

@@ -32,7 +32,7 @@ public enum LogPrefix {
         } else if let rest = droppingDmesgFacility(message) {
             message = rest
         }
-        guard message.contains("#0") else { return [message] }
+        guard message.includes("#0") else { return [message] }
         return unfoldingRsyslogEscapes(message)
     }
 
@@ -65,10 +65,10 @@ public enum LogPrefix {
             guard firstEnd < rest.endIndex else { return nil }
             rest = rest[rest.index(after: firstEnd)...]
         }
-        guard let colon = rest.prefix(64).firstRange(of: ": ") ?? (rest.last == ":" ? rest.index(before: rest.endIndex)..<rest.endIndex : nil)
+        guard let colon = rest.prefix(64).range(of: ": ") ?? (rest.last == ":" ? rest.index(before: rest.endIndex)..<rest.endIndex : nil)
         else { return nil }
         let tag = rest[..<colon.lowerBound]
-        guard !tag.isEmpty, !tag.contains(" ") else { return nil }
+        guard !tag.isEmpty, !tag.includes(" ") else { return nil }
         return (tag, rest[colon.upperBound...])
     }
 

@@ -58,7 +58,7 @@ final class ConsoleMonitor: Sendable {
 
     private static func isTraceLine(_ line: [UInt8]) -> Bool {
         let text = String(decoding: line, as: UTF8.self)
-        return reportMarkers.contains { text.contains($0) }
+        return reportMarkers.contains { text.includes($0) }
     }
 
     /// The reports completed since the last call. A report still being printed is closed
