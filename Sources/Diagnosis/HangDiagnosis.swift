@@ -212,7 +212,14 @@ public enum HangDiagnosis {
     /// `runningNormally`).
     public static func findings(_ evidence: HangEvidence) -> [Finding] {
         guard let now = evidence.samples.last else { return [] }
-        let histories = now.vcpus.map { VCPUHistory(id: $0.id, samples: evidence.samples, events: evidence.events) }
+        var histories = now.vcpus.map { VCPUHistory(id: $0.id, samples: evidence.samples, events: evidence.events) }
+        // A stall report's NMI request can be in the guest's buffer but not yet on its console
+        // (the report is still being printed when the samples are taken): then the NMIs that
+        // Kite sees pending name the CPUs the reporter's delay loop waits for.
+        let untakenNMIs = histories.filter(\.hasUntakenNMI).map(\.id)
+        for i in histories.indices where histories[i].nmiWaitTargets.isEmpty && histories[i].reportedAStall {
+            histories[i].nmiWaitTargets = untakenNMIs.filter { $0 != histories[i].id }
+        }
         let hangEvents = evidence.events.filter { $0.kind != .warning }
         let consoleStalled = Set(evidence.events.filter { $0.kind == .rcuStall || $0.kind == .rcuExpeditedStall }
             .flatMap(\.stalledCPUs))
@@ -601,7 +608,11 @@ struct VCPUHistory {
     let consoleWaitFunction: String?
     /// The CPUs this CPU sent an NMI to for a backtrace (an RCU stall or lockup report), in
     /// the guest's latest such report: the report's delay loop waits up to 10 s for them.
-    let nmiWaitTargets: [Int]
+    /// When the console shows no NMI request, `findings` fills this with the vCPUs that hold
+    /// an NMI they have not taken, for a vCPU that `reportedAStall`.
+    var nmiWaitTargets: [Int]
+    /// The guest's latest RCU stall report that names its reporter was detected by this CPU.
+    let reportedAStall: Bool
 
     init(id: Int, samples: [MachineSnapshot], events: [KernelEvent]) {
         self.id = id
@@ -624,6 +635,8 @@ struct VCPUHistory {
         let frames = aboutMe.map { e in (e.rip.map { [$0] } ?? []) + e.frames.filter(\.reliable) } ?? []
         consoleWaitFunction = frames.first { IPIWait.isWaitFunction($0.function) }?.function
         nmiWaitTargets = events.last { $0.detectedBy == id && !$0.nmiTargets.isEmpty }?.nmiTargets.filter { $0 != id } ?? []
+        let stallKinds: Set<KernelEvent.Kind> = [.rcuStall, .rcuExpeditedStall, .rcuKthreadStarved]
+        reportedAStall = events.last { stallKinds.contains($0.kind) && $0.detectedBy != nil }?.detectedBy == id
     }
 
     /// Spinning somewhere else while the guest's own reports say it waits for other CPUs.

@@ -788,6 +788,46 @@ private func rules(_ findings: [Finding]) -> [Finding.Rule] { findings.map(\.rul
         #expect(f.first { $0.rule == .waitingForIPI }?.vcpus == [0, 2])
     }
 
+    /// hangkallsyms4 in a CI run (2026-12-06): the stall report's NMI request to CPU 2 was
+    /// not yet on the console ("All QSes seen", then the kthread-starved lines, and nothing
+    /// after "OOM is now expected behavior") when the samples caught vCPU 0 in the report's
+    /// delay loop with IF=0. vCPU 2 holds the NMI it has not taken: that names the CPU the
+    /// reporter waits for. Without the pending NMI, the same samples are a loop, not a waiter.
+    @Test func aStallReportersDelayLoopWaitsForTheCPUsHoldingItsNMI() {
+        let log = """
+        [   59.570966] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+        [   59.680037] \t(detected by 0, t=5279 jiffies, g=1221, q=8 ncpus=4)
+        [   59.767932] rcu: All QSes seen, last rcu_preempt kthread activity 5297 (4294905726-4294900429), jiffies_till_next_fqs=1, root ->qsmask 0x0
+        [   60.204040] rcu: rcu_preempt kthread starved for 5407 jiffies! g1221 f0x2 RCU_GP_WAIT_FQS(5) ->state=0x200 ->cpu=2
+        [   60.440616] rcu: \tUnless rcu_preempt kthread gets sufficient CPU time, OOM is now expected behavior.
+
+        """
+        let events = ConsoleWatcher.events(in: log)
+        #expect(events.map(\.kind) == [.rcuStall, .rcuKthreadStarved] && events.allSatisfy { $0.nmiTargets.isEmpty })
+        let samples = { (nmiPending: Bool, reporter: Int) in
+            HangDiagnosis.findings(Make.evidence(events: events.map { e in
+                var e = e
+                if e.detectedBy != nil { e.detectedBy = reporter }
+                return e
+            }, starvedAfter: 15) { _ in
+                var held = Make.starved(2, entry: 29.7, irr: [0xec, 0xfb])
+                held.events = VCPUEvents(nmiPending: nmiPending)
+                return [Make.spinning(0, in: "delay_tsc+0x33/0xa0", rflags: 0x83), Make.halted(1), held, Make.halted(3)]
+            })
+        }
+        let f = samples(true, 0)
+        let waiter = f.first { $0.rule == .waitingForIPI }
+        #expect(waiter?.vcpus == [0, 2], "\(f)")
+        #expect(waiter?.sentence == "vCPU 0 spins in delay_tsc (the guest's stall report sent an NMI for a backtrace) "
+            + "waiting for CPU 2")
+        #expect(!f.contains { $0.rule == .loopingInterruptsDisabled })
+        // No NMI pending anywhere: nothing says whom the loop waits for.
+        #expect(!samples(false, 0).contains { $0.rule == .waitingForIPI })
+        #expect(samples(false, 0).contains { $0.rule == .loopingInterruptsDisabled && $0.vcpus == [0] })
+        // The report came from another CPU: vCPU 0's loop is not that report's.
+        #expect(!samples(true, 1).contains { $0.rule == .waitingForIPI && $0.vcpus.first == 0 })
+    }
+
     /// The hanghotplug4 retry in a loaded CI run: the stall caught vCPU 2 inside the
     /// scheduler with IF=0, holding a runqueue lock; vCPU 1 spins for that lock and vCPUs 0
     /// and 3 sleep in the paravirtual spinlock wait. They all wait for vCPU 2: no kick was
