@@ -14,16 +14,39 @@ import Glibc
 /// `bufferLimit` bytes waiting, newer output is dropped and counted, and Kite says so
 /// once. Everything is also read by the `ConsoleMonitor` (hang reports, progress), dropped
 /// or not.
+///
+/// The hand-off goes by lines, not bytes. A UART console arrives one byte per exit, and
+/// waking the console thread for each byte cost a futex wake, two context switches and a
+/// write per byte (about 10 µs of host CPU each here, and a one-CPU host runs them in the
+/// vCPU's time). So the protocol, all under `lock`:
+/// - the console thread, with nothing waiting, sleeps untimed (`idle`); the first byte
+///   wakes it;
+/// - woken, it gathers (`gathering`): it waits until a line ends ('\n' arrived), or
+///   `flushBytes` are waiting, or `finish` is called, or `lineLatency` has passed since the
+///   first byte, whichever comes first, and writing wakes it only for the first three. The
+///   deadline is what gets a partial line (a prompt, an echoed key) out;
+/// - it writes what is waiting without the lock (`writing`), then looks again.
+/// A byte is thus on its way within `lineLatency` of being written, and no byte waits for
+/// a wake-up that may never come: the first byte of a batch always wakes the thread, and
+/// every later one is covered by the deadline it set.
 public final class ConsoleOutput: @unchecked Sendable {
     public let fd: Int32
     private let ownsFD: Bool
     let monitor = ConsoleMonitor()
     /// Bytes waiting for the console thread, at most this many.
     static let bufferLimit = 1 << 20
+    /// A partial line waits at most this long for the rest of it (ns).
+    static let lineLatency: UInt64 = 20_000_000
+    /// Written without waiting for the end of the line once this many bytes wait.
+    static let flushBytes = 16 << 10
+
+    private enum ConsoleThreadState { case idle, gathering, writing }
 
     private let lock = ConditionLock()
     // Guarded by lock:
     private var pending: [UInt8] = []
+    private var pendingHasLineEnd = false
+    private var state = ConsoleThreadState.writing
     private var dropped = 0
     private var failed = false
     private var finishing = false
@@ -57,9 +80,15 @@ public final class ConsoleOutput: @unchecked Sendable {
         lock.withLock {
             if failed { dropped += bytes.count; return }
             let room = max(0, Self.bufferLimit - pending.count)
-            pending += bytes.prefix(room)
-            dropped += bytes.count - min(room, bytes.count)
-            lock.broadcast()
+            let kept = bytes.prefix(room)
+            pending += kept
+            dropped += bytes.count - kept.count
+            if kept.contains(UInt8(ascii: "\n")) { pendingHasLineEnd = true }
+            switch state {
+            case .idle: if !pending.isEmpty { lock.broadcast() }
+            case .gathering: if pendingHasLineEnd || pending.count >= Self.flushBytes { lock.broadcast() }
+            case .writing: break   // it looks at `pending` again before it sleeps
+            }
         }
     }
 
@@ -73,9 +102,18 @@ public final class ConsoleOutput: @unchecked Sendable {
         ForbiddenCallInjection.fireIfArmed(.console)
         while true {
             let chunk: [UInt8]? = lock.withLock {
+                state = .idle
                 while pending.isEmpty && !finishing { lock.wait() }
+                state = .gathering
+                let deadline = monotonicNanoseconds() + Self.lineLatency
+                while !pendingHasLineEnd && pending.count < Self.flushBytes && !finishing,
+                      lock.wait(untilNanoseconds: deadline) {}
+                state = .writing
                 if pending.isEmpty { return nil }
-                defer { pending.removeAll(keepingCapacity: true) }
+                defer {
+                    pending.removeAll(keepingCapacity: true)
+                    pendingHasLineEnd = false
+                }
                 return pending
             }
             guard let chunk else { return }
