@@ -66,7 +66,9 @@ let package = Package(
         ]),
         .target(name: "Devices"),
         .target(name: "APIC"),
-        .target(name: "Diagnosis", dependencies: ["HostCalls"]),
+        // JSON text: the writer of reports and tables, and the strict reader of API requests.
+        .target(name: "JSON"),
+        .target(name: "Diagnosis", dependencies: ["HostCalls", "JSON"]),
         .target(name: "Virtio", dependencies: ["GuestMemory", "Devices"]),
         .target(name: "VirtioDevices", dependencies: [
             "Virtio", "GuestMemory", "CHost", "HostCalls",
@@ -75,12 +77,16 @@ let package = Package(
         // The built-in initramfs of `kite boot-test`: an x86-64 encoder, ELF and cpio writers (pure data).
         .target(name: "GuestInit"),
         // `kite boot-test`: the matrix of runs, child kite processes, classification, table/JSON/JUnit.
-        .target(name: "BootMatrix", dependencies: ["GuestInit", "VMM", "Diagnosis", "CHost", "HostCalls"]),
+        .target(name: "BootMatrix", dependencies: ["GuestInit", "VMM", "Diagnosis", "CHost", "HostCalls", "JSON"]),
+        // `kite firecracker`: Firecracker's API (HTTP on a Unix socket), config file and command
+        // line, so that Kata Containers and firecracker-containerd can drive Kite.
+        .target(name: "FirecrackerAPI", dependencies: ["JSON", "VMM", "VirtioDevices", "CHost", "HostCalls"]),
         .target(name: "VMM", dependencies: [
             "CHost", "CKVM", "KVM", "GuestMemory", "ACPI", "X86Boot", "Devices", "Virtio", "VirtioDevices", "Diagnosis", "APIC", "Sandbox", "SeccompAllowLists", "HostCalls",
         ]),
         .executableTarget(name: "kite", dependencies: [
             "VMM", "VirtioDevices", "Sandbox", "SeccompAllowLists", "Diagnosis", "HostCalls", "BootMatrix", "CommandLineParsing",
+            "FirecrackerAPI",
             .product(name: "Logging", package: "swift-log"),
         ], exclude: ["hot-code.order"], linkerSettings: [
             // Less memory outside guest RAM (Docs/Lighter-findings.md). The executable stays
@@ -101,13 +107,14 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UnitTests", dependencies: [
             "CHost", "CKVM", "Sandbox", "SeccompAllowLists", "SeccompCompiler", "CommandLineParsing", "ACPI", "X86Boot", "Devices", "VMM", "GuestMemory", "KVM", "APIC", "Diagnosis",
+            "JSON", "FirecrackerAPI", "HostCalls",
         ]),
         .testTarget(name: "BootMatrixTests", dependencies: ["BootMatrix", "GuestInit"]),
         .testTarget(name: "APICTests", dependencies: ["APIC"]),
-        .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "TestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DiagnosisTests", dependencies: ["Diagnosis", "JSON", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioDevices", "GuestMemory", "Devices", "TestSupport"]),
         .testTarget(name: "KVMTests", dependencies: [
-            "CHost", "CKVM", "KVM", "GuestMemory", "VMM", "Devices", "Diagnosis", "TestSupport",
+            "CHost", "CKVM", "KVM", "GuestMemory", "VMM", "Devices", "Diagnosis", "TestSupport", "HostCalls",
         ]),
     ]
 )

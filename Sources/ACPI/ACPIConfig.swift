@@ -26,6 +26,9 @@ public struct ACPIConfig: Sendable, Equatable {
     public var bootArchitecture: FADT.BootArchitectureFlags = .kiteDefault
     /// Whether the DSDT describes COM1 (PNP0501 at I/O 0x3F8-0x3FF, IRQ 4).
     public var includesCOM1: Bool = true
+    /// Whether the DSDT describes an i8042 keyboard controller (PNP0303 at I/O 0x60 and 0x64,
+    /// IRQ 1); set `bootArchitecture`'s `.i8042` with it, or Linux does not probe it.
+    public var includesKeyboardController: Bool = false
     /// Memory-mapped devices described under \_SB_ (e.g. virtio-mmio).
     public var mmioDevices: [ACPIMMIODevice] = []
 

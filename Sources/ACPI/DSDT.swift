@@ -30,7 +30,9 @@ public struct DSDT: Sendable, Equatable {
         var terms: [AMLTerm] = [Self.sleepState5(sleepType: config.s5SleepType)]
         var devices: [AMLTerm] = []
         if config.includesCOM1 { devices.append(Self.com1Device) }
-        let deviceNames = (config.includesCOM1 ? ["COM1"] : []) + config.mmioDevices.map(\.name)
+        if config.includesKeyboardController { devices.append(Self.keyboardControllerDevice) }
+        let deviceNames = (config.includesCOM1 ? ["COM1"] : []) + (config.includesKeyboardController ? ["PS2K"] : [])
+            + config.mmioDevices.map(\.name)
         precondition(Set(deviceNames.map { AML.nameSeg($0) }).count == deviceNames.count,
                      "device names under \\_SB_ must be distinct")
         devices += config.mmioDevices.map(Self.mmioDevice)
@@ -52,6 +54,19 @@ public struct DSDT: Sendable, Equatable {
             .name("_CRS", .resourceTemplate([
                 .io(minimum: com1Port, maximum: com1Port, alignment: 1, length: 8),
                 .irq([com1IRQ]),
+            ])),
+        ])
+    }
+
+    /// The i8042 keyboard controller: data port 0x60, command/status port 0x64, IRQ 1.
+    public static var keyboardControllerDevice: AMLTerm {
+        .device("PS2K", [
+            .name("_HID", .eisaID("PNP0303")),
+            .name("_UID", .zero),
+            .name("_CRS", .resourceTemplate([
+                .io(minimum: 0x60, maximum: 0x60, alignment: 1, length: 1),
+                .io(minimum: 0x64, maximum: 0x64, alignment: 1, length: 1),
+                .irq([1]),
             ])),
         ])
     }

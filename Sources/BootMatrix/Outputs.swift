@@ -1,4 +1,5 @@
 import Diagnosis
+import JSON
 
 /// One finished run, as every output shows it.
 public struct RunRecord: Sendable {

@@ -280,13 +280,6 @@ public func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds.
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
 /// Now, UTC, as "2026-12-06T10:11:12" (JUnit's timestamp).
 public func utcTimestamp() -> String {
     var t = time(nil), tm = tm()

@@ -89,13 +89,13 @@ static int host_unix_address(const char *path, struct sockaddr_un *addr) {
     strcpy(addr->sun_path, path);
     return 0;
 }
-int host_unix_listen(const char *path) {
+static int unix_listen(const char *path, int replace) {
     struct sockaddr_un addr;
     int r = host_unix_address(path, &addr);
     if (r < 0) return r;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
-    unlink(path);
+    if (replace) unlink(path);
     if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 64) < 0) {
         int e = errno;
         close(fd);
@@ -103,6 +103,8 @@ int host_unix_listen(const char *path) {
     }
     return fd;
 }
+int host_unix_listen(const char *path) { return unix_listen(path, 1); }
+int host_unix_listen_exclusive(const char *path) { return unix_listen(path, 0); }
 int host_unix_connect(const char *path) {
     struct sockaddr_un addr;
     int r = host_unix_address(path, &addr);

@@ -369,6 +369,7 @@ public enum HangDiagnosis {
         case .inGuest: "its thread has been in the guest for \(since) without returning to Kite"
         case .handlingExit: "its thread has not entered the guest for \(since): it is stuck handling an exit in Kite"
         case .stalledByInjection: "its thread is held out of the guest by --inject stall-vcpu (for \(since))"
+        case .paused: "its thread is paused (PATCH /vm) and did not answer"
         case .waitingInKite: "its thread has been waiting in Kite for \(since) and did not wake for the request"
         case .stopped: "its thread has stopped"
         }

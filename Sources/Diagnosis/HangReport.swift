@@ -1,3 +1,5 @@
+import JSON
+
 /// What Kite tells a person about a possible hang: why it looked, what it concluded, and the
 /// evidence (every vCPU's state, the guest's own hang reports). Written as short text for
 /// stderr and as one JSON object for `--report` and `kite inspect --json`.

@@ -1,3 +1,5 @@
+import JSON
+
 // `kite explain`'s two outputs: text for a person, JSON for a program.
 
 extension LogExplanation {

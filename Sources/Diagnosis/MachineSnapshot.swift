@@ -37,6 +37,8 @@ public enum VCPUThreadState: String, Sendable, Equatable {
     case handlingExit = "handling an exit in Kite"
     /// Held out of the guest by `--inject stall-vcpu`.
     case stalledByInjection = "held by --inject stall-vcpu"
+    /// Held out of the guest because the machine is paused (Firecracker's PATCH /vm).
+    case paused = "paused"
     /// Waiting in Kite as the guest asked, with Kite's own local APIC (`--irqchip userspace`):
     /// halted, or waiting for INIT/SIPI. The counterpart of halting inside KVM_RUN.
     case waitingInKite = "waiting in Kite"

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import HostCalls
 import Glibc
 #endif
 
@@ -7,12 +8,12 @@ import Glibc
 /// lock, so a post made under the same lock can never fall between the two; every wait
 /// re-checks its condition when it returns (wake-ups may be spurious, and waits may time
 /// out). Timeouts are on CLOCK_MONOTONIC, the clock of `monotonicNanoseconds()`.
-final class ConditionLock: @unchecked Sendable {
+public final class ConditionLock: @unchecked Sendable {
     // Sound: allocated once here, never moved (pthread objects must not be), freed in deinit.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    init() {
+    public init() {
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
@@ -28,7 +29,7 @@ final class ConditionLock: @unchecked Sendable {
         condition.deallocate()
     }
 
-    func withLock<R>(_ body: () throws -> R) rethrows -> R {
+    public func withLock<R>(_ body: () throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()
@@ -38,7 +39,7 @@ final class ConditionLock: @unchecked Sendable {
     /// `deadline` (monotonic ns; nil: no deadline) has passed, then holds it again. Returns
     /// false once the deadline has passed. Callers loop on their own condition.
     @discardableResult
-    func wait(untilNanoseconds deadline: UInt64? = nil) -> Bool {
+    public func wait(untilNanoseconds deadline: UInt64? = nil) -> Bool {
         guard let deadline else {
             pthread_cond_wait(condition, mutex)
             return true
@@ -49,7 +50,7 @@ final class ConditionLock: @unchecked Sendable {
     }
 
     /// Wakes every waiter (each re-checks its own condition). Call with the lock held.
-    func broadcast() {
+    public func broadcast() {
         pthread_cond_broadcast(condition)
     }
 }

@@ -186,12 +186,6 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
     }
 }
 
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
 /// Writes `text` and a newline (unless it ends with one) to stderr, whole.
 func printLine(_ text: String) {
     writeAll(STDERR_FILENO, Array((text.hasSuffix("\n") ? text : text + "\n").utf8))

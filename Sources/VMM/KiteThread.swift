@@ -12,7 +12,7 @@ import Glibc
 /// once it has: the body runs confined, and a filter that cannot be installed is an error
 /// here (the thread then ends without running the body).
 /// Returns the thread, or why it could not be started.
-func startKiteThread(name: String, seccomp: SeccompProgram? = nil,
+public func startKiteThread(name: String, seccomp: SeccompProgram? = nil,
                      _ body: @escaping @Sendable () -> Void) -> Result<pthread_t, ThreadStartError> {
     var attr = pthread_attr_t()
     pthread_attr_init(&attr)
@@ -39,8 +39,8 @@ func startKiteThread(name: String, seccomp: SeccompProgram? = nil,
     return .success(t)
 }
 
-struct ThreadStartError: Error, CustomStringConvertible {
-    let description: String
+public struct ThreadStartError: Error, CustomStringConvertible {
+    public let description: String
 }
 
 /// What a new thread needs, and its answer to the thread that started it.

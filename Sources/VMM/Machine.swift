@@ -1,3 +1,4 @@
+import HostCalls
 import ACPI
 import CHost
 import CKVM
@@ -20,6 +21,7 @@ public final class Machine {
         public static let com1: UInt64 = 0x3F8
         public static let com1IRQ: UInt32 = 4
         public static let i8042: UInt64 = 0x60
+        public static let keyboardIRQ: UInt32 = 1
         /// The 8259 PICs and their ELCR (Kite's in `split` and `userspace` modes).
         public static let picMaster: UInt64 = 0x20
         public static let picSlave: UInt64 = 0xA0
@@ -78,13 +80,20 @@ public final class Machine {
     let interrupts: any InterruptController
     /// Each thread kind's compiled seccomp filter (nil with `--seccomp off`).
     let seccomp: SeccompFilters?
+    /// The keyboard controller (Ctrl+Alt+Delete when `config.keyboard`).
+    let i8042: I8042
+    /// The virtio-blk disks with their transports, in the guest's order (for replacing a disk's file).
+    let disks: [(device: BlockDevice, transport: VirtioMMIOTransport)]
 
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
                  threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD],
                  inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?, watchdog: HangWatchdog, timeline: BootTimeline,
-                 interrupts: any InterruptController, seccomp: SeccompFilters?) {
+                 interrupts: any InterruptController, seccomp: SeccompFilters?, i8042: I8042,
+                 disks: [(device: BlockDevice, transport: VirtioMMIOTransport)]) {
         self.interrupts = interrupts
+        self.i8042 = i8042
+        self.disks = disks
         self.seccomp = seccomp
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
@@ -183,7 +192,15 @@ public final class Machine {
         let serial = SerialPort(output: consoleWrite, interrupt: { level in
             interrupts.setLine(Ports.com1IRQ, level: level)
         })
-        let i8042 = I8042(onReset: { control.stop(.reboot) })
+        let pulseKeyboardLine: @Sendable () -> Void = {
+            interrupts.setLine(Ports.keyboardIRQ, level: true)   // an ISA edge: a pulse
+            interrupts.setLine(Ports.keyboardIRQ, level: false)
+        }
+        let i8042 = I8042(onReset: { control.stop(.reboot) }, keyboardInterrupt: config.keyboard ? pulseKeyboardLine : nil)
+        if config.keyboard {
+            acpi.includesKeyboardController = true
+            acpi.bootArchitecture.insert(.i8042)
+        }
         let power = ACPIPowerDevice(s5SleepType: acpi.s5SleepType, resetValue: acpi.resetValue,
                                     onPowerOff: { control.stop(.powerOff) }, onReset: { control.stop(.reboot) })
         let bootTiming = config.bootTiming
@@ -254,6 +271,7 @@ public final class Machine {
             virtioConsole = device
             virtioDevices.append(("virtio-console", device))
         }
+        var disks: [(device: BlockDevice, transport: VirtioMMIOTransport)] = []
         var inputSink = ConsoleInputSink(room: { serial.receiveSpace }, deliver: { serial.receive($0) })
         guard virtioDevices.count <= VirtioSlots.maxDevices else {
             throw SetupError("at most \(VirtioSlots.maxDevices) virtio devices (asked for \(virtioDevices.count))")
@@ -296,6 +314,7 @@ public final class Machine {
                 }
             }
             eventFDs += [irq] + notifications
+            if let disk = device as? BlockDevice { disks.append((disk, transport)) }
             if let virtioConsole, device === virtioConsole {
                 let receive = notifications[ConsoleDevice.receiveQueue]
                 inputSink = ConsoleInputSink(room: { virtioConsole.inputSpace },
@@ -316,10 +335,24 @@ public final class Machine {
         }
         try setup { try memory.write(tables.bytes, at: GuestAddress(GuestLayout.acpiTables)) }
         try setup { try memory.write(ResetVector.code, at: GuestAddress(GuestLayout.resetVector)) }
+        // The same CPUs and IOAPIC as an MP table, for a guest booted with acpi=off (as
+        // QEMU's firmware and Firecracker also provide); Linux reads the MADT when it has ACPI.
+        let mpTable = MPTable(apicIDs: apicIDs.map { UInt32($0) })
+        if mpTable.isExpressible {
+            let bytes = mpTable.encoded()
+            if bytes.count <= MPTable.room { try setup { try memory.write(bytes, at: GuestAddress(MPTable.address)) } }
+        }
 
-        // 6. Kernel, initrd, command line; entry tables.
+        // 6. Kernel, initrd, command line; entry tables. A guest without ACPI learns of the
+        //    virtio devices from the command line (`legacyDeviceDiscovery`).
+        var commandLine = config.commandLine ?? format.defaultCommandLine
+        if config.legacyDeviceDiscovery && commandLine.split(separator: " ").contains("acpi=off") {
+            for device in acpiDevices {
+                commandLine += " virtio_mmio.device=4K@0x\(String(device.base, radix: 16)):\(device.gsi)"
+            }
+        }
         let entry = try setup {
-            try KernelLoader.load(kernel: kernel, initrd: initrd, commandLine: config.commandLine ?? format.defaultCommandLine,
+            try KernelLoader.load(kernel: kernel, initrd: initrd, commandLine: commandLine,
                                   memory: memory, rsdp: tables.rsdpAddress)
         }
         var longMode = false
@@ -354,7 +387,8 @@ public final class Machine {
         return Machine(config: config, kvm: kvm, vm: vm, memory: memory, control: control,
                        console: console, serial: serial, threads: threads, entry: entry,
                        deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink, vsockHost: vsockHost,
-                       watchdog: watchdog, timeline: timeline, interrupts: interrupts, seccomp: seccomp)
+                       watchdog: watchdog, timeline: timeline, interrupts: interrupts, seccomp: seccomp,
+                       i8042: i8042, disks: disks)
     }
 
     /// How long every vCPU thread together gets to leave KVM_RUN and end once the machine

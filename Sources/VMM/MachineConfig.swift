@@ -45,6 +45,12 @@ public struct MachineConfig: Sendable {
     public var irqchip: InterruptControllerMode = .kernel
     /// Each Kite thread's seccomp allow-list (`--seccomp`): on (the default), log or off.
     public var seccomp: SeccompMode = .on
+    /// An i8042 keyboard (IRQ 1, in the DSDT) that can be sent Ctrl+Alt+Delete
+    /// (`MachineRuntime.pressCtrlAltDel`); without it the i8042 only resets.
+    public var keyboard = false
+    /// When the command line says `acpi=off`, announce the virtio-mmio devices on it too
+    /// (`virtio_mmio.device=4K@ADDRESS:IRQ`), as Firecracker does; the CPUs are in the MP table.
+    public var legacyDeviceDiscovery = false
     /// The KVM device; KITE_KVM_DEVICE overrides it (for tests of the error path).
     public var kvmPath: String = "/dev/kvm"
 

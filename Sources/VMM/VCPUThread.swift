@@ -48,13 +48,14 @@ final class VCPUThread: @unchecked Sendable {
     private var posted = PostedEvents()  // guarded by `events`
 
     private enum ThreadActivity: UInt8 {
-        case inGuest, handlingExit, stalled, stopped, waitingInKite
+        case inGuest, handlingExit, stalled, stopped, waitingInKite, paused
         var state: VCPUThreadState {
             switch self {
             case .inGuest: .inGuest
             case .waitingInKite: .waitingInKite
             case .handlingExit: .handlingExit
             case .stalled: .stalledByInjection
+            case .paused: .paused
             case .stopped: .stopped
             }
         }
@@ -71,6 +72,10 @@ final class VCPUThread: @unchecked Sendable {
         var answer: VCPUStateReading?
         /// Set by fault injection: the thread stops entering the guest.
         var stalled = false
+        /// Set while the machine is paused (Firecracker's PATCH /vm): the thread stays out of
+        /// the guest; `parked` says it is there, for the pauser waiting on the same lock.
+        var paused = false
+        var parked = false
         /// Set when the machine no longer needs this vCPU's state; until then a thread
         /// whose loop has ended keeps answering snapshot requests (for the report on a crash).
         var released = false
@@ -128,12 +133,16 @@ final class VCPUThread: @unchecked Sendable {
             // The last look at what was posted, after clearing the kick, under the lock: a
             // post from here on finds immediate_exit clear and sets it, so KVM_RUN returns at
             // once (the model's FLAW_LATE_CLEAR is this done the other way round).
-            let (snapshot, stalled) = events.withLock { () -> (UInt64?, Bool) in
+            let (snapshot, stalled, paused) = events.withLock { () -> (UInt64?, Bool, Bool) in
                 vcpu.clearKick()
-                return (posted.pendingSnapshot, posted.stalled)
+                return (posted.pendingSnapshot, posted.stalled, posted.paused)
             }
             if let snapshot {
                 answerSnapshot(snapshot)
+                continue
+            }
+            if paused {
+                holdWhilePaused()
                 continue
             }
             if stalled {
@@ -146,7 +155,7 @@ final class VCPUThread: @unchecked Sendable {
                 interrupts.prepareEntry(vcpu.id, &posted.interrupts!, vcpu: vcpu)
             }) {
                 activity.store(ThreadActivity.waitingInKite.rawValue, ordering: .releasing)
-                waitOutOfGuest(until: { ($0.interrupts?.canRun ?? true) || $0.released || $0.stalled }, deadline: deadline)
+                waitOutOfGuest(until: { ($0.interrupts?.canRun ?? true) || $0.released || $0.stalled || $0.paused }, deadline: deadline)
                 continue
             }
             if !hasOwnAPIC { interrupts.beforeEntry(vcpu.id, vcpu: vcpu) }
@@ -246,6 +255,34 @@ final class VCPUThread: @unchecked Sendable {
     /// (`InterruptController.beforeEntry`) sees what was posted elsewhere: `split`'s PIC.
     func wake() {
         post { _ in }
+    }
+
+    /// Pauses the thread (PATCH /vm Paused): it leaves the guest and stays out until `resume`.
+    /// Returns once it is out, or false if it was not out by `deadline` (stuck in KVM_RUN).
+    /// Interrupts posted meanwhile are kept where they were posted (KVM's local APIC, or
+    /// Kite's in `userspace` mode) and taken when the vCPU runs again.
+    func pause(untilNanoseconds deadline: UInt64) -> Bool {
+        post { $0.paused = true }
+        return events.withLock {
+            while !posted.parked && !posted.ended {
+                if !events.wait(untilNanoseconds: deadline) { break }
+            }
+            return posted.parked || posted.ended
+        }
+    }
+
+    /// Lets a paused thread enter the guest again.
+    func resume() {
+        post { $0.paused = false }
+    }
+
+    /// Blocks out of the guest while paused, answering snapshot requests; `resume` or the
+    /// machine's stop (through `release`) ends it.
+    private func holdWhilePaused() {
+        activity.store(ThreadActivity.paused.rawValue, ordering: .releasing)
+        events.withLock { posted.parked = true; events.broadcast() }
+        waitOutOfGuest(until: { !$0.paused || $0.released })
+        events.withLock { posted.parked = false }
     }
 
     /// Blocks out of the guest while stalled, answering snapshot requests; the machine's

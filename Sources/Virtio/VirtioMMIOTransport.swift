@@ -234,6 +234,20 @@ public final class VirtioMMIOTransport: BusDevice, @unchecked Sendable {
         if raise { interrupt() }
     }
 
+    /// Changes the device outside the guest's doing (a disk's new backing file): `change` runs
+    /// under the device's lock, so no request is being served meanwhile; then, if it returns
+    /// true, the driver is told that the configuration changed (interrupt status bit 1, a new
+    /// configuration generation) and interrupted.
+    public func changeDevice(_ change: (any VirtioDevice) -> Bool) {
+        let changed = deviceLock.withLock { _ in change(device) }
+        guard changed else { return }
+        state.withLock { s in
+            s.interruptStatus |= Interrupt.configChange
+            s.configGeneration &+= 1
+        }
+        interrupt()
+    }
+
     /// The guest broke the protocol: stop serving, ask the driver to reset, log once.
     private func fail(_ problem: String) {
         let first = state.withLock { s -> Bool in

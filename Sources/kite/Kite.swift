@@ -1,4 +1,5 @@
 import CommandLineParsing
+import FirecrackerAPI
 import Logging
 import Sandbox
 import VMM
@@ -11,7 +12,16 @@ import Glibc
 let kiteCommands = CommandLineParser(
     program: "kite",
     abstract: "A micro virtual machine monitor for SMP Linux guests on KVM.",
-    commands: [Run.spec, Inspect.spec, Explain.spec, BootTestCommand.spec]
+    commands: [Run.spec, Inspect.spec, Explain.spec, BootTestCommand.spec, firecrackerSpec]
+)
+
+/// `kite firecracker` reads its own arguments (Firecracker's); this spec is for `kite --help`.
+let firecrackerSpec = CommandSpec(
+    name: "firecracker",
+    abstract: "Run with Firecracker's command line, API socket and config file (for Kata Containers and "
+        + "firecracker-containerd); also when started as `firecracker`. See kite firecracker --help.",
+    discussion: FirecrackerCommandLine.helpText,
+    options: []
 )
 
 /// A command's exit status, thrown to end it.
@@ -255,6 +265,15 @@ enum Main {
     static func main() {
         // Runtime notices (e.g. a guest probing an unknown port) go to stderr, one line each.
         LoggingSystem.bootstrap { _ in KiteLogHandler() }
+        let arguments = CommandLine.arguments
+        // Started through a link named `firecracker`, or as `kite firecracker`: Firecracker's
+        // command line, which the parser below does not read.
+        if let program = arguments.first, program.split(separator: "/").last == "firecracker" {
+            FirecrackerCommand.main(Array(arguments.dropFirst()))
+        }
+        if arguments.count > 1 && arguments[1] == firecrackerSpec.name {
+            FirecrackerCommand.main(Array(arguments.dropFirst(2)))
+        }
         do {
             switch try kiteCommands.parse(Array(CommandLine.arguments.dropFirst())) {
             case .help(let text):

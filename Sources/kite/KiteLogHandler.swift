@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,6 +21,31 @@ struct KiteLogHandler: LogHandler {
         let all = metadata.merging(event.metadata ?? [:]) { $1 }
         let tail = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         let prefix = event.level >= .warning ? "kite: \(event.level): " : "kite: "
-        printError(prefix + "\(event.message)" + tail)
+        KiteLog.write(prefix + "\(event.message)" + tail)
+    }
+}
+
+/// Where Kite's runtime notices go: stderr, or a file or FIFO (`kite firecracker --log-path`,
+/// PUT /logger). Errors that end Kite stay on stderr.
+enum KiteLog {
+    private static let destination = Atomic<Int32>(STDERR_FILENO)
+
+    /// Sends every later notice to `path`, opened as Firecracker opens its log: non-blocking
+    /// and read-write, so that a FIFO nobody reads yet neither blocks nor fails the open. A
+    /// line the reader has no room for is dropped rather than stalling the thread that logs.
+    static func redirect(to path: String) throws(RedirectError) {
+        let fd = open(path, O_RDWR | O_NONBLOCK | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        if fd < 0 { throw RedirectError(description: "\(path): \(String(cString: strerror(errno)))") }
+        // The old file stays open: another thread may be writing a line to it right now.
+        destination.store(fd, ordering: .releasing)
+    }
+
+    struct RedirectError: Error, CustomStringConvertible { let description: String }
+
+    static func write(_ message: String) {
+        let fd = destination.load(ordering: .acquiring)
+        if fd == STDERR_FILENO { printError(message); return }
+        let line = message.hasSuffix("\n") ? message : message + "\n"
+        _ = line.withCString { Glibc.write(fd, $0, strlen($0)) }
     }
 }

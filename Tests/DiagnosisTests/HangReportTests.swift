@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Diagnosis
+import JSON
 
 @Suite struct HangReportTests {
     /// The libkrun-like hang on 4 vCPUs: vCPU 0 waits, vCPU 2 has the IPI pending but

@@ -15,6 +15,7 @@ private func vcpuConfig(_ count: Int) -> ACPIConfig {
 /// one above.
 private func fullConfig() -> ACPIConfig {
     var config = vcpuConfig(300)
+    config.includesKeyboardController = true
     config.mmioDevices = [
         ACPIMMIODevice(name: "VR00", uid: 0, base: 0xD000_0000, length: 0x1000, gsi: 5),
         ACPIMMIODevice(name: "VR01", uid: 1, base: 0x10_0000_0000, length: 0x1000, gsi: 16),
@@ -511,6 +512,7 @@ struct ACPITableTests {
         #expect(dsdt.contains("Scope (\\_SB)"))
         #expect(dsdt.contains("Device (COM1)"))
         #expect(dsdt.contains("EisaId (\"PNP0501\")"))
+        #expect(dsdt.contains("Device (PS2K)") && dsdt.contains("EisaId (\"PNP0303\")"), "the keyboard controller")
         #expect(dsdt.contains("IO (Decode16,"))
         #expect(dsdt.contains("IRQNoFlags ()"))
         #expect(dsdt.contains("Device (VR00)"))

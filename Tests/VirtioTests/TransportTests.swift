@@ -44,6 +44,23 @@ import Testing
         w(t, Reg.status, UInt64(Status.acknowledge | Status.driver | Status.featuresOK | Status.driverOK))
     }
 
+    /// Firecracker's PATCH /drives: a disk gets a new file; the driver sees the new capacity,
+    /// a new configuration generation and a configuration-change interrupt.
+    @Test func replacingADisksFileSignalsAConfigurationChange() {
+        let events = Events()
+        let disk = BlockDevice(backend: MemoryBlockBackend(size: 4096))
+        let t = makeTransport(events, device: disk)
+        let generation = r(t, Reg.configGeneration)
+        #expect(t.read(offset: Reg.config, width: 4) == 8)              // capacity: 8 sectors
+        t.changeDevice { device in (device as! BlockDevice).replaceBackend(MemoryBlockBackend(size: 3 * 512)) == nil }
+        #expect(t.read(offset: Reg.config, width: 4) == 3)
+        #expect(r(t, Reg.configGeneration) == generation + 1)
+        #expect(r(t, Reg.interruptStatus) & 2 == 2)                     // configuration change
+        #expect(events.interrupts.load(ordering: .relaxed) == 1)
+        t.changeDevice { _ in false }                                   // nothing changed: no interrupt
+        #expect(events.interrupts.load(ordering: .relaxed) == 1)
+    }
+
     @Test func identifiesItselfAsVirtioMMIOVersion2() {
         let t = makeTransport(Events())
         #expect(r(t, Reg.magic) == 0x7472_6976)

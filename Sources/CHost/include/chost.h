@@ -56,6 +56,8 @@ int host_epoll_wait_events(int epfd, uint64_t *tags, uint32_t *events, int max, 
 /// A listening, non-blocking AF_UNIX stream socket at `path` (a stale socket file there is
 /// removed first). The fd or -errno.
 int host_unix_listen(const char *path);
+/// The same, but a file already at `path` is an error (EADDRINUSE), as Firecracker's API socket.
+int host_unix_listen_exclusive(const char *path);
 /// A non-blocking connection to the AF_UNIX stream socket at `path`. The fd or -errno
 /// (-EAGAIN when its backlog is full).
 int host_unix_connect(const char *path);

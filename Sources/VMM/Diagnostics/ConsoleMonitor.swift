@@ -1,3 +1,4 @@
+import HostCalls
 import Diagnosis
 import Synchronization
 

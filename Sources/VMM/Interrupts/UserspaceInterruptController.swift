@@ -1,3 +1,4 @@
+import HostCalls
 import APIC
 import CHost
 import CKVM

@@ -40,11 +40,12 @@ public final class BlockDevice: VirtioDevice {
     /// Size of `struct virtio_blk_config` in virtio 1.2.
     public static let configSpaceSize = 60
 
-    public let backend: any BlockBackend
+    /// Replaced only under the transport's device lock (`replaceBackend`).
+    public private(set) var backend: any BlockBackend
     /// The GET_ID answer: the serial's UTF-8 bytes, truncated or zero-padded to 20.
     public let serial: [UInt8]
     /// Disk size in 512-byte sectors; a trailing partial sector of the backend is unused.
-    public let capacitySectors: UInt64
+    public private(set) var capacitySectors: UInt64
     /// Set on activation: true when the driver declined VIRTIO_BLK_F_FLUSH, so every write
     /// is flushed before it completes. False before activation and after a reset.
     public private(set) var isWriteThrough = false
@@ -70,6 +71,18 @@ public final class BlockDevice: VirtioDevice {
     }
 
     public var isReadOnly: Bool { backend.isReadOnly }
+
+    /// Puts a new backing file behind the disk (Firecracker's PATCH /drives): what was written
+    /// to the old one is flushed first, so that nothing the guest completed is lost; the
+    /// capacity is the new file's. Call under the transport's device lock
+    /// (`VirtioMMIOTransport.changeDevice`), between requests; then tell the driver the
+    /// configuration changed. Returns the flush's error, leaving the old backend in place.
+    public func replaceBackend(_ new: any BlockBackend) -> Errno? {
+        do { try backend.flush() } catch { return error }
+        backend = new
+        capacitySectors = new.size / Self.sectorSize
+        return nil
+    }
 
     // MARK: VirtioDevice
 

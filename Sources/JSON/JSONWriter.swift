@@ -1,4 +1,5 @@
-// A small JSON writer (the Diagnosis target does without Foundation; kite boot-test uses it too). Reports carry text the
+// A small JSON writer (Kite does without Foundation: Docs/Lighter-findings.md; hang reports, kite boot-test and
+// the Firecracker API use it). Reports carry text the
 // guest wrote (task names, headlines), so every string is escaped, not trusted.
 
 /// A JSON value under construction; `JSONWriter.write` turns it into text.
@@ -62,7 +63,7 @@ public enum JSONWriter {
     /// `text` as a JSON string literal: quotes and backslashes escaped, control characters
     /// as \n, \t, ... or \u00XX, and U+2028/U+2029 escaped too (JavaScript reads those
     /// as line ends). Everything else is written as UTF-8.
-    static func quoted(_ text: String) -> String {
+    public static func quoted(_ text: String) -> String {
         var out = ""
         appendQuoted(text, to: &out)
         return out

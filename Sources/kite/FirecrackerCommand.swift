@@ -1,0 +1,217 @@
+import FirecrackerAPI
+import HostCalls
+import Logging
+import VMM
+import VirtioDevices
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `kite firecracker ARGS`, and `kite` started through a link named `firecracker`: Kite with
+/// Firecracker's command line, API and config file (Docs/Firecracker-API.md).
+///
+/// Threads: the API server serves on its own thread from the start. InstanceStart (or
+/// `--config-file`) builds the machine on the thread that asks, then hands it to the main
+/// thread, which runs it as `kite run` does; the API goes on serving while the guest runs.
+/// The process ends when the machine does.
+enum FirecrackerCommand {
+    static func main(_ arguments: [String]) -> Never {
+        let line: FirecrackerCommandLine
+        do { line = try FirecrackerCommandLine.parse(arguments) } catch {
+            printError("kite firecracker: \(error)")
+            exit(FirecrackerCommandLine.argumentErrorStatus)
+        }
+        if line.showVersion { print(FirecrackerCommandLine.versionText, terminator: ""); exit(0) }
+        if line.showHelp { print(FirecrackerCommandLine.helpText, terminator: ""); exit(0) }
+        if let path = line.logPath {
+            do { try KiteLog.redirect(to: path) } catch {
+                printError("kite firecracker: --log-path: \(error)")
+                exit(FirecrackerCommandLine.badConfigurationStatus)
+            }
+        }
+
+        let host = FirecrackerHost(commandLine: line)
+        let vmm = FirecrackerVMM(instanceID: line.instanceID, backend: host)
+        var server: APIServer?
+        if !line.noAPI {
+            do {
+                let s = try APIServer(path: line.apiSocket, maxBodyBytes: line.maxPayloadBytes) { vmm.respond(to: $0) }
+                server = s
+                host.controlSocketPath = line.apiSocket + ".kite"
+                let started = startKiteThread(name: "kite-api") {
+                    // SIGTERM, SIGINT and SIGUSR1 are for the main thread's signalfd once the
+                    // guest runs (before, their default action ends Kite, as in Firecracker).
+                    var blocked = sigset_t()
+                    sigemptyset(&blocked)
+                    for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&blocked, sig) }
+                    pthread_sigmask(SIG_BLOCK, &blocked, nil)
+                    s.serve()
+                }
+                if case .failure(let e) = started { throw SchemaError("cannot start the API thread: \(e)") }
+            } catch {
+                printError("kite firecracker: \(error)")
+                exit(ExitStatus.vmmError)
+            }
+        }
+        if let path = line.configFile {
+            let answer: HTTPResponse
+            do {
+                try vmm.applyConfigFile(try readConfigFile(path))
+                answer = vmm.handle(.action(.instanceStart))
+            } catch {
+                printError("kite firecracker: --config-file \(path): \(error)")
+                server?.stop()
+                exit(FirecrackerCommandLine.badConfigurationStatus)
+            }
+            if answer.status != 204 {
+                printError("kite firecracker: --config-file \(path): " + faultMessage(answer))
+                server?.stop()
+                exit(FirecrackerCommandLine.badConfigurationStatus)
+            }
+        }
+        let outcome = host.runWhenStarted()
+        server?.stop()
+        switch outcome {
+        case .powerOff, .reboot: exit(0)   // Firecracker ends with 0 when the guest stops either way
+        case .crash(let vcpu, let reason, let report): printError("kite: the guest crashed on vCPU \(vcpu): \(reason)\n\(report)")
+        case .hang(let seconds, let summary): printError("kite: the guest hung (no progress for \(seconds) s): \(summary)")
+        case .stopped(let signal): printError(signal == 0 ? "kite: stopped from the console" : "kite: stopped by signal \(signal)")
+        case .vmmError(let message): printError("kite: \(message)")
+        case .debugExit: break
+        }
+        exit(outcome.status)
+    }
+
+    /// A config file is small; a bigger one (or a FIFO that never ends) is refused.
+    static let maxConfigFileBytes = 1 << 20
+
+    static func readConfigFile(_ path: String) throws(SchemaError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SchemaError(String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = retryingInterrupted { read(fd, &buffer, buffer.count) }
+            if n < 0 { throw SchemaError(String(cString: strerror(errno))) }
+            if n == 0 { return bytes }
+            bytes += buffer[..<n]
+            if bytes.count > maxConfigFileBytes { throw SchemaError("larger than \(maxConfigFileBytes >> 10) KiB") }
+        }
+    }
+
+    static func faultMessage(_ response: HTTPResponse) -> String {
+        let text = String(decoding: response.body, as: UTF8.self)
+        return text.isEmpty ? "status \(response.status)" : text
+    }
+}
+
+/// The VMM behind the API: builds Kite's machine from Firecracker's resources and hands it
+/// to the main thread; answers the requests that act on the running machine.
+final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
+    let commandLine: FirecrackerCommandLine
+    /// `kite inspect`'s control socket, next to the API socket; the hang-report endpoint asks it.
+    var controlSocketPath: String?   // set before the API serves, read-only after
+    private let handOver = ConditionLock()
+    private var machine: Machine?          // guarded by handOver
+    private var runtime: MachineRuntime?   // guarded by handOver
+    private var metricsPath: String?       // guarded by handOver
+
+    init(commandLine: FirecrackerCommandLine) { self.commandLine = commandLine }
+
+    /// On the main thread: waits for InstanceStart, then runs the machine to its end.
+    func runWhenStarted() -> MachineExit {
+        let machine = handOver.withLock {
+            while self.machine == nil { handOver.wait() }
+            return self.machine!
+        }
+        let input = TerminalInput()
+        return machine.run(input: input)
+    }
+
+    func start(_ resources: VMResources) -> String? {
+        let config: MachineConfig
+        do { config = try machineConfig(resources) } catch { return "\(error)" }
+        let built: Machine
+        do {
+            let logger = Logger(label: "kite")
+            built = try Machine.build(config, log: { message in logger.notice("\(message)") })
+        } catch {
+            return "\(error)"
+        }
+        handOver.withLock {
+            machine = built
+            runtime = built.runtime
+            metricsPath = resources.metricsPath
+            handOver.broadcast()
+        }
+        return nil
+    }
+
+    /// Firecracker's resources as Kite's machine.
+    func machineConfig(_ r: VMResources) throws -> MachineConfig {
+        guard let boot = r.bootSource else { throw SchemaError("Cannot start microvm without kernel configuration.") }
+        var config = MachineConfig(kernelPath: boot.kernelImagePath, initrdPath: boot.initrdPath,
+                                   commandLine: r.kernelCommandLine, cpus: r.machine.vcpuCount,
+                                   memoryBytes: UInt64(r.machine.memSizeMiB) << 20, console: .stdio)
+        config.disks = r.drives.map { BlockDeviceConfig(path: $0.pathOnHost, readOnly: $0.isReadOnly, serial: $0.driveID) }
+        config.networks = r.networkInterfaces.map { NetworkDeviceConfig(tapName: $0.hostDevName, mac: $0.guestMAC.flatMap(MACAddress.init)) }
+        config.vsock = r.vsock.map { VsockDeviceConfig(guestCID: $0.guestCID, socketPath: $0.udsPath) }
+        config.entropyDevice = r.entropy
+        config.seccomp = commandLine.noSeccomp ? .off : .on
+        config.bootTiming = commandLine.bootTimer
+        config.watchdog.apiSocketPath = controlSocketPath
+        // Firecracker guests without ACPI (Kata passes acpi=off) find their devices on the
+        // command line and their CPUs in the MP table.
+        config.legacyDeviceDiscovery = true
+        // Firecracker's clients stop a guest with SendCtrlAltDel: the i8042 has a keyboard.
+        config.keyboard = true
+        if let path = r.logger?.logPath { try KiteLog.redirect(to: path) }
+        return config
+    }
+
+    private var running: MachineRuntime? { handOver.withLock { runtime } }
+
+    func pause() -> String? {
+        guard let running else { return "the machine is not running" }
+        return running.pause()
+    }
+
+    func resume() -> String? {
+        guard let running else { return "the machine is not running" }
+        return running.resume()
+    }
+
+    func sendCtrlAltDel() -> String? {
+        guard let running else { return "the machine is not running" }
+        running.pressCtrlAltDel()
+        return nil
+    }
+
+    func updateDrive(index: Int, path: String) -> String? {
+        guard let running else { return "the machine is not running" }
+        return running.replaceDisk(index, path: path)
+    }
+
+    func flushMetrics() -> String? {
+        guard let path = handOver.withLock({ metricsPath }) else { return nil }
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let millis = Int(ts.tv_sec) * 1000 + Int(ts.tv_nsec) / 1_000_000
+        let line = "{\"utc_timestamp_ms\":\(millis)}\n"
+        let fd = open(path, O_WRONLY | O_NONBLOCK | O_APPEND | O_CLOEXEC)
+        if fd < 0 { return "Metrics error: cannot open \(path): \(String(cString: strerror(errno)))" }
+        defer { close(fd) }
+        _ = line.withCString { write(fd, $0, strlen($0)) }
+        return nil
+    }
+
+    func hangReport(json: Bool) -> Result<String, HangReportUnavailable> {
+        guard let path = controlSocketPath else { return .failure(HangReportUnavailable("Kite's control socket is not open")) }
+        do {
+            return .success(try APISocket.request(path: path, command: json ? "inspect json" : "inspect"))
+        } catch {
+            return .failure(HangReportUnavailable("\(error)"))
+        }
+    }
+}
