@@ -97,17 +97,19 @@ public struct FirecrackerCommandLine: Equatable, Sendable {
         }
         line.bootTimer = seen.contains("boot-timer")
         line.logPath = values["log-path"]
-        if let level = values["level"] {
-            guard LoggerSettings.levels.contains(level.lowercased()) else {
-                throw SchemaError("Invalid level: \(level). Valid levels: Error, Warning, Info, Debug, Trace, Off")
-            }
-            line.level = level
-        }
+        line.level = values["level"]
         line.module = values["module"]
         line.showLevel = seen.contains("show-level")
         line.showLogOrigin = seen.contains("show-log-origin")
         line.metricsPath = values["metrics-path"]
         return line
+    }
+
+    /// Firecracker checks the log level after the command line, with its own exit status (152).
+    public func checkLevel() throws(SchemaError) {
+        if let level, !LoggerSettings.levels.contains(level.lowercased()) {
+            throw SchemaError("Invalid level: \(level). Valid levels: Error, Warning, Info, Debug, Trace, Off")
+        }
     }
 
     /// `--version`: Firecracker's first line (Kata reads the second word as the version and
@@ -141,8 +143,9 @@ public struct FirecrackerCommandLine: Equatable, Sendable {
     Refused: --seccomp-filter (Kite's filters are its own), --metadata (no MMDS), snapshots.
     The API: Docs/Firecracker-API.md. Kite's hang report of the running VM: GET /kite/hang-report
     (?format=json), or `kite inspect PATH.kite` on the control socket next to the API socket.
-    Exit status: 0 when the guest powers off or reboots, 153 for a bad command line, 152 for a bad
-    config file; otherwise as `kite run` (kite run --help).
+    Exit status, as Firecracker's: 0 when the guest powers off or reboots, 153 for a bad command line,
+    152 for a bad --level, 1 for a bad config file or an API socket path already taken; otherwise
+    as `kite run` (kite run --help: 4 crash, 143 SIGTERM, ...).
 
     """
 }

@@ -201,18 +201,22 @@ public final class FirecrackerVMM: Sendable {
             return backend.sendCtrlAltDel().map { .fault($0) } ?? .noContent
         case .action(.instanceStart):
             guard !started else { return .fault(Self.notAfterStart) }
-            let resources = self.resources
-            guard resources.bootSource != nil else {
-                return .fault("Start microvm error: Cannot start microvm without kernel configuration.")
-            }
-            if let message = backend.start(resources) { return .fault("Start microvm error: \(message)") }
-            inner.withLock { $0.state = .running }
-            return .noContent
+            return start().map { .fault($0) } ?? .noContent
         default:
             guard !started else { return .fault(Self.notAfterStart) }
             do { try configure(request) } catch { return .fault(error.description) }
             return .noContent
         }
+    }
+
+    /// InstanceStart: builds and starts the machine from the resources configured so far.
+    /// Returns nil once it runs, or the fault message.
+    public func start() -> String? {
+        let resources = self.resources
+        guard resources.bootSource != nil else { return "Start microvm error: Cannot start microvm without kernel configuration." }
+        if let message = backend.start(resources) { return "Start microvm error: \(message)" }
+        inner.withLock { $0.state = .running }
+        return nil
     }
 
     /// The pre-boot requests, which only change the resources (also the config file's path).
@@ -268,6 +272,7 @@ public final class FirecrackerVMM: Sendable {
             do { try body(v) } catch { throw SchemaError("Invalid config file: \(key): \(error.description)") }
         }
         guard o.has("boot-source") else { throw SchemaError("Invalid config file: missing field `boot-source`") }
+        guard o.has("drives") else { throw SchemaError("Invalid config file: missing field `drives`") }
         try section("logger") { v throws(SchemaError) in try configure(.putLogger(try LoggerSettings.decode(v))) }
         try section("metrics") { v throws(SchemaError) in
             let m = try ObjectDecoder(v, fields: ["metrics_path"], denyUnknown: false)

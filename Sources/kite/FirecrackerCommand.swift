@@ -23,10 +23,14 @@ enum FirecrackerCommand {
         }
         if line.showVersion { print(FirecrackerCommandLine.versionText, terminator: ""); exit(0) }
         if line.showHelp { print(FirecrackerCommandLine.helpText, terminator: ""); exit(0) }
+        do { try line.checkLevel() } catch {
+            printError("kite firecracker: \(error)")
+            exit(FirecrackerCommandLine.badConfigurationStatus)
+        }
         if let path = line.logPath {
             do { try KiteLog.redirect(to: path) } catch {
                 printError("kite firecracker: --log-path: \(error)")
-                exit(FirecrackerCommandLine.badConfigurationStatus)
+                exit(ExitStatus.vmmError)
             }
         }
 
@@ -54,19 +58,13 @@ enum FirecrackerCommand {
             }
         }
         if let path = line.configFile {
-            let answer: HTTPResponse
-            do {
-                try vmm.applyConfigFile(try readConfigFile(path))
-                answer = vmm.handle(.action(.instanceStart))
-            } catch {
-                printError("kite firecracker: --config-file \(path): \(error)")
+            var failure: String?
+            do { try vmm.applyConfigFile(try readConfigFile(path)) } catch { failure = error.description }
+            if failure == nil { failure = vmm.start() }
+            if let failure {
+                printError("kite firecracker: --config-file \(path): \(failure)")
                 server?.stop()
-                exit(FirecrackerCommandLine.badConfigurationStatus)
-            }
-            if answer.status != 204 {
-                printError("kite firecracker: --config-file \(path): " + faultMessage(answer))
-                server?.stop()
-                exit(FirecrackerCommandLine.badConfigurationStatus)
+                exit(ExitStatus.vmmError)   // Firecracker's GenericError
             }
         }
         let outcome = host.runWhenStarted()
@@ -98,11 +96,6 @@ enum FirecrackerCommand {
             bytes += buffer[..<n]
             if bytes.count > maxConfigFileBytes { throw SchemaError("larger than \(maxConfigFileBytes >> 10) KiB") }
         }
-    }
-
-    static func faultMessage(_ response: HTTPResponse) -> String {
-        let text = String(decoding: response.body, as: UTF8.self)
-        return text.isEmpty ? "status \(response.status)" : text
     }
 }
 

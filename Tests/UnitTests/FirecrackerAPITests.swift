@@ -279,7 +279,7 @@ struct FirecrackerVMMTests {
         #expect(r.kernelCommandLine == "console=ttyS0 acpi=off")
         let bad = FirecrackerVMM(instanceID: "x", backend: backend)
         #expect(throws: SchemaError("Invalid config file: missing field `boot-source`")) { try bad.applyConfigFile(Array("{}".utf8)) }
-        #expect(throws: SchemaError.self) { try bad.applyConfigFile(Array(#"{"boot-source":{"kernel_image_path":"\#(kernel)"},"balloon":{}}"#.utf8)) }
+        #expect(throws: SchemaError.self) { try bad.applyConfigFile(Array(#"{"boot-source":{"kernel_image_path":"\#(kernel)"},"drives":[],"balloon":{}}"#.utf8)) }
         #expect(throws: SchemaError.self) { try bad.applyConfigFile(Array("not json".utf8)) }
     }
 }
@@ -304,11 +304,16 @@ struct FirecrackerCommandLineTests {
         (["--id", "a", "--id", "b"], "The argument '--id' was provided more than once."),
         (["--no-api"], "Missing argument: config-file. Arguments required by 'no-api' need to be provided."),
         (["--id", "a_b"], "Invalid instance ID: 'a_b' (1 to 64 letters, digits or '-')"),
-        (["--level", "loud"], "Invalid level: loud. Valid levels: Error, Warning, Info, Debug, Trace, Off"),
         (["--start-time-us", "-1"], "Invalid value for --start-time-us: '-1' is not a non-negative integer"),
     ])
     func refusesWhatFirecrackerRefuses(arguments: [String], message: String) {
         #expect(throws: SchemaError(message)) { try FirecrackerCommandLine.parse(arguments) }
+    }
+
+    @Test func aBadLevelIsAConfigurationError() throws {
+        let line = try FirecrackerCommandLine.parse(["--level", "loud"])
+        #expect(throws: SchemaError("Invalid level: loud. Valid levels: Error, Warning, Info, Debug, Trace, Off")) { try line.checkLevel() }
+        #expect(throws: Never.self) { try FirecrackerCommandLine.parse(["--level", "warn"]).checkLevel() }
     }
 
     @Test func versionLineIsWhatKataParses() {
