@@ -59,7 +59,7 @@ DEADLINES = {
     "boot32-userspace": 600,
     "seeds4": 240,
 }
-DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "diskeio": 240, "tapgone": 240, "vsockpeer": 120, "triplefault": 60, "boottest": 1200, "boottesthang": 400}
+DEFAULT_DEADLINES = {"bringup": 900, "hang": 240, "healthy": 900, "boot": 120, "seeds": 240, "pvh": 120, "reboot": 120, "input": 120, "rng": 120, "hvc": 120, "net": 240, "vsock": 240, "netifs": 120, "disk": 240, "diskro": 120, "ext4": 360, "disksync": 240, "diskfull": 240, "diskeio": 240, "tapgone": 240, "vsockpeer": 120, "triplefault": 60, "boottest": 1200, "boottesthang": 400, "fckata": 420, "fcsdk": 300}
 GUEST_MEMORY = "1G"
 L1_READY_TIMEOUT = 240    # s from session start (includes building the L1 image) to "kvm ready"
 HOST_SLACK = 30           # s past a test's deadline before the host kills the whole session
@@ -134,6 +134,14 @@ class Test:
         # boottesthang: one run stalled by --inject must be a "hung" row (exit 1).
         "boottest": (None, 0, "$GUEST_KERNEL"),
         "boottesthang": (None, 1, "$GUEST_KERNEL"),
+        # Issue 16, `kite firecracker` driven as its clients drive Firecracker (write_fc_job):
+        # fckata: Kata's Go runtime: a config file with its drives (a 0-byte placeholder), a
+        # tap, vsock, logger and metrics FIFOs; GET / until Running; PATCH /drives swaps the
+        # placeholder; PATCH /vm pauses 3 s; SendCtrlAltDel restarts the guest: exit 0.
+        # fcsdk: firecracker-go-sdk's (and firecracker-containerd's) requests, the root drive
+        # last; then SIGTERM, as the SDK's StopVMM: exit 143.
+        "fckata": ("fckata", 0, "$GUEST_KERNEL"),
+        "fcsdk": ("fcsdk", 143, "$GUEST_KERNEL"),
     }
     BRINGUP_CMDLINE = "panic=-1 rcupdate.rcu_cpu_stall_timeout=10 watchdog_thresh=5"
     # The control VMM: what issue 10's report compared kite with, with the same kernel,
@@ -236,6 +244,8 @@ def build_matrix(args):
     tests.append(Test("diskfull2", "diskfull", 2))
     tests.append(Test("diskeio2", "diskeio", 2))
     tests.append(Test("triplefault2", "triplefault", 2))
+    tests.append(Test("fckata2", "fckata", 2))
+    tests.append(Test("fcsdk2", "fcsdk", 2))
     # Issue 12: Kite's own interrupt controllers. split: KVM's local APICs, Kite's IOAPIC;
     # userspace: every local APIC, the IOAPIC and the APIC timers in Kite (32 vCPUs: every
     # bring-up IPI, timer and wake-up goes through Kite's wake-up protocol).
@@ -352,7 +362,11 @@ def check_guest_log(lines, kind, cpus, allow_xstate_warning=False):
             reasons.append("seeds path did not finish ('KITE-GUEST: seeds done' missing)")
         elif done and int(done[-1]) != cpus:
             reasons.append(f"wrong CPU count after seeds: {done[-1]}, requested {cpus}")
-    last = {"reboot": "reboot", "disksync": "synced"}.get(kind, "poweroff")
+    if kind == "fckata":
+        gap = marker(r"KITE-GUEST: fc largest gap=(\d+) ms")
+        if init and (not gap or int(gap[-1]) < 2500):
+            reasons.append(f"the guest's clock did not stop for the 3 s pause (longest gap: {gap[-1] if gap else 'none'} ms)")
+    last = {"reboot": "reboot", "disksync": "synced", "fckata": "fc ready for ctrl-alt-del", "fcsdk": "fc sdk ready"}.get(kind, "poweroff")
     if init and f"KITE-GUEST: {last}" not in text:
         reasons.append(f"guest never reached {last}")
     # de-duplicate, keep order
@@ -438,6 +452,9 @@ def write_job_lines(path, tests, irqchip):
                 continue
             if t.kind in ("boottest", "boottesthang"):
                 write_boottest_job(f, t)
+                continue
+            if t.kind in ("fckata", "fcsdk"):
+                write_fc_job(f, t)
                 continue
             if t.kind == "triplefault":
                 image = "".join("\\%03o" % b for b in TRIPLE_FAULT_GUEST)
@@ -686,6 +703,120 @@ def check_boottest_log(lines, t, logdir):
     return reasons
 
 
+# The kernel parameters Kata's Go runtime gives a Firecracker guest (fc.go), less acpi=off:
+# Debian's cloud kernel has neither CONFIG_X86_MPPARSE nor CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES,
+# so without ACPI it would find one CPU and no devices under any VMM (Kata's own guest kernel
+# has both; Kite writes the MP table and the command-line devices for it). Firecracker's own
+# i8042 parameters keep atkbd from probing a keyboard that only acknowledges.
+FC_KATA_ARGS = "reboot=k panic=1 pci=off iommu=off net.ifnames=0 random.trust_cpu=on i8042.noaux i8042.nomux i8042.dumbkbd"
+FC_SWAP_BYTES = 4 << 20
+
+# Shell helpers for the fc jobs' host scripts (in L1): fc_api METHOD PATH [BODY] prints the answer's status
+# line and body (one request per connection, as curl would send it); fc_wait TEXT FILE waits
+# (at most 300 s) for TEXT in FILE.
+FC_SHELL = r"""
+fc_api() {
+    printf '%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %s\r\n\r\n%s' \
+        "$1" "$2" "${#3}" "$3" | socat -t 10 - "UNIX-CONNECT:$FC_SOCK" | tr -d '\r' | sed -n '1p;$p'
+}
+fc_wait() { i=0; while ! grep -q "$1" "$2" 2>/dev/null && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done; }
+"""
+
+
+# kite firecracker (the job's "$@") in the background: its pid and exit status in files, its
+# output (the console, then its own lines) live in the log and in $out for fc_wait.
+FC_START = ('( "$@" --api-sock $FC_SOCK {args} 2>&1 & echo $! >{d}/pid; wait $!; echo $? >{d}/rc ) | tee $out & ')
+
+
+def fc_call(f, d, label, method, path, body):
+    """Writes BODY to a file in the job (so that $GUEST_KERNEL and $TMPDIR expand there) and
+    returns the host-script step that sends it and prints "KITE-HOST: fc LABEL: STATUS LINE"."""
+    fc_call.count = getattr(fc_call, "count", 0) + 1
+    req = f"{d}/request{fc_call.count}.json"
+    f.write(f"cat >{req} <<FCEOF\n{body}\nFCEOF\n")
+    return f'echo "KITE-HOST: fc {label}: $(fc_api {method} {path} "$(cat {req})" | head -1)"; '
+
+
+def write_fc_job(f, t):
+    """`kite firecracker` in L1 with a host script playing Kata's Go runtime (fckata) or the
+    Go SDK (fcsdk); the script's KITE-HOST lines and the console are checked by REQUIRED_LINES."""
+    d = f"$TMPDIR/{t.name}"
+    args = f"console=ttyS0 kite.test={t.kind} {FC_KATA_ARGS}"
+    f.write(f"mkdir -p {d} && rm -f {d}/*\n")
+    if t.kind == "fckata":
+        f.write(f"dd if=/dev/zero of={d}/rootfs.img bs=1M count=8 2>/dev/null && "
+                f"printf 'KITE-RO!' | dd of={d}/rootfs.img conv=notrunc 2>/dev/null\n")
+        f.write(f": >{d}/drive0.img && yes KITE-SWAP-PATTERN | head -c {FC_SWAP_BYTES} >{d}/swap.img\n")
+        f.write(f"mkfifo {d}/log.fifo {d}/metrics.fifo\n")
+        # Kata's fcConfig.json, as its json.MarshalIndent writes it (tabs)
+        f.write(f"""cat >{d}/fcConfig.json <<FCEOF
+{{
+	"boot-source": {{"kernel_image_path": "$GUEST_KERNEL", "initrd_path": "$GUEST_INITRD", "boot_args": "{args}"}},
+	"machine-config": {{"mem_size_mib": 1024, "smt": false, "vcpu_count": {t.cpus}}},
+	"vsock": {{"guest_cid": 3, "uds_path": "{d}/kata.hvsock", "vsock_id": "root"}},
+	"logger": {{"level": "Error", "log_path": "{d}/log.fifo"}},
+	"metrics": {{"metrics_path": "{d}/metrics.fifo"}},
+	"drives": [
+		{{"drive_id": "rootfs", "path_on_host": "{d}/rootfs.img", "is_root_device": false, "is_read_only": true}},
+		{{"drive_id": "drive_0", "path_on_host": "{d}/drive0.img", "is_root_device": false, "is_read_only": false, "cache_type": "Unsafe"}}
+	],
+	"network-interfaces": [{{"iface_id": "eth0", "host_dev_name": "kitefc0", "guest_mac": "02:fc:00:00:00:02", "rx_rate_limiter": {{}}, "tx_rate_limiter": {{}}}}]
+}}
+FCEOF
+""")
+        host = (
+            f'FC_SOCK={d}/firecracker.socket; out={d}/console; '
+            + FC_START.format(d=d, args=f"--config-file {d}/fcConfig.json") +
+            # Kata: GET / every 10 ms until Running (10 s); here every 0.1 s, up to 60 s
+            """i=0; until fc_api GET / | grep -q '"state":"Running"' || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done; """
+            """fc_api GET / | grep -q '"state":"Running"' && echo "KITE-HOST: fc state running"; """
+            f'[ -S {d}/kata.hvsock ] && chmod 0640 {d}/kata.hvsock && echo "KITE-HOST: fc vsock socket ready"; '
+            'fc_wait "fc waiting for the drive" $out; '
+            + fc_call(f, d, "patch drive", "PATCH", "/drives/drive_0", f'{{"drive_id":"drive_0","path_on_host":"{d}/swap.img"}}') +
+            'fc_wait "fc pause window" $out; '
+            + fc_call(f, d, "pause", "PATCH", "/vm", '{"state":"Paused"}') +
+            """echo "KITE-HOST: fc state while paused: $(fc_api GET / | grep -o '"state":"[A-Za-z ]*"')"; """
+            'sleep 3; '
+            + fc_call(f, d, "resume", "PATCH", "/vm", '{"state":"Resumed"}') +
+            'fc_wait "fc ready for ctrl-alt-del" $out; '
+            + fc_call(f, d, "flush metrics", "PUT", "/actions", '{"action_type":"FlushMetrics"}')
+            + fc_call(f, d, "ctrl-alt-del", "PUT", "/actions", '{"action_type":"SendCtrlAltDel"}') +
+            f'wait; rc=$(cat {d}/rc); echo "KITE-HOST: fc kite exit status=$rc"; exit $rc')
+    else:
+        f.write(f"dd if=/dev/zero of={d}/root.img bs=1M count=8 2>/dev/null && "
+                f"printf 'KITE-ROOT' | dd of={d}/root.img conv=notrunc 2>/dev/null\n")
+        f.write(f"dd if=/dev/zero of={d}/data.img bs=1M count=8 2>/dev/null && "
+                f"printf 'KITE-DATA' | dd of={d}/data.img conv=notrunc 2>/dev/null\n")
+        # firecracker-go-sdk's handlers in order (SDK handlers.go); the root drive comes last
+        # from its DrivesBuilder; InstanceStart; then StopVMM's SIGTERM.
+        requests = [
+            ("PUT", "/logger", f'{{"log_path":"{d}/log","level":"Debug","show_level":true,"show_log_origin":false}}'),
+            ("PUT", "/metrics", f'{{"metrics_path":"{d}/metrics"}}'),
+            ("PUT", "/machine-config", f'{{"vcpu_count":{t.cpus},"mem_size_mib":1024,"smt":false}}'),
+            ("GET", "/machine-config", ""),
+            ("PUT", "/boot-source", f'{{"kernel_image_path":"$GUEST_KERNEL","initrd_path":"$GUEST_INITRD","boot_args":"{args}"}}'),
+            ("PUT", "/drives/data", f'{{"drive_id":"data","path_on_host":"{d}/data.img","is_root_device":false,"is_read_only":false}}'),
+            ("PUT", "/drives/root_drive", f'{{"drive_id":"root_drive","path_on_host":"{d}/root.img","is_root_device":true,"is_read_only":false}}'),
+            ("PUT", "/vsock", f'{{"guest_cid":3,"uds_path":"{d}/agent.vsock","vsock_id":"agent_api"}}'),
+            ("PUT", "/actions", '{"action_type":"InstanceStart"}'),
+            ("GET", "/", ""),
+        ]
+        calls = "".join(fc_call(f, d, f"{m} {p}", m, p, b) for m, p, b in requests)
+        host = (
+            f'FC_SOCK={d}/fc.sock; out={d}/console; '
+            + FC_START.format(d=d, args=f"--id {t.name}") +
+            # the SDK's waitForSocket: stat the socket, then GET /machine-config, every 10 ms
+            'i=0; until [ -S $FC_SOCK ] && fc_api GET /machine-config | grep -q vcpu_count || [ $i -ge 300 ]; do sleep 0.1; i=$((i+1)); done; '
+            + calls +
+            'fc_wait "fc sdk ready" $out; '
+            f'kill -TERM $(cat {d}/pid); '
+            f'wait; rc=$(cat {d}/rc); echo "KITE-HOST: fc kite exit status=$rc"; '
+            '[ -e $FC_SOCK ] || echo "KITE-HOST: fc socket removed"; exit $rc')
+    # The helpers go inside the script: kite_job runs it in a shell of its own.
+    f.write("kite_job %s %d sh -c %s %s \"$KITE\" firecracker\n" % (
+        t.name, t.deadline, shlex.quote(FC_SHELL + host), t.kind + "-host"))
+
+
 def write_watchdog_job(f, t):
     """Hang tests: kite with the hang watchdog armed and a JSON report; afterwards the
     report (and for the healthy test, what `kite inspect` said) is printed for the checks."""
@@ -914,6 +1045,7 @@ def REQUIRED_LINES(kind):
     disk = pattern_md5(b"KITE-DISK-PATTERN\n", DISK_BYTES)
     net = pattern_md5(b"KITE-NET-PATTERN\n", NET_BYTES)
     first = pattern_md5(b"KITE-DISK-FIRST\n", 4 << 20)
+    swap = pattern_md5(b"KITE-SWAP-PATTERN\n", FC_SWAP_BYTES)
     return {
         "disk": [
             ("KITE-GUEST: disk written", "the guest did not finish writing /dev/vda"),
@@ -983,6 +1115,33 @@ def REQUIRED_LINES(kind):
         "boot": [("TSC deadline timer available", "the guest did not find the APIC's TSC-deadline timer")],
         "rng": [("KITE-GUEST: hwrng bytes=64", "the guest could not read 64 bytes from /dev/hwrng (virtio-rng)")],
         "input": [("KITE-GUEST: got ping", "the guest never read the line sent to kite's stdin")],
+        "fckata": [
+            ("KITE-HOST: fc state running", "GET / never said Running after the config-file boot"),
+            ("KITE-HOST: fc vsock socket ready", "the vsock socket was not there when the guest ran (Kata chmods it)"),
+            ("KITE-GUEST: fc rootfs first bytes=KITE-RO!", "the guest could not read the rootfs drive (vda)"),
+            ("KITE-GUEST: fc drive0 sectors=0", "the 0-byte placeholder drive (vdb) is not there or not empty"),
+            ("KITE-GUEST: fc eth0 mac=02:fc:00:00:00:02", "the guest has no eth0 with the configured MAC"),
+            ("KITE-HOST: fc patch drive: HTTP/1.1 204", "PATCH /drives/drive_0 was not answered 204"),
+            (f"KITE-GUEST: fc swapped drive sectors={FC_SWAP_BYTES // 512} md5={swap}",
+             "the guest did not see the swapped drive's size and contents"),
+            ("KITE-HOST: fc pause: HTTP/1.1 204", "PATCH /vm Paused was not answered 204"),
+            ('KITE-HOST: fc state while paused: "state":"Paused"', "GET / did not say Paused"),
+            ("KITE-HOST: fc resume: HTTP/1.1 204", "PATCH /vm Resumed was not answered 204"),
+            ("KITE-HOST: fc flush metrics: HTTP/1.1 204", "FlushMetrics was not answered 204"),
+            ("KITE-HOST: fc ctrl-alt-del: HTTP/1.1 204", "SendCtrlAltDel was not answered 204"),
+            ("reboot: Restarting system", "the guest did not restart after Ctrl+Alt+Delete"),
+            ("KITE-HOST: fc kite exit status=0", "kite firecracker did not exit 0 when the guest restarted"),
+        ],
+        "fcsdk": [
+            ("KITE-HOST: fc PUT /actions: HTTP/1.1 204", "InstanceStart was not answered 204"),
+            ("KITE-HOST: fc GET /machine-config: HTTP/1.1 200", "GET /machine-config was not answered 200"),
+            ("KITE-GUEST: fc root first bytes=KITE-ROOT data first bytes=KITE-DATA",
+             "the root drive (given last) is not /dev/vda, or the data drive not /dev/vdb"),
+            ("KITE-GUEST: fc cmdline names the root drive", "the command line lacks root=/dev/vda rw"),
+            ("kite: stopped by signal 15", "kite did not say that SIGTERM stopped it"),
+            ("KITE-HOST: fc kite exit status=143", "kite firecracker did not exit 143 on SIGTERM"),
+            ("KITE-HOST: fc socket removed", "the API socket was left behind"),
+        ],
     }.get(kind, [])
 
 

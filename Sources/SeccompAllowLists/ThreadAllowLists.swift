@@ -36,6 +36,8 @@ public enum ThreadRole: String, CaseIterable, Sendable {
     case apicTimer = "apic-timer"
     /// The console writer (`kite-console`): the guest's output to stdout or its file.
     case console
+    /// Firecracker's API thread (`kite-api`, `kite firecracker`), once the guest runs.
+    case api
 }
 
 /// What each thread kind may call after setup, and nothing more. Found by tracing kite's
@@ -53,6 +55,7 @@ public enum ThreadAllowLists {
         case .watchdog: own = watchdog
         case .apicTimer: own = []
         case .console: own = [.call("poll")]   // waiting for room on a non-blocking stdout
+        case .api: own = api
         }
         return everyThread + own
     }
@@ -104,6 +107,18 @@ public enum ThreadAllowLists {
         "poll", "ppoll", "read", "pread64", "lseek", "openat", "rename", "fsync", "unlink",
         "accept4", "sendto", "recvfrom",
     ].map { SyscallRule.call($0) }
+
+    /// Serving Firecracker's API once the guest runs: the socket and its connections; PATCH
+    /// /drives (opening, locking, measuring and flushing disk images); FlushMetrics (appending
+    /// to the metrics file); the hang report (asking the control socket); SendCtrlAltDel
+    /// (the keyboard's interrupt line, as a vCPU's port write raises it).
+    static let api: [SyscallRule] = [
+        "poll", "ppoll", "read", "accept4", "sendto", "recvfrom", "connect",
+        "openat", "fcntl", "flock", "lseek", "fsync", "fdatasync",
+    ].map { SyscallRule.call($0) } + [
+        .call("socket", argument: 0, in: [UInt64(AF_UNIX)]),
+        .call("ioctl", argument: 1, in: [UInt64(CKVM_IRQ_LINE), UInt64(CKVM_SIGNAL_MSI)]),
+    ]
 
     /// Terminal requests for console input (raw mode on and off, the window size).
     static let terminalIoctls: [UInt64] = [UInt64(TCGETS), UInt64(TCSETS), UInt64(TCSETSW), UInt64(TCSETSF), UInt64(TIOCGWINSZ)]

@@ -425,7 +425,7 @@ public final class Machine {
         // thread that finds the machine stopping stays out of the guest but can still be
         // read for the crash report.
         for t in threads {
-            do { try t.start(seccomp: seccomp?.program(for: .vcpu)); started.append(t) } catch {
+            do { try t.start(seccomp: seccomp?.program(for: .vcpu), namePrefix: config.vcpuThreadNamePrefix); started.append(t) } catch {
                 control.stop(.vmmError("\(error)"))
                 break
             }

@@ -45,6 +45,10 @@ public struct MachineConfig: Sendable {
     public var irqchip: InterruptControllerMode = .kernel
     /// Each Kite thread's seccomp allow-list (`--seccomp`): on (the default), log or off.
     public var seccomp: SeccompMode = .on
+    /// vCPU threads are named this and their index: `kite-vcpu0`, or Firecracker's `fc_vcpu 0`
+    /// under `kite firecracker` (Kata Containers finds vCPU threads by that name to place
+    /// them in cgroups).
+    public var vcpuThreadNamePrefix = "kite-vcpu"
     /// An i8042 keyboard (IRQ 1, in the DSDT) that can be sent Ctrl+Alt+Delete
     /// (`MachineRuntime.pressCtrlAltDel`); without it the i8042 only resets.
     public var keyboard = false

@@ -101,8 +101,9 @@ final class VCPUThread: @unchecked Sendable {
 
     /// Starts the thread, confined by `seccomp` if given. It enters the guest once the
     /// machine's control allows it (`MachineControl.allowGuestEntry`).
-    func start(seccomp: SeccompProgram? = nil) throws {
-        switch startKiteThread(name: "kite-vcpu\(vcpu.id)", seccomp: seccomp, { [self] in runLoop() }) {
+    /// `namePrefix`: the thread is named PREFIX + the vCPU's index (`kite-vcpu3`).
+    func start(seccomp: SeccompProgram? = nil, namePrefix: String = "kite-vcpu") throws {
+        switch startKiteThread(name: "\(namePrefix)\(vcpu.id)", seccomp: seccomp, { [self] in runLoop() }) {
         case .success(let t): thread = t
         case .failure(let e): throw SetupError("cannot start the thread for vCPU \(vcpu.id): \(e)", cause: e)
         }

@@ -49,7 +49,15 @@ enum FirecrackerCommand {
                     sigemptyset(&blocked)
                     for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&blocked, sig) }
                     pthread_sigmask(SIG_BLOCK, &blocked, nil)
-                    s.serve()
+                    var confined = false
+                    s.serve(beforeRequests: {
+                        // Once the guest runs, this thread is confined like every other.
+                        guard !confined, let running = host.runtimeIfStarted else { return }
+                        confined = true
+                        do { try running.confineAPIThread() } catch {
+                            running.stopMachine(because: "\(error)")
+                        }
+                    })
                 }
                 if case .failure(let e) = started { throw SchemaError("cannot start the API thread: \(e)") }
             } catch {
@@ -159,11 +167,18 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
         config.legacyDeviceDiscovery = true
         // Firecracker's clients stop a guest with SendCtrlAltDel: the i8042 has a keyboard.
         config.keyboard = true
+        config.vcpuThreadNamePrefix = "fc_vcpu "   // Kata's GetThreadIDs looks for these
         if let path = r.logger?.logPath { try KiteLog.redirect(to: path) }
+        // TESTING ONLY, as `kite run --inject`: Firecracker's command line has no such flag.
+        if let inject = getenv("KITE_INJECT") {
+            config.watchdog.injections = try String(cString: inject).split(separator: " ").map { try FaultInjection.parse(String($0)) }
+        }
         return config
     }
 
     private var running: MachineRuntime? { handOver.withLock { runtime } }
+    /// The running machine's handle, once InstanceStart built it.
+    var runtimeIfStarted: MachineRuntime? { running }
 
     func pause() -> String? {
         guard let running else { return "the machine is not running" }

@@ -80,7 +80,7 @@ import Glibc
         let console: String
         let stderr = Pipe()
 
-        init(_ name: String, _ extra: [String] = [], apiSocket: Bool = true) throws {
+        init(_ name: String, _ extra: [String] = [], apiSocket: Bool = true, environment: [String: String] = [:]) throws {
             socket = CLITests.tempPath("fc-\(name).sock")
             console = CLITests.tempPath("fc-\(name).console")
             unlink(socket)
@@ -90,6 +90,7 @@ import Glibc
             process.standardOutput = FileHandle(forWritingAtPath: console)
             process.standardInput = FileHandle.nullDevice
             process.standardError = stderr
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
             try process.run()
             if apiSocket {
                 // The Go SDK's readiness probe: GET /machine-config until it answers.
@@ -177,6 +178,12 @@ import Glibc
         #expect(vm.call("PUT", "/boot-source", #"{"kernel_image_path":"\#(kernel)"}"#).0 == 204)
         #expect(vm.call("PUT", "/actions", #"{"action_type":"InstanceStart"}"#).0 == 204)
         #expect(vm.waitForOutput(atLeast: 3))
+        // Kata finds vCPU threads by Firecracker's names to put them in cgroups.
+        let tasks = "/proc/\(vm.process.processIdentifier)/task"
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? []).compactMap {
+            (try? String(contentsOfFile: "\(tasks)/\($0)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(names.contains("fc_vcpu 0") && names.contains("fc_vcpu 1") && names.contains("kite-api"), "\(names)")
         #expect(vm.call("PATCH", "/vm", #"{"state":"Paused"}"#).0 == 204)
         #expect(vm.call("GET", "/").1.contains(#""state":"Paused""#))
         let held = vm.output.count
@@ -289,6 +296,19 @@ import Glibc
         try p.run()
         p.waitUntilExit()
         #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).hasPrefix("Firecracker v1.12.1"))
+    }
+
+    /// Once the guest runs, the API thread is confined like every other: a call outside its
+    /// list (getppid, injected) stops the guest with the line that names the thread.
+    @Test func theAPIThreadIsConfinedOnceTheGuestRuns() throws {
+        let kernel = try Self.kernel("seccomp", Self.dotsForever)
+        let vm = try Instance("seccomp", environment: ["KITE_INJECT": "seccomp-violation=api"])
+        #expect(vm.call("PUT", "/boot-source", #"{"kernel_image_path":"\#(kernel)"}"#).0 == 204)
+        #expect(vm.call("PUT", "/actions", #"{"action_type":"InstanceStart"}"#).0 == 204)
+        _ = vm.call("GET", "/")   // the API thread's next wake-up: confined, then the forbidden call
+        let (status, stderr) = vm.finish()
+        #expect(status == 1, "\(stderr)")
+        #expect(stderr.contains("kite: seccomp: thread kite-api made system call getppid"), "\(stderr)")
     }
 
     @Test func noAPIWithAConfigFileRunsToPowerOff() throws {
