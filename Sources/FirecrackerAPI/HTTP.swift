@@ -72,6 +72,9 @@ public struct HTTPRequestReader: Sendable {
     /// The head of the request whose body is still coming.
     private var pending: (request: HTTPRequest, length: Int)?
     private var continueSent = false
+    /// How much of `buffer` is known to hold no head end: a head arriving a byte at a time
+    /// is scanned once, not once per byte.
+    private var scanned = 0
 
     public init(maxBodyBytes: Int = 51200) { self.maxBodyBytes = maxBodyBytes }
 
@@ -92,6 +95,7 @@ public struct HTTPRequestReader: Sendable {
             guard end <= Self.maxHeadBytes else { return .failed("Request head is longer than \(Self.maxHeadBytes) bytes.") }
             let head = Array(buffer[..<end])
             buffer.removeFirst(end + 4)
+            scanned = 0
             switch parseHead(head) {
             case .failure(let error): return .failed(error.message)
             case .success(let (request, length, expectContinue)):
@@ -111,12 +115,14 @@ public struct HTTPRequestReader: Sendable {
         return .request(complete)
     }
 
-    private func headEnd() -> Int? {
-        guard buffer.count >= 4 else { return nil }
-        for i in 0...(buffer.count - 4)
+    private mutating func headEnd() -> Int? {
+        let from = max(0, scanned - 3)
+        guard buffer.count >= 4, from <= buffer.count - 4 else { return nil }
+        for i in from...(buffer.count - 4)
         where buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 {
             return i
         }
+        scanned = buffer.count
         return nil
     }
 

@@ -67,6 +67,16 @@ struct HTTPTests {
         }
     }
 
+    @Test func aHeadArrivingAByteAtATimeIsFoundOnceComplete() {
+        var r = HTTPRequestReader()
+        for byte in Self.request("GET /version HTTP/1.1\r\nHost: x\r\n\r\n") {
+            #expect(r.next() == nil)          // asking again with nothing new is harmless
+            r.append([byte])
+        }
+        #expect(r.next() == .request(HTTPRequest(method: "GET", path: "/version")))
+        #expect(r.next() == nil)
+    }
+
     @Test func limitsBodyAndHeadAndRefusesChunkedBodies() {
         var big = HTTPRequestReader(maxBodyBytes: 10)
         big.append(Self.request("PUT / HTTP/1.1\r\nContent-Length: 11\r\n\r\n"))

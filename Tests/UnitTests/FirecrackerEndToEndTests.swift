@@ -171,6 +171,37 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: vm.socket), "the API socket is removed at exit")
     }
 
+    /// Kata's Rust runtime (runtime-rs): every request retried until 2xx, the rootfs and five
+    /// 0-byte placeholder drives, PUT /vsock twice (the second replaces the first), then
+    /// InstanceStart; it stops the VM with SIGKILL.
+    @Test func kataRustRuntimeSequenceBoots() throws {
+        let kernel = try Self.kernel("rs", Self.dotsForever)
+        let dir = CLITests.tempPath("fc-rs-files")
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for name in ["rootfs"] + (1...5).map({ "drive\($0)" }) {
+            FileManager.default.createFile(atPath: "\(dir)/\(name).img", contents: name == "rootfs" ? Data(count: 1 << 20) : Data())
+        }
+        let vm = try Instance("rs")
+        #expect(vm.call("PUT", "/boot-source", #"{"kernel_image_path":"\#(kernel)","boot_args":"console=ttyS0"}"#).0 == 204)
+        #expect(vm.call("PUT", "/machine-config", #"{"mem_size_mib":128,"vcpu_count":2}"#).0 == 204)
+        #expect(vm.call("PUT", "/drives/rootfs", #"{"drive_id":"rootfs","path_on_host":"\#(dir)/rootfs.img","is_root_device":false,"is_read_only":true}"#).0 == 204)
+        for n in 1...5 {
+            #expect(vm.call("PUT", "/drives/drive\(n)", #"{"drive_id":"drive\#(n)","path_on_host":"\#(dir)/drive\#(n).img","is_root_device":false,"is_read_only":false}"#).0 == 204)
+        }
+        let vsock = #"{"guest_cid":3,"uds_path":"\#(dir)/kata.hvsock","vsock_id":"root"}"#
+        #expect(vm.call("PUT", "/vsock", vsock).0 == 204)
+        #expect(vm.call("PUT", "/vsock", vsock).0 == 204)
+        let start = vm.call("PUT", "/actions", #"{"action_type":"InstanceStart"}"#)
+        #expect(start.0 == 204, "\(start.1)")
+        let config = vm.call("GET", "/vm/config").1
+        #expect(config.components(separatedBy: "\"drive_id\"").count == 7, "six drives: \(config)")
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/kata.hvsock"), "the vsock socket exists once the VM runs")
+        #expect(vm.waitForOutput(atLeast: 2))
+        kill(vm.process.processIdentifier, SIGKILL)
+        #expect(vm.finish().status == 9)
+    }
+
     @Test func pauseHoldsEveryVCPUAndResumeLetsThemGoOn() throws {
         let kernel = try Self.kernel("dots", Self.dotsForever)
         let vm = try Instance("pause")
