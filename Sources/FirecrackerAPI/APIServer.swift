@@ -67,10 +67,8 @@ public final class APIServer: @unchecked Sendable {
         _ = write(stopFD, &one, 8)
     }
 
-    /// Serves until `stop()`. `beforeRequests` runs on this thread each time it wakes, before
-    /// it reads or answers anything (`kite firecracker` confines the thread there once the
-    /// guest runs).
-    public func serve(beforeRequests: () -> Void = {}) {
+    /// Serves until `stop()`.
+    public func serve() {
         var connections: [Connection] = []
         defer { for c in connections { close(c.fd) } }
         while true {
@@ -90,7 +88,6 @@ public final class APIServer: @unchecked Sendable {
             let n = poll(&fds, nfds_t(fds.count), timeout)
             if n < 0 && errno != EINTR { return }
             if fds[0].revents != 0 { return }
-            beforeRequests()
             let after = monotonicNanoseconds()
             var closed = Set<Int32>()
             for (i, c) in connections.enumerated() {

@@ -36,7 +36,7 @@ public enum ThreadRole: String, CaseIterable, Sendable {
     case apicTimer = "apic-timer"
     /// The console writer (`kite-console`): the guest's output to stdout or its file.
     case console
-    /// Firecracker's API thread (`kite-api`, `kite firecracker`), once the guest runs.
+    /// Firecracker's API thread (`kite-api`, `kite firecracker`), from its start.
     case api
 }
 
@@ -108,10 +108,12 @@ public enum ThreadAllowLists {
         "accept4", "sendto", "recvfrom",
     ].map { SyscallRule.call($0) }
 
-    /// Serving Firecracker's API once the guest runs: the socket and its connections; PATCH
-    /// /drives (opening, locking, measuring and flushing disk images); FlushMetrics (appending
-    /// to the metrics file); the hang report (asking the control socket); SendCtrlAltDel
-    /// (the keyboard's interrupt line, as a vCPU's port write raises it).
+    /// Serving Firecracker's API, from before the machine exists (the main thread builds it):
+    /// the socket and its connections; checking the files a request names (opening them, or
+    /// creating a log or metrics file); PATCH /drives (opening, locking, measuring and
+    /// flushing disk images); FlushMetrics (appending to the metrics file); the hang report
+    /// (asking the control socket); SendCtrlAltDel (the keyboard's interrupt line, as a
+    /// vCPU's port write raises it).
     static let api: [SyscallRule] = [
         "poll", "ppoll", "read", "accept4", "sendto", "recvfrom", "connect",
         "openat", "fcntl", "flock", "lseek", "fsync", "fdatasync",

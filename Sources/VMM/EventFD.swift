@@ -4,10 +4,10 @@ import Glibc
 #endif
 
 /// An eventfd owned by Kite: KVM signals it (ioeventfd) or reads it (irqfd).
-final class EventFD: Sendable {
-    let fd: Int32
+public final class EventFD: Sendable {
+    public let fd: Int32
 
-    init() throws {
+    public init() throws {
         let fd = host_eventfd()
         if fd < 0 { throw SetupError("eventfd: \(String(cString: strerror(-fd)))") }
         self.fd = fd
@@ -16,8 +16,14 @@ final class EventFD: Sendable {
     deinit { close(fd) }
 
     /// Adds one to the counter: wakes whoever waits on it.
-    func signal() {
+    public func signal() {
         var one: UInt64 = 1
         _ = write(fd, &one, 8)
+    }
+
+    /// Reads the counter back to zero (the fd must be readable, or this blocks).
+    public func drain() {
+        var count: UInt64 = 0
+        _ = read(fd, &count, 8)
     }
 }

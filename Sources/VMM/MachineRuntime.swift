@@ -1,5 +1,4 @@
 import Devices
-import Sandbox
 import HostCalls
 import Synchronization
 import Virtio
@@ -15,21 +14,12 @@ public final class MachineRuntime: @unchecked Sendable {
     let control: MachineControl
     let i8042: I8042
     let disks: [(device: BlockDevice, transport: VirtioMMIOTransport)]
-    let seccomp: SeccompFilters?
     /// Serializes pause and resume (two API clients cannot interleave them).
     private let pauseLock = Mutex(())
 
     init(threads: [VCPUThread], control: MachineControl, i8042: I8042,
-         disks: [(device: BlockDevice, transport: VirtioMMIOTransport)], seccomp: SeccompFilters?) {
+         disks: [(device: BlockDevice, transport: VirtioMMIOTransport)]) {
         self.threads = threads; self.control = control; self.i8042 = i8042; self.disks = disks
-        self.seccomp = seccomp
-    }
-
-    /// Confines the calling thread, the API server's, to its allow-list (`ThreadRole.api`),
-    /// as every other thread is confined before the guest runs; nothing with `--seccomp off`.
-    public func confineAPIThread() throws {
-        try seccomp?.program(for: .api).install(label: "kite-api")
-        ForbiddenCallInjection.fireIfArmed(.api)
     }
 
     /// How long every vCPU together gets to leave the guest when paused.
@@ -49,11 +39,6 @@ public final class MachineRuntime: @unchecked Sendable {
             }
             return nil
         }
-    }
-
-    /// Ends the machine with a VMM error (as a failed thread would).
-    public func stopMachine(because message: String) {
-        control.stop(.vmmError(message))
     }
 
     public func resume() -> String? {
@@ -95,6 +80,6 @@ public final class MachineRuntime: @unchecked Sendable {
 extension Machine {
     /// The handle for other threads to act on the running machine.
     public var runtime: MachineRuntime {
-        MachineRuntime(threads: threads, control: control, i8042: i8042, disks: disks, seccomp: seccomp)
+        MachineRuntime(threads: threads, control: control, i8042: i8042, disks: disks)
     }
 }

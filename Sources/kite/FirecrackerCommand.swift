@@ -1,5 +1,6 @@
 import FirecrackerAPI
 import HostCalls
+import Sandbox
 import Logging
 import VMM
 import VirtioDevices
@@ -10,10 +11,11 @@ import Glibc
 /// `kite firecracker ARGS`, and `kite` started through a link named `firecracker`: Kite with
 /// Firecracker's command line, API and config file (Docs/Firecracker-API.md).
 ///
-/// Threads: the API server serves on its own thread from the start. InstanceStart (or
-/// `--config-file`) builds the machine on the thread that asks, then hands it to the main
-/// thread, which runs it as `kite run` does; the API goes on serving while the guest runs.
-/// The process ends when the machine does.
+/// Threads: the API server serves on its own thread (`kite-api`), confined to its seccomp
+/// list from its start, as Firecracker's API thread is. The main thread builds the machine
+/// when InstanceStart asks (or at once with `--config-file`), answers the API thread, and
+/// runs the machine as `kite run` does; the API goes on serving while the guest runs. The
+/// process ends when the machine does.
 enum FirecrackerCommand {
     static func main(_ arguments: [String]) -> Never {
         let line: FirecrackerCommandLine
@@ -33,8 +35,11 @@ enum FirecrackerCommand {
                 exit(ExitStatus.vmmError)
             }
         }
-
-        let host = FirecrackerHost(commandLine: line)
+        let host: FirecrackerHost
+        do { host = try FirecrackerHost(commandLine: line) } catch {
+            printError("kite firecracker: \(error)")
+            exit(ExitStatus.vmmError)
+        }
         let vmm = FirecrackerVMM(instanceID: line.instanceID, backend: host)
         var server: APIServer?
         if !line.noAPI {
@@ -42,22 +47,15 @@ enum FirecrackerCommand {
                 let s = try APIServer(path: line.apiSocket, maxBodyBytes: line.maxPayloadBytes) { vmm.respond(to: $0) }
                 server = s
                 host.controlSocketPath = line.apiSocket + ".kite"
-                let started = startKiteThread(name: "kite-api") {
+                let started = startKiteThread(name: "kite-api", seccomp: host.seccomp?.program(for: .api)) {
                     // SIGTERM, SIGINT and SIGUSR1 are for the main thread's signalfd once the
                     // guest runs (before, their default action ends Kite, as in Firecracker).
                     var blocked = sigset_t()
                     sigemptyset(&blocked)
                     for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&blocked, sig) }
                     pthread_sigmask(SIG_BLOCK, &blocked, nil)
-                    var confined = false
-                    s.serve(beforeRequests: {
-                        // Once the guest runs, this thread is confined like every other.
-                        guard !confined, let running = host.runtimeIfStarted else { return }
-                        confined = true
-                        do { try running.confineAPIThread() } catch {
-                            running.stopMachine(because: "\(error)")
-                        }
-                    })
+                    ForbiddenCallInjection.fireIfArmed(.api)
+                    s.serve()
                 }
                 if case .failure(let e) = started { throw SchemaError("cannot start the API thread: \(e)") }
             } catch {
@@ -107,30 +105,87 @@ enum FirecrackerCommand {
     }
 }
 
-/// The VMM behind the API: builds Kite's machine from Firecracker's resources and hands it
-/// to the main thread; answers the requests that act on the running machine.
+/// The VMM behind the API: builds Kite's machine from Firecracker's resources on the main
+/// thread and runs it there; answers the requests that act on the running machine.
+///
+/// InstanceStart from the API thread: under `handOver` the resources are posted and
+/// `startEvent` (an eventfd) signalled; the main thread, blocked in poll on it and on
+/// `violationEvent`, builds the machine and posts the answer, for which the API thread
+/// waits on `handOver`. A call outside the API thread's seccomp list before the machine
+/// exists signals `violationEvent`, and Kite ends with the line that names it (once the
+/// machine is built, its own stop takes over).
 final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
     let commandLine: FirecrackerCommandLine
+    /// Every thread's seccomp programs (nil with --no-seccomp).
+    let seccomp: SeccompFilters?
     /// `kite inspect`'s control socket, next to the API socket; the hang-report endpoint asks it.
     var controlSocketPath: String?   // set before the API serves, read-only after
+    private let startEvent: EventFD
+    private let violationEvent: EventFD
+    /// Fault injection (testing only: KITE_INJECT, as `kite run --inject`; Firecracker's
+    /// command line has no such flag).
+    private let injections: [FaultInjection]
     private let handOver = ConditionLock()
-    private var machine: Machine?          // guarded by handOver
-    private var runtime: MachineRuntime?   // guarded by handOver
-    private var metricsPath: String?       // guarded by handOver
+    // Guarded by handOver:
+    private var requested: (number: Int, resources: VMResources)?
+    private var answered: (number: Int, failure: String?) = (0, nil)
+    private var requests = 0
+    private var machine: Machine?
+    private var runtime: MachineRuntime?
+    private var metricsPath: String?
 
-    init(commandLine: FirecrackerCommandLine) { self.commandLine = commandLine }
+    init(commandLine: FirecrackerCommandLine) throws {
+        self.commandLine = commandLine
+        seccomp = SeccompFilters.compiled(commandLine.noSeccomp ? .off : .on)
+        startEvent = try EventFD()
+        violationEvent = try EventFD()
+        injections = try getenv("KITE_INJECT").map {
+            try String(cString: $0).split(separator: " ").map { try FaultInjection.parse(String($0)) }
+        } ?? []
+        for case .seccompViolation(let role) in injections { ForbiddenCallInjection.arm(role) }
+        if seccomp != nil { try SeccompViolation.catchViolations(wakeFD: violationEvent.fd) }
+    }
 
-    /// On the main thread: waits for InstanceStart, then runs the machine to its end.
+    /// The thread that made the host (the main thread), which builds and runs the machine.
+    private let mainThread = pthread_self()
+    private var onMainThread: Bool { pthread_equal(pthread_self(), mainThread) != 0 }
+
+    /// On the main thread: builds the machine when asked (answering the API thread), then
+    /// runs it to its end.
     func runWhenStarted() -> MachineExit {
-        let machine = handOver.withLock {
-            while self.machine == nil { handOver.wait() }
-            return self.machine!
+        while true {
+            if let machine = handOver.withLock({ self.machine }) { return machine.run(input: TerminalInput()) }
+            var fds = [pollfd(fd: startEvent.fd, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: violationEvent.fd, events: Int16(POLLIN), revents: 0)]
+            guard poll(&fds, 2, -1) > 0 else { continue }
+            if fds[1].revents != 0 {
+                return .vmmError(SeccompViolation.first?.sentence ?? "seccomp: a call outside the API thread's list")
+            }
+            startEvent.drain()
+            guard let (number, resources) = handOver.withLock({ requested }) else { continue }
+            let failure = build(resources)
+            handOver.withLock {
+                requested = nil
+                answered = (number, failure)
+                handOver.broadcast()
+            }
         }
-        let input = TerminalInput()
-        return machine.run(input: input)
     }
 
     func start(_ resources: VMResources) -> String? {
+        if onMainThread { return build(resources) }   // --config-file
+        return handOver.withLock {
+            requests += 1
+            let number = requests
+            requested = (number, resources)
+            startEvent.signal()
+            while answered.number != number { handOver.wait() }
+            return answered.failure
+        }
+    }
+
+    /// Builds the machine (on the main thread); nil when built, or why not.
+    private func build(_ resources: VMResources) -> String? {
         let config: MachineConfig
         do { config = try machineConfig(resources) } catch { return "\(error)" }
         let built: Machine
@@ -144,7 +199,6 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
             machine = built
             runtime = built.runtime
             metricsPath = resources.metricsPath
-            handOver.broadcast()
         }
         return nil
     }
@@ -169,16 +223,11 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
         config.keyboard = true
         config.vcpuThreadNamePrefix = "fc_vcpu "   // Kata's GetThreadIDs looks for these
         if let path = r.logger?.logPath { try KiteLog.redirect(to: path) }
-        // TESTING ONLY, as `kite run --inject`: Firecracker's command line has no such flag.
-        if let inject = getenv("KITE_INJECT") {
-            config.watchdog.injections = try String(cString: inject).split(separator: " ").map { try FaultInjection.parse(String($0)) }
-        }
+        config.watchdog.injections = injections
         return config
     }
 
     private var running: MachineRuntime? { handOver.withLock { runtime } }
-    /// The running machine's handle, once InstanceStart built it.
-    var runtimeIfStarted: MachineRuntime? { running }
 
     func pause() -> String? {
         guard let running else { return "the machine is not running" }
