@@ -54,6 +54,11 @@ public struct VMResources: Sendable {
             throw SchemaError("A root block device already exists!")
         }
         try Self.checkOpenable(drive.pathOnHost, writable: !drive.isReadOnly, what: "Unable to open the block device backing file")
+        // A drive PUT again keeps its place, unless it becomes (or stops being) the root one.
+        if let i = drives.firstIndex(where: { $0.driveID == drive.driveID }), drives[i].isRootDevice == drive.isRootDevice {
+            drives[i] = drive
+            return
+        }
         drives.removeAll { $0.driveID == drive.driveID }
         if drive.isRootDevice { drives.insert(drive, at: 0) } else { drives.append(drive) }
     }

@@ -112,14 +112,12 @@ public enum ThreadAllowLists {
     /// the socket and its connections; checking the files a request names (opening them, or
     /// creating a log or metrics file); PATCH /drives (opening, locking, measuring and
     /// flushing disk images); FlushMetrics (appending to the metrics file); the hang report
-    /// (asking the control socket); SendCtrlAltDel (the keyboard's interrupt line, as a
-    /// vCPU's port write raises it).
+    /// (asking the control socket). SendCtrlAltDel only writes the keyboard's eventfd.
     static let api: [SyscallRule] = [
         "poll", "ppoll", "read", "accept4", "sendto", "recvfrom", "connect",
         "openat", "fcntl", "flock", "lseek", "fsync", "fdatasync",
     ].map { SyscallRule.call($0) } + [
         .call("socket", argument: 0, in: [UInt64(AF_UNIX)]),
-        .call("ioctl", argument: 1, in: [UInt64(CKVM_IRQ_LINE), UInt64(CKVM_SIGNAL_MSI)]),
     ]
 
     /// Terminal requests for console input (raw mode on and off, the window size).

@@ -192,15 +192,23 @@ public final class Machine {
         let serial = SerialPort(output: consoleWrite, interrupt: { level in
             interrupts.setLine(Ports.com1IRQ, level: level)
         })
-        let pulseKeyboardLine: @Sendable () -> Void = {
-            interrupts.setLine(Ports.keyboardIRQ, level: true)   // an ISA edge: a pulse
-            interrupts.setLine(Ports.keyboardIRQ, level: false)
-        }
-        let i8042 = I8042(onReset: { control.stop(.reboot) }, keyboardInterrupt: config.keyboard ? pulseKeyboardLine : nil)
+        // The keyboard's IRQ 1 is an eventfd, as the virtio devices' interrupts are (an irqfd
+        // to KVM, or pulsed by the device thread in userspace mode), so its edges reach the
+        // guest after the exit that raised them, as a real controller's next byte does: a
+        // pulse from inside the guest's read of the previous byte, while that interrupt was
+        // still in service, was lost under nested KVM (Linux took the first byte of
+        // Ctrl+Alt+Delete and no more).
+        var keyboardIRQ: EventFD?
         if config.keyboard {
+            let irq = try EventFD()
+            try setup { try interrupts.attachEdgeTrigger(eventFD: irq.fd, gsi: Ports.keyboardIRQ) }
+            keyboardIRQ = irq
             acpi.includesKeyboardController = true
             acpi.bootArchitecture.insert(.i8042)
         }
+        var raiseKeyboardIRQ: (@Sendable () -> Void)?
+        if let irq = keyboardIRQ { raiseKeyboardIRQ = { irq.signal() } }
+        let i8042 = I8042(onReset: { control.stop(.reboot) }, keyboardInterrupt: raiseKeyboardIRQ)
         let power = ACPIPowerDevice(s5SleepType: acpi.s5SleepType, resetValue: acpi.resetValue,
                                     onPowerOff: { control.stop(.powerOff) }, onReset: { control.stop(.reboot) })
         let bootTiming = config.bootTiming
@@ -242,7 +250,7 @@ public final class Machine {
                                     device: TestDeviceMemory()))
         }
         let ports = try setup { try Bus(name: "port I/O", ranges: portRanges, report: log) }
-        var eventFDs: [EventFD] = []
+        var eventFDs: [EventFD] = keyboardIRQ.map { [$0] } ?? []
         var acpiDevices: [ACPIMMIODevice] = []
         var virtioDevices: [(name: String, device: any VirtioDevice)] = []
         for (i, disk) in config.disks.enumerated() {

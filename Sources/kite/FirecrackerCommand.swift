@@ -46,7 +46,9 @@ enum FirecrackerCommand {
             do {
                 let s = try APIServer(path: line.apiSocket, maxBodyBytes: line.maxPayloadBytes) { vmm.respond(to: $0) }
                 server = s
-                host.controlSocketPath = line.apiSocket + ".kite"
+                // The hang report's control socket, when its path fits a socket address.
+                let control = line.apiSocket + ".kite"
+                if control.utf8.count <= VsockDeviceConfig.maxSocketPathLength { host.controlSocketPath = control }
                 let started = startKiteThread(name: "kite-api", seccomp: host.seccomp?.program(for: .api)) {
                     // SIGTERM, SIGINT and SIGUSR1 are for the main thread's signalfd once the
                     // guest runs (before, their default action ends Kite, as in Firecracker).
@@ -256,7 +258,9 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
         clock_gettime(CLOCK_REALTIME, &ts)
         let millis = Int(ts.tv_sec) * 1000 + Int(ts.tv_nsec) / 1_000_000
         let line = "{\"utc_timestamp_ms\":\(millis)}\n"
-        let fd = open(path, O_WRONLY | O_NONBLOCK | O_APPEND | O_CLOEXEC)
+        // Read-write and non-blocking, as Firecracker opens it: a FIFO with no reader yet
+        // neither blocks nor fails the open (write-only would fail with ENXIO).
+        let fd = open(path, O_RDWR | O_NONBLOCK | O_APPEND | O_CLOEXEC)
         if fd < 0 { return "Metrics error: cannot open \(path): \(String(cString: strerror(errno)))" }
         defer { close(fd) }
         _ = line.withCString { write(fd, $0, strlen($0)) }

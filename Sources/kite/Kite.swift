@@ -20,7 +20,8 @@ let firecrackerSpec = CommandSpec(
     name: "firecracker",
     abstract: "Run with Firecracker's command line, API socket and config file (for Kata Containers and "
         + "firecracker-containerd); also when started as `firecracker`. See kite firecracker --help.",
-    discussion: FirecrackerCommandLine.helpText,
+    // Not FirecrackerCommandLine.helpText: `kite run` would touch that code and text at start.
+    discussion: "Takes Firecracker's own arguments (--api-sock, --config-file, --no-api, --id, ...): kite firecracker --help lists them. Docs/Firecracker-API.md has the API, what works and what does not, and how to point Kata Containers and firecracker-containerd at Kite.",
     options: []
 )
 

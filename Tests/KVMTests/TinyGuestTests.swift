@@ -339,6 +339,44 @@ import Glibc
         #expect(control.exitReason == nil, "\(String(describing: control.exitReason))")
     }
 
+    /// The i8042's keyboard (Firecracker's SendCtrlAltDel) in every mode: one edge on IRQ 1
+    /// for the four bytes, then one more each time the guest's handler reads a byte and more
+    /// wait, as Linux's i8042 driver needs (it reads one byte per interrupt): the guest,
+    /// reading a byte per interrupt and writing EOI after it, must see all four. The edges go
+    /// through an irqfd where KVM has the IOAPIC (kernel) or its routes (split), as `Machine`
+    /// wires them; Kite's own IOAPIC (userspace) gets the pulse directly.
+    @Test(arguments: ["kernel", "split", "userspace"])
+    func ctrlAltDeleteArrivesAByteAnInterrupt(mode: String) throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.kbd_64)
+        try EntryState.writeTables(into: memory, longMode: true)
+        let controller = try Self.interruptController(mode, vm)
+        _ = host_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let ready = DispatchSemaphore(value: 0)
+        let port = TestPort(control: control, stopOn: 0x71, onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
+        let irqfd = try EventFD()
+        if mode != "userspace" { try controller.attachEdgeTrigger(eventFD: irqfd.fd, gsi: 1) }
+        let viaIRQFD = mode != "userspace"
+        let keyboard = I8042(onReset: {}, keyboardInterrupt: { @Sendable in
+            if viaIRQFD { irqfd.signal(); return }
+            controller.setLine(1, level: true)
+            controller.setLine(1, level: false)
+        })
+        let ports = try Self.portBus([.init(base: 0x10, length: 1, device: port),
+                                      .init(base: Machine.Ports.i8042, length: 5, device: keyboard)], controller)
+        let ioapic = controller.makeIOAPICDevice()
+        let mmio = try Bus(name: "mmio", ranges: ioapic.map { [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
+                                                                      device: $0)] } ?? [], report: { _ in })
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: mode == "userspace", longMode: true)
+        let (wasReady, finished) = try Self.runRaisingWhenHalted(thread, controller, control, ready: ready) {
+            #expect(keyboard.pressCtrlAltDelete())
+        }
+        let seen = port.seen.withLock { $0 }
+        #expect(wasReady && finished, "the guest said \(seen)")
+        #expect(seen == [UInt8(ascii: "R"), 0x14, 0x11, 0xE0, 0x71])
+    }
+
     /// Port 0x11: the guest's 32-bit count of interrupts taken.
     final class CountPort: BusDevice {
         let onCount: @Sendable (UInt32) -> Void

@@ -211,6 +211,9 @@ struct FirecrackerVMMTests {
             #expect(send("PUT", "/drives/\(id)", body).0 == 204)
         }
         #expect(vmm.resources.drives.map(\.driveID) == ["rootfs", "drive_0", "drive_1"])
+        // PUT again, a drive keeps its place (the guest's vdX names follow the order).
+        #expect(send("PUT", "/drives/drive_0", #"{"drive_id":"drive_0","path_on_host":"\#(disk)","is_root_device":false,"is_read_only":true}"#).0 == 204)
+        #expect(vmm.resources.drives.map(\.driveID) == ["rootfs", "drive_0", "drive_1"] && vmm.resources.drives[1].isReadOnly)
         #expect(fault(send("PUT", "/drives/root2", #"{"drive_id":"root2","path_on_host":"\#(disk)","is_root_device":true}"#))
                 == "A root block device already exists!")
         #expect(fault(send("PUT", "/drives/x", #"{"drive_id":"x","path_on_host":"/nonexistent/x","is_root_device":false}"#))?
