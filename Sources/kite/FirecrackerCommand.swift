@@ -243,8 +243,7 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
 
     func sendCtrlAltDel() -> String? {
         guard let running else { return "the machine is not running" }
-        running.pressCtrlAltDel()
-        return nil
+        return running.pressCtrlAltDel()   // "i8042 internal buffer full." while the guest has not read the last keys
     }
 
     func updateDrive(index: Int, path: String) -> String? {
