@@ -138,8 +138,9 @@ class Test:
         # fckata: Kata's Go runtime: a config file with its drives (a 0-byte placeholder), a
         # tap, vsock, logger and metrics FIFOs; GET / until Running; PATCH /drives swaps the
         # placeholder; PATCH /vm pauses 3 s; SendCtrlAltDel restarts the guest: exit 0.
-        # fcsdk: firecracker-go-sdk's (and firecracker-containerd's) requests, the root drive
-        # last; then SIGTERM, as the SDK's StopVMM: exit 143.
+        # fcsdk: firecracker-go-sdk's requests as firecracker-containerd sends them (relative
+        # paths, log and metrics FIFOs, the root drive last, a stub drive PATCHed after
+        # boot); then SIGTERM, as the SDK's StopVMM: exit 143.
         "fckata": ("fckata", 0, "$GUEST_KERNEL"),
         "fcsdk": ("fcsdk", 143, "$GUEST_KERNEL"),
     }
@@ -787,27 +788,34 @@ FCEOF
                 f"printf 'KITE-ROOT' | dd of={d}/root.img conv=notrunc 2>/dev/null\n")
         f.write(f"dd if=/dev/zero of={d}/data.img bs=1M count=8 2>/dev/null && "
                 f"printf 'KITE-DATA' | dd of={d}/data.img conv=notrunc 2>/dev/null\n")
-        # firecracker-go-sdk's handlers in order (SDK handlers.go); the root drive comes last
-        # from its DrivesBuilder; InstanceStart; then StopVMM's SIGTERM.
+        # firecracker-containerd's stub drive: one 512-byte sector, its id base32 letters
+        f.write(f"dd if=/dev/zero of={d}/stub0 bs=512 count=1 2>/dev/null && mkfifo {d}/fc-logs.fifo {d}/fc-metrics.fifo\n")
+        # firecracker-go-sdk's handlers in order (SDK handlers.go), as firecracker-containerd
+        # uses them: paths relative to the shim's directory (the socket, vsock, the PATCH),
+        # logger and metrics FIFOs, the root drive last from the DrivesBuilder, a stub drive
+        # PATCHed to a real file after boot; then StopVMM's SIGTERM.
         requests = [
-            ("PUT", "/logger", f'{{"log_path":"{d}/log","level":"Debug","show_level":true,"show_log_origin":false}}'),
-            ("PUT", "/metrics", f'{{"metrics_path":"{d}/metrics"}}'),
+            ("PUT", "/logger", '{"log_path":"fc-logs.fifo","level":"Debug","show_level":true,"show_log_origin":false}'),
+            ("PUT", "/metrics", '{"metrics_path":"fc-metrics.fifo"}'),
             ("PUT", "/machine-config", f'{{"vcpu_count":{t.cpus},"mem_size_mib":1024,"smt":false}}'),
             ("GET", "/machine-config", ""),
             ("PUT", "/boot-source", f'{{"kernel_image_path":"$GUEST_KERNEL","initrd_path":"$GUEST_INITRD","boot_args":"{args}"}}'),
-            ("PUT", "/drives/data", f'{{"drive_id":"data","path_on_host":"{d}/data.img","is_root_device":false,"is_read_only":false}}'),
+            ("PUT", "/drives/MFRGGZDF", '{"drive_id":"MFRGGZDF","path_on_host":"stub0","is_root_device":false,"is_read_only":false}'),
             ("PUT", "/drives/root_drive", f'{{"drive_id":"root_drive","path_on_host":"{d}/root.img","is_root_device":true,"is_read_only":false}}'),
-            ("PUT", "/vsock", f'{{"guest_cid":3,"uds_path":"{d}/agent.vsock","vsock_id":"agent_api"}}'),
+            ("PUT", "/vsock", '{"guest_cid":3,"uds_path":"firecracker.vsock","vsock_id":"agent_api"}'),
             ("PUT", "/actions", '{"action_type":"InstanceStart"}'),
             ("GET", "/", ""),
         ]
         calls = "".join(fc_call(f, d, f"{m} {p}", m, p, b) for m, p, b in requests)
         host = (
-            f'FC_SOCK={d}/fc.sock; out={d}/console; '
+            f'cd {d}; FC_SOCK=firecracker.sock; out={d}/console; '
             + FC_START.format(d=d, args=f"--id {t.name}") +
             # the SDK's waitForSocket: stat the socket, then GET /machine-config, every 10 ms
             'i=0; until [ -S $FC_SOCK ] && fc_api GET /machine-config | grep -q vcpu_count || [ $i -ge 300 ]; do sleep 0.1; i=$((i+1)); done; '
             + calls +
+            '[ -S firecracker.vsock ] && echo "KITE-HOST: fc vsock socket ready"; '
+            'fc_wait "fc waiting for the stub" $out; '
+            + fc_call(f, d, "patch stub", "PATCH", "/drives/MFRGGZDF", '{"drive_id":"MFRGGZDF","path_on_host":"data.img"}') +
             'fc_wait "fc sdk ready" $out; '
             f'kill -TERM $(cat {d}/pid); '
             f'wait; rc=$(cat {d}/rc); echo "KITE-HOST: fc kite exit status=$rc"; '
@@ -1135,8 +1143,11 @@ def REQUIRED_LINES(kind):
         "fcsdk": [
             ("KITE-HOST: fc PUT /actions: HTTP/1.1 204", "InstanceStart was not answered 204"),
             ("KITE-HOST: fc GET /machine-config: HTTP/1.1 200", "GET /machine-config was not answered 200"),
-            ("KITE-GUEST: fc root first bytes=KITE-ROOT data first bytes=KITE-DATA",
-             "the root drive (given last) is not /dev/vda, or the data drive not /dev/vdb"),
+            ("KITE-GUEST: fc root first bytes=KITE-ROOT stub sectors=1",
+             "the root drive (given last) is not /dev/vda, or the stub drive not /dev/vdb"),
+            ("KITE-HOST: fc vsock socket ready", "the vsock socket (a relative path) was not there"),
+            ("KITE-HOST: fc patch stub: HTTP/1.1 204", "PATCH of the stub drive (a relative path) was not answered 204"),
+            ("KITE-GUEST: fc stub patched sectors=16384 first bytes=KITE-DATA", "the guest did not see the stub drive's new file"),
             ("KITE-GUEST: fc cmdline names the root drive", "the command line lacks root=/dev/vda rw"),
             ("kite: stopped by signal 15", "kite did not say that SIGTERM stopped it"),
             ("KITE-HOST: fc kite exit status=143", "kite firecracker did not exit 143 on SIGTERM"),

@@ -377,6 +377,44 @@ import Glibc
         #expect(seen == [UInt8(ascii: "R"), 0x14, 0x11, 0xE0, 0x71])
     }
 
+    /// Pause (Firecracker's PATCH /vm) in every mode: an interrupt raised while the vCPU is
+    /// held out of the guest is not taken then, and is taken once it resumes; nothing is lost.
+    @Test(arguments: ["kernel", "split", "userspace"])
+    func anInterruptRaisedWhilePausedIsTakenOnResume(mode: String) throws {
+        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicWake_64)
+        try EntryState.writeTables(into: memory, longMode: true)
+        let controller = try Self.interruptController(mode, vm)
+        _ = host_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let ready = DispatchSemaphore(value: 0)
+        let answered = DispatchSemaphore(value: 0)
+        let port = TestPort(control: control, stopOn: 0, onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
+        let answers = CountPort { _ in answered.signal() }
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port),
+                                                    .init(base: 0x11, length: 4, device: answers)], report: { _ in })
+        let ioapic = controller.makeIOAPICDevice()
+        let mmio = try Bus(name: "mmio", ranges: ioapic.map { [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
+                                                                      device: $0)] } ?? [], report: { _ in })
+        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                                control: control, kiteAPIC: mode == "userspace", longMode: true)
+        try controller.attach([thread])
+        try thread.start()
+        defer {
+            control.stop(.vmmError("test over"))
+            thread.release()
+            #expect(thread.join(withinMilliseconds: 10_000))
+            controller.stop()
+        }
+        try #require(ready.wait(timeout: .now() + 20) == .success, "the guest never said it was ready")
+        #expect(thread.pause(untilNanoseconds: monotonicNanoseconds() + 5_000_000_000), "the vCPU did not leave the guest")
+        #expect(thread.threadReport(now: monotonicNanoseconds()).state == .paused)
+        controller.setLine(5, level: true)
+        controller.setLine(5, level: false)
+        #expect(answered.wait(timeout: .now() + 0.3) == .timedOut, "a paused vCPU took an interrupt")
+        thread.resume()
+        #expect(answered.wait(timeout: .now() + 10) == .success, "the interrupt raised while paused was lost")
+    }
+
     /// Port 0x11: the guest's 32-bit count of interrupts taken.
     final class CountPort: BusDevice {
         let onCount: @Sendable (UInt32) -> Void
