@@ -364,6 +364,9 @@ def check_guest_log(lines, kind, cpus, allow_xstate_warning=False):
         elif done and int(done[-1]) != cpus:
             reasons.append(f"wrong CPU count after seeds: {done[-1]}, requested {cpus}")
     if kind == "fckata":
+        reads = marker(r'KITE-HOST: fc metrics: "block":\{"read_count":(\d+)')
+        if reads and int(reads[-1]) == 0:
+            reasons.append("the metrics say the guest read nothing from its disks")
         gap = marker(r"KITE-GUEST: fc largest gap=(\d+) ms")
         if init and (not gap or int(gap[-1]) < 2500):
             reasons.append(f"the guest's clock did not stop for the 3 s pause (longest gap: {gap[-1] if gap else 'none'} ms)")
@@ -780,7 +783,9 @@ FCEOF
             'sleep 3; '
             + fc_call(f, d, "resume", "PATCH", "/vm", '{"state":"Resumed"}') +
             'fc_wait "fc ready for ctrl-alt-del" $out; '
-            + fc_call(f, d, "flush metrics", "PUT", "/actions", '{"action_type":"FlushMetrics"}')
+            + fc_call(f, d, "flush metrics", "PUT", "/actions", '{"action_type":"FlushMetrics"}') +
+            # what Kata reads from its metrics FIFO: the guest read its disks, so block reads > 0
+            f"""echo "KITE-HOST: fc metrics: $(timeout 5 head -n 1 {d}/metrics.fifo | grep -o '"block":{{[^}}]*}}')"; """
             + fc_call(f, d, "ctrl-alt-del", "PUT", "/actions", '{"action_type":"SendCtrlAltDel"}') +
             f'wait; rc=$(cat {d}/rc); echo "KITE-HOST: fc kite exit status=$rc"; exit $rc')
     else:
@@ -1136,6 +1141,7 @@ def REQUIRED_LINES(kind):
             ('KITE-HOST: fc state while paused: "state":"Paused"', "GET / did not say Paused"),
             ("KITE-HOST: fc resume: HTTP/1.1 204", "PATCH /vm Resumed was not answered 204"),
             ("KITE-HOST: fc flush metrics: HTTP/1.1 204", "FlushMetrics was not answered 204"),
+            ('KITE-HOST: fc metrics: "block":{"read_count":', "the metrics FIFO got no line with the block counters"),
             ("KITE-HOST: fc ctrl-alt-del: HTTP/1.1 204", "SendCtrlAltDel was not answered 204"),
             ("reboot: Restarting system", "the guest did not restart after Ctrl+Alt+Delete"),
             ("KITE-HOST: fc kite exit status=0", "kite firecracker did not exit 0 when the guest restarted"),

@@ -99,8 +99,11 @@ public protocol FirecrackerBackend: AnyObject, Sendable {
     func sendCtrlAltDel() -> String?
     /// Swaps the backing file of the drive at `index` (the guest's order).
     func updateDrive(index: Int, path: String) -> String?
-    /// Writes one metrics line.
-    func flushMetrics() -> String?
+    /// The machine's counters for Firecracker's metrics, totals since it started, by group
+    /// (`block`, `net`, `seccomp`, ...): empty before the machine exists.
+    func machineMetrics() -> [(group: String, counters: [(name: String, value: Int)])]
+    /// Appends `line` (one JSON object and a newline) to the metrics file, if one is set.
+    func writeMetrics(_ line: String) -> String?
     /// Kite's hang report of the running VM, or nil with the reason in `error`.
     func hangReport(json: Bool) -> Result<String, HangReportUnavailable>
 }
@@ -128,6 +131,11 @@ public final class FirecrackerVMM: Sendable {
     private struct Inner {
         var state: State = .notStarted
         var resources = VMResources()
+        /// API requests answered, as Firecracker's metrics name them ("put_api_requests" ->
+        /// "drive_count" and "drive_fails"), since the start.
+        var requestCounts: [String: [String: Int]] = [:]
+        /// Every counter's total at the last flush: a flush reports what happened since.
+        var flushed: [String: Int] = [:]
     }
     private let inner = Mutex(Inner())
 
@@ -142,13 +150,64 @@ public final class FirecrackerVMM: Sendable {
     static let notBeforeStart = "The requested operation is not supported before starting the microVM."
     static let notAfterStart = "The requested operation is not supported after starting the microVM."
 
-    /// Answers one HTTP request.
+    /// Answers one HTTP request, and counts it (a request whose body is refused too, as
+    /// Firecracker counts it).
     public func respond(to request: HTTPRequest) -> HTTPResponse {
-        do {
-            return handle(try APIRequest.parse(request))
-        } catch {
-            return .fault(error.description)
+        let response: HTTPResponse
+        do { response = handle(try APIRequest.parse(request)) } catch { response = .fault(error.description) }
+        if let (group, name) = Self.metricName(method: request.method, path: request.path) {
+            let ok = response.status < 300
+            inner.withLock { s in
+                s.requestCounts[group, default: [:]][name + "_count", default: 0] += 1
+                if !ok { s.requestCounts[group, default: [:]][name + "_fails", default: 0] += 1 }
+            }
         }
+        return response
+    }
+
+    /// Firecracker's metric group and name for a request's route (its `*_api_requests`
+    /// counters); nil for routes it does not count.
+    static func metricName(method: String, path: String) -> (String, String)? {
+        let resource = path.split(separator: "/").first.map(String.init) ?? ""
+        let group = ["GET": "get_api_requests", "PUT": "put_api_requests", "PATCH": "patch_api_requests"][method]
+        let names: [String: String] = [
+            "GET ": "instance_info", "GET version": "vmm_version", "GET machine-config": "machine_cfg", "GET vm": "vm_config",
+            "PUT machine-config": "machine_cfg", "PATCH machine-config": "machine_cfg", "PUT boot-source": "boot_source",
+            "PUT drives": "drive", "PATCH drives": "drive", "PUT network-interfaces": "network",
+            "PATCH network-interfaces": "network", "PUT vsock": "vsock", "PUT entropy": "entropy", "PUT logger": "logger",
+            "PUT metrics": "metrics", "PUT actions": "actions", "PATCH vm": "vm",
+        ]
+        guard let group, let name = names[method + " " + resource] else { return nil }
+        return (group, name)
+    }
+
+    /// One line of Firecracker's metrics: its time stamp, then each counter's change since
+    /// the last flush (as Firecracker's counters reset when written), the API's and the
+    /// machine's, by group.
+    func metricsLine(utcMilliseconds: Int) -> String {
+        let machine = backend.machineMetrics()
+        return inner.withLock { s in
+            var groups: [(String, [(String, Int)])] = s.requestCounts.keys.sorted().map { group in
+                (group, s.requestCounts[group]!.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            }
+            groups += machine.map { ($0.group, $0.counters.map { ($0.name, $0.value) }) }
+            var members: [(key: String, value: JSONValue)] = [("utc_timestamp_ms", .integer(utcMilliseconds))]
+            for (group, counters) in groups {
+                members.append((group, .object(counters.map { name, total in
+                    let key = group + "." + name
+                    let delta = total - (s.flushed[key] ?? 0)
+                    s.flushed[key] = total
+                    return (name, .integer(delta))
+                })))
+            }
+            return JSONWriter.write(.object(members)) + "\n"
+        }
+    }
+
+    static func utcMilliseconds() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int(ts.tv_sec) * 1000 + Int(ts.tv_nsec) / 1_000_000
     }
 
     /// Carries out one parsed request.
@@ -200,7 +259,7 @@ public final class FirecrackerVMM: Sendable {
             return .noContent
         case .action(.flushMetrics):
             guard started else { return .fault(Self.notBeforeStart) }
-            return backend.flushMetrics().map { .fault($0) } ?? .noContent
+            return backend.writeMetrics(metricsLine(utcMilliseconds: Self.utcMilliseconds())).map { .fault($0) } ?? .noContent
         case .action(.sendCtrlAltDel):
             guard started else { return .fault(Self.notBeforeStart) }
             return backend.sendCtrlAltDel().map { .fault($0) } ?? .noContent

@@ -84,16 +84,19 @@ public final class Machine {
     let i8042: I8042
     /// The virtio-blk disks with their transports, in the guest's order (for replacing a disk's file).
     let disks: [(device: BlockDevice, transport: VirtioMMIOTransport)]
+    /// The virtio-net interfaces (their counters, for metrics).
+    let networks: [NetworkDevice]
 
     private init(config: MachineConfig, kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
                  control: MachineControl, console: ConsoleOutput, serial: SerialPort,
                  threads: [VCPUThread], entry: BootEntry, deviceEvents: DeviceEventLoop, eventFDs: [EventFD],
                  inputSink: ConsoleInputSink, vsockHost: UnixVsockHost?, watchdog: HangWatchdog, timeline: BootTimeline,
                  interrupts: any InterruptController, seccomp: SeccompFilters?, i8042: I8042,
-                 disks: [(device: BlockDevice, transport: VirtioMMIOTransport)]) {
+                 disks: [(device: BlockDevice, transport: VirtioMMIOTransport)], networks: [NetworkDevice]) {
         self.interrupts = interrupts
         self.i8042 = i8042
         self.disks = disks
+        self.networks = networks
         self.seccomp = seccomp
         self.config = config; self.kvm = kvm; self.vm = vm; self.memory = memory
         self.control = control; self.console = console; self.serial = serial
@@ -280,6 +283,7 @@ public final class Machine {
             virtioDevices.append(("virtio-console", device))
         }
         var disks: [(device: BlockDevice, transport: VirtioMMIOTransport)] = []
+        var networks: [NetworkDevice] = []
         var inputSink = ConsoleInputSink(room: { serial.receiveSpace }, deliver: { serial.receive($0) })
         guard virtioDevices.count <= VirtioSlots.maxDevices else {
             throw SetupError("at most \(VirtioSlots.maxDevices) virtio devices (asked for \(virtioDevices.count))")
@@ -323,6 +327,7 @@ public final class Machine {
             }
             eventFDs += [irq] + notifications
             if let disk = device as? BlockDevice { disks.append((disk, transport)) }
+            if let net = device as? NetworkDevice { networks.append(net) }
             if let virtioConsole, device === virtioConsole {
                 let receive = notifications[ConsoleDevice.receiveQueue]
                 inputSink = ConsoleInputSink(room: { virtioConsole.inputSpace },
@@ -396,7 +401,7 @@ public final class Machine {
                        console: console, serial: serial, threads: threads, entry: entry,
                        deviceEvents: deviceEvents, eventFDs: eventFDs, inputSink: inputSink, vsockHost: vsockHost,
                        watchdog: watchdog, timeline: timeline, interrupts: interrupts, seccomp: seccomp,
-                       i8042: i8042, disks: disks)
+                       i8042: i8042, disks: disks, networks: networks)
     }
 
     /// How long every vCPU thread together gets to leave KVM_RUN and end once the machine

@@ -1,4 +1,5 @@
 import Devices
+import Sandbox
 import HostCalls
 import Synchronization
 import Virtio
@@ -14,12 +15,31 @@ public final class MachineRuntime: @unchecked Sendable {
     let control: MachineControl
     let i8042: I8042
     let disks: [(device: BlockDevice, transport: VirtioMMIOTransport)]
+    let networks: [NetworkDevice]
     /// Serializes pause and resume (two API clients cannot interleave them).
     private let pauseLock = Mutex(())
 
     init(threads: [VCPUThread], control: MachineControl, i8042: I8042,
-         disks: [(device: BlockDevice, transport: VirtioMMIOTransport)]) {
+         disks: [(device: BlockDevice, transport: VirtioMMIOTransport)], networks: [NetworkDevice]) {
         self.threads = threads; self.control = control; self.i8042 = i8042; self.disks = disks
+        self.networks = networks
+    }
+
+    /// The devices' counters since the machine started, summed by kind and named as
+    /// Firecracker's metrics name them.
+    public func metrics() -> [(group: String, counters: [(name: String, value: Int)])] {
+        let block = disks.map { $0.device.counters }
+        let net = networks.map(\.counters)
+        return [
+            ("block", [("read_count", block.reduce(0) { $0 + $1.reads }), ("read_bytes", block.reduce(0) { $0 + $1.readBytes }),
+                       ("write_count", block.reduce(0) { $0 + $1.writes }), ("write_bytes", block.reduce(0) { $0 + $1.writeBytes }),
+                       ("flush_count", block.reduce(0) { $0 + $1.flushes })]),
+            ("net", [("rx_packets_count", net.reduce(0) { $0 + $1.framesReceived }), ("rx_bytes_count", net.reduce(0) { $0 + $1.bytesReceived }),
+                     ("rx_fails", net.reduce(0) { $0 + $1.receiveDropped }),
+                     ("tx_packets_count", net.reduce(0) { $0 + $1.framesSent }), ("tx_bytes_count", net.reduce(0) { $0 + $1.bytesSent }),
+                     ("tx_fails", net.reduce(0) { $0 + $1.transmitDropped })]),
+            ("seccomp", [("num_faults", SeccompViolation.first?.count ?? 0)]),
+        ]
     }
 
     /// How long every vCPU together gets to leave the guest when paused.
@@ -80,6 +100,6 @@ public final class MachineRuntime: @unchecked Sendable {
 extension Machine {
     /// The handle for other threads to act on the running machine.
     public var runtime: MachineRuntime {
-        MachineRuntime(threads: threads, control: control, i8042: i8042, disks: disks)
+        MachineRuntime(threads: threads, control: control, i8042: i8042, disks: disks, networks: networks)
     }
 }

@@ -251,12 +251,12 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
         return running.replaceDisk(index, path: path)
     }
 
-    func flushMetrics() -> String? {
+    func machineMetrics() -> [(group: String, counters: [(name: String, value: Int)])] {
+        running?.metrics() ?? []
+    }
+
+    func writeMetrics(_ line: String) -> String? {
         guard let path = handOver.withLock({ metricsPath }) else { return nil }
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let millis = Int(ts.tv_sec) * 1000 + Int(ts.tv_nsec) / 1_000_000
-        let line = "{\"utc_timestamp_ms\":\(millis)}\n"
         // Read-write and non-blocking, as Firecracker opens it: a FIFO with no reader yet
         // neither blocks nor fails the open (write-only would fail with ENXIO).
         let fd = open(path, O_RDWR | O_NONBLOCK | O_APPEND | O_CLOEXEC)

@@ -127,7 +127,10 @@ final class RecordingBackend: FirecrackerBackend, @unchecked Sendable {
     func resume() -> String? { calls.append("resume"); return nil }
     func sendCtrlAltDel() -> String? { calls.append("ctrl-alt-del"); return nil }
     func updateDrive(index: Int, path: String) -> String? { calls.append("drive \(index) \(path)"); return nil }
-    func flushMetrics() -> String? { calls.append("metrics"); return nil }
+    var metricsWritten: [String] = []
+    var blockReads = 0
+    func machineMetrics() -> [(group: String, counters: [(name: String, value: Int)])] { [("block", [("read_count", blockReads)])] }
+    func writeMetrics(_ line: String) -> String? { calls.append("metrics"); metricsWritten.append(line); return nil }
     func hangReport(json: Bool) -> Result<String, HangReportUnavailable> { .success(json ? "{}" : "report") }
 }
 
@@ -258,6 +261,35 @@ struct FirecrackerVMMTests {
         #expect(send("GET", "/kite/hang-report") == (200, "report"))
         #expect(backend.calls == ["pause", "resume", "drive 0 \(kernel)", "ctrl-alt-del", "metrics"])
         #expect(vmm.resources.drives[0].pathOnHost == kernel)
+    }
+
+    /// FlushMetrics: the API's and the machine's counters under Firecracker's names, each the
+    /// change since the last flush.
+    @Test func metricsReportWhatHappenedSinceTheLastFlush() throws {
+        #expect(send("PUT", "/boot-source", #"{"kernel_image_path":"\#(kernel)"}"#).0 == 204)
+        #expect(send("PUT", "/drives/d", #"{"drive_id":"d","is_root_device":false}"#).0 == 400)
+        #expect(send("PUT", "/actions", #"{"action_type":"InstanceStart"}"#).0 == 204)
+        backend.blockReads = 7
+        #expect(send("PUT", "/actions", #"{"action_type":"FlushMetrics"}"#).0 == 204)
+        backend.blockReads = 10
+        #expect(send("GET", "/").0 == 200)
+        #expect(send("PUT", "/actions", #"{"action_type":"FlushMetrics"}"#).0 == 204)
+        let lines = try backend.metricsWritten.map { try JSONReader.read($0) }
+        #expect(lines.count == 2 && backend.metricsWritten.allSatisfy { $0.hasSuffix("}\n") })
+        func counter(_ line: JSONValue, _ group: String, _ name: String) -> Int? {
+            if case .integer(let n)? = line[group]?[name] { return n }
+            return nil
+        }
+        #expect(counter(lines[0], "put_api_requests", "boot_source_count") == 1)
+        #expect(counter(lines[0], "put_api_requests", "drive_count") == 1)
+        #expect(counter(lines[0], "put_api_requests", "drive_fails") == 1)
+        #expect(counter(lines[0], "put_api_requests", "actions_count") == 1, "the flush itself is counted after it is answered")
+        #expect(counter(lines[0], "block", "read_count") == 7)
+        #expect(counter(lines[1], "block", "read_count") == 3)
+        #expect(counter(lines[1], "put_api_requests", "boot_source_count") == 0)
+        #expect(counter(lines[1], "put_api_requests", "actions_count") == 1)
+        #expect(counter(lines[1], "get_api_requests", "instance_info_count") == 1)
+        if case .integer(let t)? = lines[1]["utc_timestamp_ms"] { #expect(t > 1_700_000_000_000) } else { Issue.record("no time stamp") }
     }
 
     @Test func metricsCanBeSetOnce() {

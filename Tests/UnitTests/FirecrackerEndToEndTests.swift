@@ -170,6 +170,9 @@ import Glibc
         #expect(vm.output == Array("ready\n".utf8) + [0x14, 0x11, 0xE0, 0x71], "the keys, in order")
         let line = try String(contentsOfFile: metrics, encoding: .utf8)
         #expect(line.hasPrefix(#"{"utc_timestamp_ms":"#) && line.hasSuffix("}\n"))
+        let object = try #require(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect((object["put_api_requests"] as? [String: Int])?["boot_source_count"] == 1, "\(line)")
+        #expect((object["block"] as? [String: Int])?["read_count"] == 0 && (object["seccomp"] as? [String: Int])?["num_faults"] == 0, "\(line)")
         #expect(!FileManager.default.fileExists(atPath: vm.socket), "the API socket is removed at exit")
     }
 

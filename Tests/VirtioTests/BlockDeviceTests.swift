@@ -175,6 +175,7 @@ struct BlockRequestTests {
         #expect(Array(backend.bytes[(63 * 512)...]) == newData)
         let restUnchanged = Array(backend.bytes[0..<(63 * 512)]) == Array(pattern(64 * 512, seed: 9)[0..<(63 * 512)])
         #expect(restUnchanged)
+        #expect(device.counters == BlockDeviceCounters(reads: 1, readBytes: 1024, writes: 1, writeBytes: 512, flushes: 0))
     }
 
     @Test("reads and writes of zero bytes succeed without touching the backend")
@@ -210,6 +211,7 @@ struct BlockRequestTests {
             #expect(try chain.status(status) == ok)
             #expect(backend.flushCount == round)
         }
+        #expect(device.counters.flushes == 3)
     }
 
     @Test("FLUSH on a file disk fsyncs and answers OK")

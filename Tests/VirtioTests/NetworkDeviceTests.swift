@@ -109,6 +109,7 @@ struct NetworkDeviceTransmitTests {
         #expect(used.id == UInt32(head))
         #expect(used.length == 0)
         #expect(f.device.counters.framesSent == 1)
+        #expect(f.device.counters.bytesSent == 60, "the frame's bytes, without the virtio-net header")
         #expect(f.log.all.isEmpty)
     }
 

@@ -1,6 +1,16 @@
 import GuestMemory
+import Synchronization
 import SystemPackage
 import Virtio
+
+/// What a disk has done, for Firecracker's metrics (requests that succeeded, and their bytes).
+public struct BlockDeviceCounters: Equatable, Sendable {
+    public var reads = 0
+    public var readBytes = 0
+    public var writes = 0
+    public var writeBytes = 0
+    public var flushes = 0
+}
 
 /// virtio-blk feature bits (virtio 1.2, section 5.2.3) that Kite offers.
 public enum BlockFeature {
@@ -49,6 +59,9 @@ public final class BlockDevice: VirtioDevice {
     /// Set on activation: true when the driver declined VIRTIO_BLK_F_FLUSH, so every write
     /// is flushed before it completes. False before activation and after a reset.
     public private(set) var isWriteThrough = false
+    private let counterState = Mutex(BlockDeviceCounters())
+    /// Read from any thread; counted on the device thread.
+    public var counters: BlockDeviceCounters { counterState.withLock { $0 } }
     private var problems: ProblemLog
 
     /// `log` receives one line per problem (malformed requests, host I/O errors); after
@@ -177,6 +190,7 @@ public final class BlockDevice: VirtioDevice {
                 }
                 position += UInt64(buffer.count)
             }
+            counterState.withLock { $0.reads += 1; $0.readBytes += Int(length) }
             return UInt32(length)       // at most maxRequestDataBytes
 
         case .write(let diskOffset, let length):
@@ -191,10 +205,12 @@ public final class BlockDevice: VirtioDevice {
                 position += UInt64(buffer.count)
             }
             if isWriteThrough { try flushBackend() }
+            counterState.withLock { $0.writes += 1; $0.writeBytes += Int(length) }
             return 0
 
         case .flush:
             try flushBackend()
+            counterState.withLock { $0.flushes += 1 }
             return 0
 
         case .getID(let length):

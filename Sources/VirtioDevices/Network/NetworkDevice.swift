@@ -11,11 +11,14 @@ public enum NetworkFeature {
     public static let status: UInt64 = 1 << 16
 }
 
-/// Frame counters, for diagnostics and tests.
+/// Frame counters, for diagnostics, tests and Firecracker's metrics. Bytes are the frames'
+/// own, without the virtio-net header.
 public struct NetworkDeviceCounters: Equatable, Sendable {
     public var framesSent = 0
+    public var bytesSent = 0
     public var transmitDropped = 0
     public var framesReceived = 0
+    public var bytesReceived = 0
     public var receiveDropped = 0
 }
 
@@ -196,7 +199,7 @@ public final class NetworkDevice: VirtioDevice, @unchecked Sendable {
         }
         do {
             try backend.sendFrame(UnsafeRawBufferPointer(rebasing: transmitBuffer[0..<copied]))
-            counterState.withLock { $0.framesSent += 1 }
+            counterState.withLock { $0.framesSent += 1; $0.bytesSent += copied - Self.headerSize }
         } catch {
             dropTransmit(.sendFailed, "backend refused a transmit frame: \(error)")
         }
@@ -291,7 +294,7 @@ public final class NetworkDevice: VirtioDevice, @unchecked Sendable {
             target.copyMemory(from: UnsafeRawBufferPointer(rebasing: receiveBuffer[done..<done + take]))
             done += take
         }
-        counterState.withLock { $0.framesReceived += 1 }
+        counterState.withLock { $0.framesReceived += 1; $0.bytesReceived += count - Self.headerSize }
     }
 
     private func dropReceive(_ kind: ProblemKind, _ message: String) {
