@@ -134,7 +134,9 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
     private var requests = 0
     private var machine: Machine?
     private var runtime: MachineRuntime?
-    private var metricsPath: String?
+    /// The metrics file, opened once and kept open, as Firecracker keeps it: a FIFO's lines
+    /// wait in it for a reader that comes later (closing the only descriptor would drop them).
+    private var metricsFD: Int32?
 
     init(commandLine: FirecrackerCommandLine) throws {
         self.commandLine = commandLine
@@ -200,7 +202,12 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
         handOver.withLock {
             machine = built
             runtime = built.runtime
-            metricsPath = resources.metricsPath
+            if let path = resources.metricsPath {
+                // Read-write and non-blocking, as Firecracker opens it: a FIFO with no reader
+                // yet neither blocks nor fails the open (write-only would fail with ENXIO).
+                let fd = open(path, O_RDWR | O_NONBLOCK | O_APPEND | O_CLOEXEC)
+                if fd >= 0 { metricsFD = fd }
+            }
         }
         return nil
     }
@@ -256,13 +263,10 @@ final class FirecrackerHost: FirecrackerBackend, @unchecked Sendable {
     }
 
     func writeMetrics(_ line: String) -> String? {
-        guard let path = handOver.withLock({ metricsPath }) else { return nil }
-        // Read-write and non-blocking, as Firecracker opens it: a FIFO with no reader yet
-        // neither blocks nor fails the open (write-only would fail with ENXIO).
-        let fd = open(path, O_RDWR | O_NONBLOCK | O_APPEND | O_CLOEXEC)
-        if fd < 0 { return "Metrics error: cannot open \(path): \(String(cString: strerror(errno)))" }
-        defer { close(fd) }
-        _ = line.withCString { write(fd, $0, strlen($0)) }
+        guard let fd = handOver.withLock({ metricsFD }) else { return nil }
+        // A reader that takes nothing (a full FIFO) loses the line rather than stalling the API.
+        let n = line.withCString { write(fd, $0, strlen($0)) }
+        if n < 0 && errno != EAGAIN { return "Metrics error: \(String(cString: strerror(errno)))" }
         return nil
     }
 
