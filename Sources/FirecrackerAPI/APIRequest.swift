@@ -81,13 +81,10 @@ public enum APIRequest: Equatable, Sendable {
             return .patchNetworkInterface(id)
         case ("PUT", "vsock") where tokens.count == 1: return .putVsock(try Vsock.decode(try body()))
         case ("PUT", "entropy") where tokens.count == 1:
-            let o = try ObjectDecoder(try body(), fields: ["rate_limiter"])
-            try o.unlimitedRateLimiter("rate_limiter")
+            try EntropySettings.check(try body())
             return .putEntropy
         case ("PUT", "logger") where tokens.count == 1: return .putLogger(try LoggerSettings.decode(try body()))
-        case ("PUT", "metrics") where tokens.count == 1:
-            let o = try ObjectDecoder(try body(), fields: ["metrics_path"], denyUnknown: false)
-            return .putMetrics(try o.required("metrics_path", o.string))
+        case ("PUT", "metrics") where tokens.count == 1: return .putMetrics(try MetricsSettings.decode(try body()))
         case ("PUT", "actions") where tokens.count == 1: return .action(try ActionType.decode(try body()))
         case ("PATCH", "vm") where tokens.count == 1: return .patchVM(try VMState.decode(try body()))
         case (_, "mmds"):

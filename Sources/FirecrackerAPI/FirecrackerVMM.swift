@@ -338,25 +338,22 @@ public final class FirecrackerVMM: Sendable {
         guard o.has("boot-source") else { throw SchemaError("Invalid config file: missing field `boot-source`") }
         guard o.has("drives") else { throw SchemaError("Invalid config file: missing field `drives`") }
         try section("logger") { v throws(SchemaError) in try configure(.putLogger(try LoggerSettings.decode(v))) }
-        try section("metrics") { v throws(SchemaError) in
-            let m = try ObjectDecoder(v, fields: ["metrics_path"], denyUnknown: false)
-            try configure(.putMetrics(try m.required("metrics_path", m.string)))
-        }
+        try section("metrics") { v throws(SchemaError) in try configure(.putMetrics(try MetricsSettings.decode(v))) }
         try section("machine-config") { v throws(SchemaError) in try configure(.putMachineConfig(JSONValueBox(v))) }
         try section("boot-source") { v throws(SchemaError) in try configure(.putBootSource(try BootSource.decode(v))) }
-        try section("drives") { v throws(SchemaError) in
-            guard case .array(let items) = v else { throw SchemaError(serde: "invalid type: \(v.kindDescription), expected a sequence") }
-            for item in items {
-                let id: String
-                if case .string(let s)? = item["drive_id"] { id = s } else { id = "" }
-                try configure(.putDrive(try Drive.decode(item, pathID: id)))
+        /// A list section's items, each with the id its own body names (a PUT's path id).
+        func items(_ v: JSONValue, idKey: String) throws(SchemaError) -> [(item: JSONValue, id: String)] {
+            guard case .array(let list) = v else { throw SchemaError(serde: "invalid type: \(v.kindDescription), expected a sequence") }
+            return list.map { item in
+                if case .string(let id)? = item[idKey] { return (item, id) }
+                return (item, "")
             }
         }
+        try section("drives") { v throws(SchemaError) in
+            for (item, id) in try items(v, idKey: "drive_id") { try configure(.putDrive(try Drive.decode(item, pathID: id))) }
+        }
         try section("network-interfaces") { v throws(SchemaError) in
-            guard case .array(let items) = v else { throw SchemaError(serde: "invalid type: \(v.kindDescription), expected a sequence") }
-            for item in items {
-                let id: String
-                if case .string(let s)? = item["iface_id"] { id = s } else { id = "" }
+            for (item, id) in try items(v, idKey: "iface_id") {
                 try configure(.putNetworkInterface(try NetworkInterface.decode(item, pathID: id)))
             }
         }
@@ -365,8 +362,7 @@ public final class FirecrackerVMM: Sendable {
             try section(unsupported) { _ throws(SchemaError) in throw SchemaError("Kite does not offer this") }
         }
         try section("entropy") { v throws(SchemaError) in
-            let e = try ObjectDecoder(v, fields: ["rate_limiter"])
-            try e.unlimitedRateLimiter("rate_limiter")
+            try EntropySettings.check(v)
             try configure(.putEntropy)
         }
     }

@@ -71,7 +71,6 @@ public struct HTTPRequestReader: Sendable {
     private var buffer: [UInt8] = []
     /// The head of the request whose body is still coming.
     private var pending: (request: HTTPRequest, length: Int)?
-    private var continueSent = false
     /// How much of `buffer` is known to hold no head end: a head arriving a byte at a time
     /// is scanned once, not once per byte.
     private var scanned = 0
@@ -103,8 +102,7 @@ public struct HTTPRequestReader: Sendable {
                     return .failed("Request payload with size \(length) is larger than the limit of \(maxBodyBytes) allowed by server.")
                 }
                 pending = (request, length)
-                continueSent = false
-                if expectContinue && buffer.count < length { continueSent = true; return .sendContinue }
+                if expectContinue && buffer.count < length { return .sendContinue }
             }
         }
         guard let (request, length) = pending, buffer.count >= length else { return nil }

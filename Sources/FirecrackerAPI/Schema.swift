@@ -184,6 +184,21 @@ public struct LoggerSettings: Equatable, Sendable {
     }
 }
 
+/// `PUT /metrics`: the file's path (Firecracker reads this body leniently: other fields pass).
+enum MetricsSettings {
+    static func decode(_ v: JSONValue) throws(SchemaError) -> String {
+        let o = try ObjectDecoder(v, fields: ["metrics_path"], denyUnknown: false)
+        return try o.required("metrics_path", o.string)
+    }
+}
+
+/// `PUT /entropy`: only an unlimited rate limiter, if any.
+enum EntropySettings {
+    static func check(_ v: JSONValue) throws(SchemaError) {
+        try ObjectDecoder(v, fields: ["rate_limiter"]).unlimitedRateLimiter("rate_limiter")
+    }
+}
+
 /// `PUT /actions`.
 public enum ActionType: String, Sendable {
     case instanceStart = "InstanceStart"
