@@ -288,32 +288,13 @@ import Glibc
         let rounds: UInt32 = 4000
         let seed = UInt64(monotonicNanoseconds())
         var random = SplitMix64(seed: seed)
-        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicWake_64)
-        try EntryState.writeTables(into: memory, longMode: true)
-        let controller = try Self.interruptController(mode, vm)
-        _ = host_install_kick_handler(VCPU.kickSignal)
-        let control = try MachineControl()
-        let ready = DispatchSemaphore(value: 0)
-        let answered = DispatchSemaphore(value: 0)
         let lastAnswer = Mutex<UInt32>(0)
-        let port = TestPort(control: control, stopOn: 0, onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
-        let answers = CountPort { count in lastAnswer.withLock { $0 = count }; answered.signal() }
-        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port),
-                                                    .init(base: 0x11, length: 4, device: answers)], report: { _ in })
-        let ioapic = controller.makeIOAPICDevice()
-        let mmio = try Bus(name: "mmio", ranges: ioapic.map { [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
-                                                                      device: $0)] } ?? [], report: { _ in })
-        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
-                                                control: control, kiteAPIC: mode == "userspace", longMode: true)
-        try controller.attach([thread])
-        try thread.start()
-        defer {
-            control.stop(.vmmError("test over"))
-            thread.release()
-            #expect(thread.join(withinMilliseconds: 10_000))
-            controller.stop()
+        let answered = DispatchSemaphore(value: 0)
+        let (thread, controller, control, machine) = try Self.startWakeGuest(mode) { count in
+            lastAnswer.withLock { $0 = count }
+            answered.signal()
         }
-        try #require(ready.wait(timeout: .now() + 20) == .success, "the guest never said it was ready")
+        defer { Self.finish(thread, controller, control); withExtendedLifetime(machine) {} }
         var lost: String?
         for round in 1...rounds {
             switch random.next() % 4 {
@@ -381,31 +362,9 @@ import Glibc
     /// held out of the guest is not taken then, and is taken once it resumes; nothing is lost.
     @Test(arguments: ["kernel", "split", "userspace"])
     func anInterruptRaisedWhilePausedIsTakenOnResume(mode: String) throws {
-        let (kvm, vm, memory) = try Self.makeVM(program: GuestPrograms.xapicWake_64)
-        try EntryState.writeTables(into: memory, longMode: true)
-        let controller = try Self.interruptController(mode, vm)
-        _ = host_install_kick_handler(VCPU.kickSignal)
-        let control = try MachineControl()
-        let ready = DispatchSemaphore(value: 0)
         let answered = DispatchSemaphore(value: 0)
-        let port = TestPort(control: control, stopOn: 0, onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
-        let answers = CountPort { _ in answered.signal() }
-        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port),
-                                                    .init(base: 0x11, length: 4, device: answers)], report: { _ in })
-        let ioapic = controller.makeIOAPICDevice()
-        let mmio = try Bus(name: "mmio", ranges: ioapic.map { [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
-                                                                      device: $0)] } ?? [], report: { _ in })
-        let thread = try Self.protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
-                                                control: control, kiteAPIC: mode == "userspace", longMode: true)
-        try controller.attach([thread])
-        try thread.start()
-        defer {
-            control.stop(.vmmError("test over"))
-            thread.release()
-            #expect(thread.join(withinMilliseconds: 10_000))
-            controller.stop()
-        }
-        try #require(ready.wait(timeout: .now() + 20) == .success, "the guest never said it was ready")
+        let (thread, controller, control, machine) = try Self.startWakeGuest(mode) { _ in answered.signal() }
+        defer { Self.finish(thread, controller, control); withExtendedLifetime(machine) {} }
         #expect(thread.pause(untilNanoseconds: monotonicNanoseconds() + 5_000_000_000), "the vCPU did not leave the guest")
         #expect(thread.threadReport(now: monotonicNanoseconds()).state == .paused)
         controller.setLine(5, level: true)
@@ -413,6 +372,44 @@ import Glibc
         #expect(answered.wait(timeout: .now() + 0.3) == .timedOut, "a paused vCPU took an interrupt")
         thread.resume()
         #expect(answered.wait(timeout: .now() + 10) == .success, "the interrupt raised while paused was lost")
+    }
+
+    /// Starts xapic_wake_64.S on one vCPU in `mode` and returns once the guest said it is
+    /// ready; `onAnswer` gets its count after each interrupt it takes (port 0x11). Stop it
+    /// with `finish`.
+    /// The VM and its memory are in the result so that they live as long as the guest runs.
+    static func startWakeGuest(_ mode: String, onAnswer: @escaping @Sendable (UInt32) -> Void) throws
+        -> (thread: VCPUThread, controller: any InterruptController, control: MachineControl,
+            keepAlive: (KVMSystem, VirtualMachine, GuestMemory)) {
+        let (kvm, vm, memory) = try makeVM(program: GuestPrograms.xapicWake_64)
+        try EntryState.writeTables(into: memory, longMode: true)
+        let controller = try interruptController(mode, vm)
+        _ = host_install_kick_handler(VCPU.kickSignal)
+        let control = try MachineControl()
+        let ready = DispatchSemaphore(value: 0)
+        let port = TestPort(control: control, stopOn: 0, onByte: { if $0 == UInt8(ascii: "R") { ready.signal() } })
+        let ports = try Bus(name: "ports", ranges: [.init(base: 0x10, length: 1, device: port),
+                                                    .init(base: 0x11, length: 4, device: CountPort(onCount: onAnswer))], report: { _ in })
+        let ioapic = controller.makeIOAPICDevice()
+        let mmio = try Bus(name: "mmio", ranges: ioapic.map { [.init(base: GuestLayout.ioapicAddress, length: IOAPICWindow.length,
+                                                                      device: $0)] } ?? [], report: { _ in })
+        let thread = try protectedModeVCPU(kvm, vm, ports: ports, mmio: mmio, interrupts: controller,
+                                           control: control, kiteAPIC: mode == "userspace", longMode: true)
+        try controller.attach([thread])
+        try thread.start()
+        guard ready.wait(timeout: .now() + 20) == .success else {
+            finish(thread, controller, control)
+            throw SetupError("the guest never said it was ready")
+        }
+        return (thread, controller, control, (kvm, vm, memory))
+    }
+
+    /// Stops what `startWakeGuest` started, in order.
+    static func finish(_ thread: VCPUThread, _ controller: any InterruptController, _ control: MachineControl) {
+        control.stop(.vmmError("test over"))
+        thread.release()
+        #expect(thread.join(withinMilliseconds: 10_000))
+        controller.stop()
     }
 
     /// Port 0x11: the guest's 32-bit count of interrupts taken.
