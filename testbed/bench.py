@@ -20,6 +20,7 @@ from the boot timer) is collected too.
     python3 testbed/bench.py                       # 1,2,4,16 vCPUs, 5 runs each, 100k IPI rounds
     python3 testbed/bench.py --scaling             # + 8,32,64 vCPUs (--scaling-runs each)
     python3 testbed/bench.py --cpus 2 --runs 2 --ipi-rounds 1000      # a quick look
+    python3 testbed/bench.py --profile --cpus 4,16 --runs 3     # where each guest spends its boot (its kernel log)
     python3 testbed/bench.py --irqchip userspace --cpus 2 --runs 3      # one interrupt-controller mode
     python3 testbed/bench.py --irqchip split --vmms kite --cpus 2 --runs 1 --ipi-rounds 1000000 --hang-timeout 60
     python3 testbed/bench.py --render-modes DIR DIR DIR   # one table across the modes' runs
@@ -85,9 +86,22 @@ def wants_ipi(cpus, run):
     return cpus >= 2 and run > 0
 
 
-def ipi_rounds_for(cpus, run, rounds):
-    """The IPI rounds this run asks its guest for (0: no IPI test)."""
-    return rounds if wants_ipi(cpus, run) else 0
+def ipi_rounds_for(cpus, run, rounds, profile=False):
+    """The IPI rounds this run asks its guest for (0: no IPI test; none in a --profile run)."""
+    return rounds if wants_ipi(cpus, run) and not profile else 0
+
+
+# --profile: moments of the guest's boot, by the guest's own clock (its kernel log's time
+# stamps, kvm-clock from early in the kernel's start), found by these lines.
+MILESTONES = (
+    ("secondary CPUs", re.compile(r"smp: Bringing up secondary CPUs")),
+    ("CPUs up", re.compile(r"smp: Brought up")),
+    ("kernel done", re.compile(r"Freeing unused kernel image")),
+    ("init", re.compile(r"Run /init as init process")),
+)
+DMESG_LINE = re.compile(r"KITE-GUEST: dmesg: \[\s*(\d+\.\d+)\] (.*)")
+# What bench mode's guest prints of its paravirtual features (testbed/guest/init).
+PV_LINE = re.compile(r"kvm-guest|clocksource: Switched|PV spinlocks")
 
 
 def run_timeout(cpus, ipi_rounds):
@@ -106,12 +120,14 @@ def write_job(path, plan, args, files):
         f.write(f'echo "BENCH-HOST nproc=$(nproc) kernel=$(uname -r) '
                 f'qemu=$({shlex.quote(args.qemu)} --version | head -n1 | tr " " _)"\n')
         for vmm, cpus, run in plan:
-            ipi = ipi_rounds_for(cpus, run, args.ipi_rounds)
-            cmdline = "console=ttyS0 quiet panic=-1 kite.test=bench" + (f" kite.ipi={ipi}" if ipi else "")
+            ipi = ipi_rounds_for(cpus, run, args.ipi_rounds, args.profile)
+            # facts: the guest prints its kernel log after the init marker, which --profile reads.
+            mode = "facts" if args.profile else "bench"
+            cmdline = f"console=ttyS0 quiet panic=-1 kite.test={mode}" + (f" kite.ipi={ipi}" if ipi else "")
             cmd = vmm_command(vmm, cpus, args.memory, "$GUEST_KERNEL", initrd, cmdline, args.qemu, args.irqchip,
                               args.hang_timeout)
             quoted = " ".join(c if c.startswith("$") else shlex.quote(c) for c in cmd)
-            f.write(f'echo "BENCH-RUN vmm={vmm} cpus={cpus} run={run}"\n')
+            f.write(f'echo "BENCH-RUN vmm={vmm} cpus={cpus} run={run} ipi={ipi}"\n')
             f.write(f"{probe} --marker {shlex.quote(MARKER)} --guest-mem-mib {args.memory} "
                     f"--timeout {run_timeout(cpus, ipi)} -- {quoted}\n")
             # What L1's KVM traced during the run (shutdowns, injected exceptions; see
@@ -131,10 +147,13 @@ def parse_session(lines):
         if m:
             host = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
             continue
-        m = re.search(r"BENCH-RUN vmm=(\w+) cpus=(\d+) run=(\d+)", line)
+        m = re.search(r"BENCH-RUN vmm=(\w+) cpus=(\d+) run=(\d+)(?: ipi=(\d+))?", line)
         if m:
             cur = {"vmm": m.group(1), "cpus": int(m.group(2)), "run": int(m.group(3)),
-                   "trouble": [], "console": []}
+                   "trouble": [], "console": [], "dmesg": []}
+            # Logs from before the ipi= field: every counted SMP run asked for the IPI test.
+            cur["ipi_asked"] = int(m.group(4)) if m.group(4) is not None else \
+                (1 if wants_ipi(cur["cpus"], cur["run"]) else 0)
             runs.append(cur)
             continue
         if cur is None:
@@ -145,8 +164,12 @@ def parse_session(lines):
             # -no-reboot that is a silent exit status 0, so look for init's last word.
             if not any("KITE-GUEST: poweroff" in l for l in cur["console"]):
                 cur["trouble"].append("the guest did not power off (reset, crash or hang)")
-            if wants_ipi(cur["cpus"], cur["run"]) and "ipi_median_ns" not in cur:
+            if cur["ipi_asked"] and "ipi_median_ns" not in cur:
                 cur["trouble"].append("no IPI result")
+            if cur["dmesg"]:
+                cur["milestones"] = {name: next((t for t, text in cur["dmesg"] if rx.search(text)), None)
+                                     for name, rx in MILESTONES}
+                cur["dmesg_gaps"] = dmesg_gaps(cur["dmesg"])
             cur = None
             continue
         cur["console"].append(line)
@@ -171,12 +194,27 @@ def parse_session(lines):
         if m:
             cur.update(kite_first_instruction_ms=float(m.group(1)), kite_first_console_ms=float(m.group(2)),
                        kite_init_marker_ms=float(m.group(3)))
-        m = re.search(r"KITE-GUEST: dmesg: (.*)", line)
-        if m:
-            cur.setdefault("guest_pv", []).append(m.group(1).strip())
+        m = DMESG_LINE.search(line)
+        if m:   # facts mode: the whole kernel log, with time stamps
+            cur["dmesg"].append((float(m.group(1)), m.group(2).strip()))
+            if PV_LINE.search(m.group(2)):
+                cur.setdefault("guest_pv", []).append(m.group(2).strip())
+        else:
+            m = re.search(r"KITE-GUEST: dmesg: (.*)", line)
+            if m:   # bench mode: the paravirtual lines, time stamps taken off
+                cur.setdefault("guest_pv", []).append(m.group(1).strip())
         if TROUBLE.search(line):
             cur["trouble"].append(line.strip()[:160])
     return runs, host
+
+
+def dmesg_gaps(dmesg):
+    """{the line a gap follows, digits blanked: seconds until the next line} of a run's log."""
+    gaps = {}
+    for (t0, text), (t1, _) in zip(dmesg, dmesg[1:]):
+        key = re.sub(r"\d+", "#", text)[:90]
+        gaps[key] = gaps.get(key, 0.0) + (t1 - t0)
+    return gaps
 
 
 def run_session(idx, plan, args, files, logdir):
@@ -186,7 +224,7 @@ def run_session(idx, plan, args, files, logdir):
     job = os.path.join(logdir, f"session{idx}.job.sh")
     log = os.path.join(logdir, f"session{idx}.log")
     write_job(job, plan, args, files)
-    budget = 120 + sum(run_timeout(c, ipi_rounds_for(c, r, args.ipi_rounds)) + 10 for _, c, r in plan)
+    budget = 120 + sum(run_timeout(c, ipi_rounds_for(c, r, args.ipi_rounds, args.profile)) + 10 for _, c, r in plan)
     env = dict(os.environ, L1_SMP=str(args.l1_smp), JOB_TIMEOUT=str(budget),
                L1_EXTRA_BINS=shutil.which(args.qemu) or args.qemu,
                L1_EXTRA_DIRS=f"/usr/share/qemu /usr/share/seabios {files}={L1_FILES}")
@@ -211,7 +249,7 @@ def run_session(idx, plan, args, files, logdir):
         m = re.search(rb"BENCH-RUN vmm=\w+ cpus=(\d+) run=(\d+)", raw)
         if m:   # a run is silent at most until its probe's deadline, then speaks
             c = int(m.group(1))
-            limit = run_timeout(c, ipi_rounds_for(c, int(m.group(2)), args.ipi_rounds)) + 60
+            limit = run_timeout(c, ipi_rounds_for(c, int(m.group(2)), args.ipi_rounds, args.profile)) + 60
         elif b"BENCH-DONE" in raw:
             limit = 180
         elif b"PROBE timeout" in raw:   # the probe has killed the VMM: it must report soon
@@ -230,7 +268,7 @@ def run_session(idx, plan, args, files, logdir):
               f"{state}{mem}{ipi}, exit {r.get('exit', '?')}{bad}", flush=True)
     print(f"  ({time.monotonic() - t0:.0f} s)", flush=True)
     for r in runs:
-        del r["console"]
+        del r["console"], r["dmesg"]
     return runs, host, wedged
 
 
@@ -326,6 +364,51 @@ def markdown(summary, cpus_list, header):
     return "\n".join(out) + "\n"
 
 
+def profile_markdown(runs, cpus_list, header, top=8):
+    """--profile: where each VMM's guest spends its boot, by the guest's own clock."""
+    names = [n for n, _ in MILESTONES]
+    out = [header, "",
+           "Medians over the runs, seconds by the guest's clock (its kernel log); wall boot and "
+           "wall boot minus the guest's init (what came before the guest's clock started, and init's first steps) are "
+           "the probe's.", "",
+           "| vCPUs | VMM | runs | wall boot | " + " | ".join(names) + " | SMP bring-up | wall boot − guest init |",
+           "|---:|---|---:|---:|" + "---:|" * len(names) + "---:|---:|"]
+    for c in cpus_list:
+        for v in VMMS:
+            rs = [r for r in counted(runs) if r["cpus"] == c and r["vmm"] == v and r.get("milestones")]
+            if not rs:
+                continue
+            ms = {n: median([r["milestones"][n] for r in rs if r["milestones"].get(n) is not None]) for n in names}
+            smp = median([r["milestones"]["CPUs up"] - r["milestones"]["secondary CPUs"] for r in rs
+                          if r["milestones"].get("CPUs up") is not None
+                          and r["milestones"].get("secondary CPUs") is not None])
+            boot = median([r["boot_ms"] / 1000 for r in rs if "boot_ms" in r])
+            pre = median([r["boot_ms"] / 1000 - r["milestones"]["init"] for r in rs
+                          if "boot_ms" in r and r["milestones"].get("init") is not None])
+            out.append(f"| {c} | {v} | {len(rs)} | {fmt(boot, ' s', 2)} | "
+                       + " | ".join(fmt(ms[n], " s", 2) for n in names)
+                       + f" | {fmt(smp, ' s', 2)} | {fmt(pre, ' s', 2)} |")
+    for c in cpus_list:
+        per = {}
+        for v in VMMS:
+            rs = [r for r in counted(runs) if r["cpus"] == c and r["vmm"] == v and r.get("dmesg_gaps")]
+            if rs:
+                keys = set().union(*(r["dmesg_gaps"] for r in rs))
+                per[v] = {k: median([r["dmesg_gaps"].get(k, 0.0) for r in rs]) for k in keys}
+        if not per:
+            continue
+        keys = set()
+        for v, gaps in per.items():
+            keys |= set(sorted(gaps, key=gaps.get, reverse=True)[:top])
+        keys = sorted(keys, key=lambda k: -max(g.get(k, 0.0) for g in per.values()))
+        out += ["", f"{c} vCPUs: the kernel-log lines after which the guest's clock ran longest before "
+                    f"the next line (median seconds over the runs; each VMM's {top} longest)", "",
+                "| line | " + " | ".join(per) + " |", "|---|" + "---:|" * len(per)]
+        for k in keys:
+            out.append(f"| `{k.replace('|', '/')}` | " + " | ".join(fmt(per[v].get(k, 0.0), "", 2) for v in per) + " |")
+    return "\n".join(out) + "\n"
+
+
 def guest_features(runs):
     """What each VMM's guest reported about paravirtual features (from one run each)."""
     out = ["", "What the guest kernel said about its VMM's paravirtual features (dmesg, the run with the most vCPUs):", ""]
@@ -397,6 +480,9 @@ def main():
     ap.add_argument("--hang-timeout", type=int, default=0, metavar="S",
                     help="give kite --hang-timeout S: a guest stuck that long gets kite's hang report (default off)")
     ap.add_argument("--vmms", default=",".join(VMMS), help="comma-separated, of kite,microvm,pc (default all three)")
+    ap.add_argument("--profile", action="store_true",
+                    help="no IPI test: the guest prints its kernel log, and the report says where each "
+                         "VMM's guest spent its boot by the guest's own clock")
     ap.add_argument("--render-modes", nargs="+", metavar="DIR",
                     help="run nothing: one table across --irqchip modes from earlier runs (a directory per mode)")
     ap.add_argument("--render", nargs="+", metavar="DIR",
@@ -454,19 +540,22 @@ def main():
         configs += [(c, args.scaling_runs) for c in (8, 32, 64) if c not in cpus_list]
     all_runs, host, t_all, idx, lost = [], {}, time.monotonic(), 0, 0
     # One testbed session per vCPU count: a testbed failure costs one configuration. When
-    # L1 gets stuck, what is left runs in a new session (with its own warm-up), twice at most.
+    # L1 gets stuck or its kernel panics, what is left runs in a new session (with its own
+    # warm-up), twice at most.
     for c, runs in configs:
         # A warm-up round first (run 0, not counted): in the testbed the first boot of a
         # session is up to 1.9 s faster than the rest (fresh L1 memory), whichever VMM it is.
         todo = [(v, c, r) for r in range(1, runs + 1) for v in vmms]   # A B C A B C ...
         for attempt in range(3):
             idx += 1
-            done, h, wedged = run_session(idx, [(v, c, 0) for v in vmms] + todo, args, files, logdir)
+            done, h, _ = run_session(idx, [(v, c, 0) for v in vmms] + todo, args, files, logdir)
             all_runs += [r for r in done if r["run"] > 0]
             host = host or h
             finished = {(r["vmm"], r["cpus"], r["run"]) for r in done}
             todo = [p for p in todo if p not in finished]
-            if not todo or not wedged:
+            # A session that went silent was killed; one that ended early (L1's own kernel
+            # panicked, as it does now and then with big guests) left runs undone too.
+            if not todo:
                 break
         lost += len(todo)
     counts = sorted({c for c, _ in configs})
@@ -481,7 +570,8 @@ def main():
               + f"; {time.monotonic() - t_all:.0f} s in all"
               + (f"; {lost} planned runs never completed (testbed stuck)" if lost else "") + ".\n\n"
               f"Command: `{' '.join(['python3', 'testbed/bench.py'] + [shlex.quote(a) for a in sys.argv[1:]])}`")
-    md = markdown(summary, counts, header) + guest_features(all_runs)
+    md = (profile_markdown(all_runs, counts, header) if args.profile else markdown(summary, counts, header)) \
+        + guest_features(all_runs)
     with open(os.path.join(logdir, "results.md"), "w") as f:
         f.write(md)
     with open(os.path.join(logdir, "results.json"), "w") as f:
