@@ -1,7 +1,7 @@
 /*
  * vmm-probe: run a VMM process and measure it from the outside.
  *
- * Usage: vmm-probe --marker STRING --guest-mem-mib N --timeout SECONDS -- CMD [ARGS...]
+ * Usage: vmm-probe --marker STRING --guest-mem-mib N --timeout SECONDS [--pages yes] -- CMD [ARGS...]
  *
  * Runs CMD in its own session with stdin from /dev/null and stdout+stderr merged into
  * one pipe. Every output line is echoed unchanged to our stdout (lines longer than
@@ -17,6 +17,13 @@
  *
  *   PROBE marker_ms=none                   (only if STRING was never seen)
  *   PROBE exit_ms=T status=N | signal=S
+ *
+ * With --pages yes, the marker's measurement also lists where the VMM's pages are, to find
+ * out which parts of its executable a boot keeps resident:
+ *
+ *   PROBE map START-END PERMS OFFSET rss_kib=N anon_kib=A PATH      (each mapping but guest RAM)
+ *   PROBE pages PATH 0xFIRST+COUNT ...   (present pages of file mappings, as file page
+ *                                         numbers and run lengths, many lines per file)
  *
  * If SECONDS pass first, the child's process group is killed with SIGKILL and
  * "PROBE timeout after=SECONDS" is printed before the exit line. All times are in
@@ -50,6 +57,7 @@ static size_t marker_len;
 static unsigned long long guest_min_bytes;
 static pid_t child;
 static bool marker_seen;
+static bool list_pages;
 static char line[MAX_LINE];
 static size_t line_len;
 
@@ -113,6 +121,90 @@ static void measure_smaps(double marker_ms, char *out, size_t out_size)
              rss_guest, rss_total - rss_guest, used ? maps : "none", pss_total - pss_guest, anon_vmm);
 }
 
+/* Print the present pages of CHILD's mapping [start, end) of PATH at file page first_page,
+   from /proc/CHILD/pagemap (bit 63: present), as runs "0xPAGE+COUNT", 24 runs a line. */
+static void print_present_pages(int pagemap, unsigned long long start, unsigned long long end,
+                                unsigned long long first_page, const char *path)
+{
+    unsigned long long run_start = 0, run_len = 0, entry;
+    int runs = 0;
+
+    for (unsigned long long page = 0; page < (end - start) / 4096 + 1; page++) {
+        bool present = false;
+        if (page < (end - start) / 4096 &&
+            pread(pagemap, &entry, sizeof entry, (off_t)((start / 4096 + page) * sizeof entry)) == sizeof entry)
+            present = entry >> 63;
+        if (present && run_len > 0 && run_start + run_len == first_page + page) {
+            run_len++;
+            continue;
+        }
+        if (run_len > 0) {
+            if (runs % 24 == 0)
+                printf("%sPROBE pages %s", runs ? "\n" : "", path);
+            printf(" 0x%llx+%llu", run_start, run_len);
+            runs++;
+            run_len = 0;
+        }
+        if (present) {
+            run_start = first_page + page;
+            run_len = 1;
+        }
+    }
+    if (runs)
+        printf("\n");
+}
+
+/* --pages: every mapping but guest RAM with its Rss, and the present pages of file mappings. */
+static void print_maps(void)
+{
+    char path[64], *buf = NULL, perms[8] = "", file[512] = "";
+    size_t cap = 0;
+    unsigned long long start = 0, end = 0, offset = 0;
+    long long rss = 0, anon = 0, kib;
+    bool have = false;
+
+    snprintf(path, sizeof path, "/proc/%d/smaps", (int)child);
+    FILE *f = fopen(path, "r");
+    snprintf(path, sizeof path, "/proc/%d/pagemap", (int)child);
+    int pagemap = open(path, O_RDONLY | O_CLOEXEC);
+    if (!f) {
+        printf("PROBE map unreadable: %s\n", strerror(errno));
+        if (pagemap >= 0)
+            close(pagemap);
+        return;
+    }
+    for (bool more = true; more;) {
+        unsigned long long s, e, o;
+        char p[8], name[512];
+        int n = 0;
+        more = getline(&buf, &cap, f) > 0;
+        bool header = more && sscanf(buf, "%llx-%llx %7s %llx %*s %*s %n", &s, &e, p, &o, &n) == 4 && n > 0;
+        if (!more || header) {
+            if (have && end - start < guest_min_bytes) {
+                printf("PROBE map %llx-%llx %s %llx rss_kib=%lld anon_kib=%lld %s\n", start, end, perms, offset,
+                       rss, anon, file);
+                if (pagemap >= 0 && file[0] == '/' && rss > 0)
+                    print_present_pages(pagemap, start, end, offset / 4096, file);
+            }
+            if (header) {
+                snprintf(name, sizeof name, "%s", buf + n);
+                name[strcspn(name, "\n")] = 0;
+                start = s, end = e, offset = o, rss = 0, anon = 0, have = true;
+                snprintf(perms, sizeof perms, "%s", p);
+                snprintf(file, sizeof file, "%s", name);
+            }
+        } else if (sscanf(buf, "Rss: %lld kB", &kib) == 1) {
+            rss = kib;
+        } else if (sscanf(buf, "Anonymous: %lld kB", &kib) == 1) {
+            anon = kib;
+        }
+    }
+    free(buf);
+    fclose(f);
+    if (pagemap >= 0)
+        close(pagemap);
+}
+
 /* Echo the buffered line; on the first marker hit, measure first and report after it. */
 static void emit_line(double read_ms)
 {
@@ -121,6 +213,8 @@ static void emit_line(double read_ms)
     if (!marker_seen && memmem(line, line_len, marker, marker_len)) {
         marker_seen = true;
         measure_smaps(read_ms, probe, sizeof probe);
+        if (list_pages)
+            print_maps();
     }
     fwrite(line, 1, line_len, stdout);
     fputs("\n", stdout);
@@ -181,6 +275,8 @@ int main(int argc, char **argv)
             mem_mib = parse_number(argv[i + 1], 1, 1 << 24, "--guest-mem-mib");
         else if (strcmp(argv[i], "--timeout") == 0)
             timeout = parse_number(argv[i + 1], 0.001, 1e6, "--timeout");
+        else if (strcmp(argv[i], "--pages") == 0 && strcmp(argv[i + 1], "yes") == 0)
+            list_pages = true;
         else
             usage_error("unknown option");
     }
