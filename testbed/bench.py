@@ -99,6 +99,10 @@ MILESTONES = (
     ("kernel done", re.compile(r"Freeing unused kernel image")),
     ("init", re.compile(r"Run /init as init process")),
 )
+# kvm-clock's value when the guest started its clock (in ns, though the line says cycles):
+# the time from the VM's creation to that moment (firmware, the kernel's decompression, its
+# earliest set-up), which the log's time stamps leave out.
+SCHED_OFFSET = re.compile(r"kvm-clock: using sched offset of (\d+) cycles")
 DMESG_LINE = re.compile(r"KITE-GUEST: dmesg: \[\s*(\d+\.\d+)\] (.*)")
 # What bench mode's guest prints of its paravirtual features (testbed/guest/init).
 PV_LINE = re.compile(r"kvm-guest|clocksource: Switched|PV spinlocks")
@@ -169,6 +173,8 @@ def parse_session(lines):
             if cur["dmesg"]:
                 cur["milestones"] = {name: next((t for t, text in cur["dmesg"] if rx.search(text)), None)
                                      for name, rx in MILESTONES}
+                offset = next((SCHED_OFFSET.search(text) for _, text in cur["dmesg"] if SCHED_OFFSET.search(text)), None)
+                cur["clock_started_s"] = int(offset.group(1)) / 1e9 if offset else None
                 cur["dmesg_gaps"] = dmesg_gaps(cur["dmesg"])
             cur = None
             continue
@@ -370,9 +376,11 @@ def profile_markdown(runs, cpus_list, header, top=8):
     out = [header, "",
            "Medians over the runs, seconds by the guest's clock (its kernel log); wall boot and "
            "wall boot minus the guest's init (what came before the guest's clock started, and init's first steps) are "
-           "the probe's.", "",
-           "| vCPUs | VMM | runs | wall boot | " + " | ".join(names) + " | SMP bring-up | wall boot − guest init |",
-           "|---:|---|---:|---:|" + "---:|" * len(names) + "---:|---:|"]
+           "the probe's; \"guest clock started\" is kvm-clock's reading when the guest started its clock, the "
+           "time since the VM was created.", "",
+           "| vCPUs | VMM | runs | wall boot | guest clock started | " + " | ".join(names)
+           + " | SMP bring-up | wall boot − guest init |",
+           "|---:|---|---:|---:|---:|" + "---:|" * len(names) + "---:|---:|"]
     for c in cpus_list:
         for v in VMMS:
             rs = [r for r in counted(runs) if r["cpus"] == c and r["vmm"] == v and r.get("milestones")]
@@ -385,7 +393,8 @@ def profile_markdown(runs, cpus_list, header, top=8):
             boot = median([r["boot_ms"] / 1000 for r in rs if "boot_ms" in r])
             pre = median([r["boot_ms"] / 1000 - r["milestones"]["init"] for r in rs
                           if "boot_ms" in r and r["milestones"].get("init") is not None])
-            out.append(f"| {c} | {v} | {len(rs)} | {fmt(boot, ' s', 2)} | "
+            started = median([r["clock_started_s"] for r in rs if r.get("clock_started_s") is not None])
+            out.append(f"| {c} | {v} | {len(rs)} | {fmt(boot, ' s', 2)} | {fmt(started, ' s', 2)} | "
                        + " | ".join(fmt(ms[n], " s", 2) for n in names)
                        + f" | {fmt(smp, ' s', 2)} | {fmt(pre, ' s', 2)} |")
     for c in cpus_list:
