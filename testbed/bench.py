@@ -241,13 +241,23 @@ def run_session(idx, plan, args, files, logdir):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     lines = queue.Queue()
     threading.Thread(target=lambda: ([lines.put(l) for l in proc.stdout], lines.put(None)), daemon=True).start()
-    wedged, limit = False, 300                     # L1 boot and image build first
+    # A stuck L1 is either silent or still printing its own kernel's complaints (soft
+    # lockups every 28 s, seen with khugepaged): so a run also has a deadline of its own,
+    # its probe's plus a minute, however much L1 prints.
+    wedged, limit, run_deadline = False, 300, None     # L1 boot and image build first
     while True:
+        wait = limit if run_deadline is None else max(0.1, min(limit, run_deadline - time.monotonic()))
         try:
-            raw = lines.get(timeout=limit)
+            raw = lines.get(timeout=wait)
         except queue.Empty:
+            raw = b""
+            if run_deadline is None or time.monotonic() < run_deadline:
+                wedged = True
+                print(f"  TESTBED: the session was silent for {limit} s (L1 stuck); killing it", flush=True)
+        if not wedged and run_deadline is not None and time.monotonic() > run_deadline:
             wedged = True
-            print(f"  TESTBED: the session was silent for {limit} s (L1 stuck); killing it", flush=True)
+            print("  TESTBED: a run went past its deadline (L1 stuck); killing the session", flush=True)
+        if wedged:
             os.killpg(proc.pid, signal.SIGKILL)
             break
         if raw is None:
@@ -256,8 +266,9 @@ def run_session(idx, plan, args, files, logdir):
         if m:   # a run is silent at most until its probe's deadline, then speaks
             c = int(m.group(1))
             limit = run_timeout(c, ipi_rounds_for(c, int(m.group(2)), args.ipi_rounds, args.profile)) + 60
+            run_deadline = time.monotonic() + limit
         elif b"BENCH-DONE" in raw:
-            limit = 180
+            limit, run_deadline = 180, None
         elif b"PROBE timeout" in raw:   # the probe has killed the VMM: it must report soon
             limit = 60
     proc.wait()
