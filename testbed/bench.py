@@ -173,7 +173,7 @@ def parse_session(lines):
             if cur["dmesg"]:
                 cur["milestones"] = {name: next((t for t, text in cur["dmesg"] if rx.search(text)), None)
                                      for name, rx in MILESTONES}
-                offset = next((SCHED_OFFSET.search(text) for _, text in cur["dmesg"] if SCHED_OFFSET.search(text)), None)
+                offset = next(filter(None, (SCHED_OFFSET.search(text) for _, text in cur["dmesg"])), None)
                 cur["clock_started_s"] = int(offset.group(1)) / 1e9 if offset else None
                 cur["dmesg_gaps"] = dmesg_gaps(cur["dmesg"])
             cur = None
@@ -223,6 +223,9 @@ def dmesg_gaps(dmesg):
     return gaps
 
 
+SILENT = object()   # what run_session's line queue gave when nothing came in time
+
+
 def run_session(idx, plan, args, files, logdir):
     """Runs `plan` in one testbed session. Returns (completed runs, host facts, wedged):
     wedged when the session went silent (L1 itself stuck, seen with QEMU and kite alike)
@@ -250,13 +253,13 @@ def run_session(idx, plan, args, files, logdir):
         try:
             raw = lines.get(timeout=wait)
         except queue.Empty:
-            raw = b""
-            if run_deadline is None or time.monotonic() < run_deadline:
-                wedged = True
-                print(f"  TESTBED: the session was silent for {limit} s (L1 stuck); killing it", flush=True)
-        if not wedged and run_deadline is not None and time.monotonic() > run_deadline:
-            wedged = True
+            raw = SILENT
+        if run_deadline is not None and time.monotonic() >= run_deadline:
             print("  TESTBED: a run went past its deadline (L1 stuck); killing the session", flush=True)
+            wedged = True
+        elif raw is SILENT:
+            print(f"  TESTBED: the session was silent for {limit} s (L1 stuck); killing it", flush=True)
+            wedged = True
         if wedged:
             os.killpg(proc.pid, signal.SIGKILL)
             break
